@@ -1,0 +1,148 @@
+//! Engine options: every bound the engine lives within, with defaults that
+//! suit the target workload (sessions of ~2 KiB, many small writes).
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// How concurrent versions of one key are resolved when sibling sets merge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConflictMode {
+    /// Keep every concurrent version; the client resolves them by writing
+    /// back with the causal context it read.
+    Siblings,
+    /// Keep only the version with the highest timestamp (ties broken by dot),
+    /// as Cassandra does.
+    LastWriterWins,
+}
+
+/// When a write is acknowledged relative to the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Ack after the write's group-commit batch is on disk and fdatasync'd.
+    /// Survives power loss. The default.
+    Batch,
+    /// Ack once the batch is written to the device (survives a process
+    /// crash); fdatasync runs every `period` in the background, so a power
+    /// loss can lose at most about one period of acknowledged writes.
+    Periodic {
+        /// Interval between background fdatasyncs.
+        period: Duration,
+    },
+}
+
+/// Configuration of one shard's engine. `Options::default()` is a working
+/// single-node setup; `validate` is called by `Engine::open`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Identifies this shard in dots (`Dot::replica`). Must be unique across
+    /// the cluster and stable across restarts; the node runtime derives it
+    /// from node id and shard index.
+    pub replica_id: u64,
+    /// Largest accepted key, in bytes (default 64 KiB).
+    pub max_key_bytes: usize,
+    /// Largest accepted value, in bytes (default 1 MiB).
+    pub max_value_bytes: usize,
+    /// Sibling handling (default: keep siblings).
+    pub conflict: ConflictMode,
+    /// Durability of acknowledged writes (default: batch).
+    pub sync_mode: SyncMode,
+    /// Size of one commit-log segment file (default 64 MiB).
+    pub segment_bytes: u64,
+    /// Upper bound of one group-commit batch (default 4 MiB); a batch closes
+    /// when full and the next one waits for it.
+    pub commit_batch_bytes_max: usize,
+    /// Memtable size that triggers a flush to an SSTable (default 64 MiB).
+    pub memtable_bytes_max: usize,
+    /// Byte budget of the block cache (default 64 MiB).
+    pub block_cache_bytes: usize,
+    /// Target size of an SSTable data block before alignment (default 4 KiB).
+    pub block_bytes: usize,
+    /// Bloom filter bits per key (default 10, about 1 % false positives).
+    pub bloom_bits_per_key: u32,
+    /// Tombstones (and expired values) younger than this are kept by
+    /// compaction so repair can propagate them (default 10 days). Must be
+    /// longer than the cluster's repair interval, or deletes can resurrect.
+    pub gc_grace: Duration,
+    /// Size-tiered compaction merges a bucket once it holds this many tables
+    /// (default 4).
+    pub compaction_min_tables: usize,
+    /// Most tables merged by one compaction (default 16).
+    pub compaction_max_tables: usize,
+    /// Whether the engine starts its own background compaction task
+    /// (default true). Tests and benchmarks turn it off to compact by hand.
+    pub auto_compaction: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            replica_id: 1,
+            max_key_bytes: 64 * 1024,
+            max_value_bytes: 1024 * 1024,
+            conflict: ConflictMode::Siblings,
+            sync_mode: SyncMode::Batch,
+            segment_bytes: 64 * 1024 * 1024,
+            commit_batch_bytes_max: 4 * 1024 * 1024,
+            memtable_bytes_max: 64 * 1024 * 1024,
+            block_cache_bytes: 64 * 1024 * 1024,
+            block_bytes: 4096,
+            bloom_bits_per_key: 10,
+            gc_grace: Duration::from_secs(10 * 24 * 3600),
+            compaction_min_tables: 4,
+            compaction_max_tables: 16,
+            auto_compaction: true,
+        }
+    }
+}
+
+impl Options {
+    /// Bytes one commit-log record may take at most: the largest key and
+    /// value plus framing and version metadata.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_key_bytes + self.max_value_bytes + 4096
+    }
+
+    /// Checks that the bounds fit together; returns a message naming the
+    /// offending option otherwise.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: String| Err(Error::InvalidOptions(m));
+        if self.max_key_bytes == 0 || self.max_key_bytes > 1 << 20 {
+            return fail(format!("max_key_bytes {} not in 1..=1048576", self.max_key_bytes));
+        }
+        if self.max_value_bytes > 64 << 20 {
+            return fail(format!("max_value_bytes {} above 64 MiB", self.max_value_bytes));
+        }
+        if self.commit_batch_bytes_max < self.max_record_bytes() {
+            return fail(format!(
+                "commit_batch_bytes_max {} must hold one maximal record ({} bytes)",
+                self.commit_batch_bytes_max,
+                self.max_record_bytes()
+            ));
+        }
+        if self.segment_bytes < 2 * self.commit_batch_bytes_max as u64 {
+            return fail(format!(
+                "segment_bytes {} must be at least twice commit_batch_bytes_max {}",
+                self.segment_bytes, self.commit_batch_bytes_max
+            ));
+        }
+        if self.block_bytes < 512 || self.block_bytes > 1 << 20 {
+            return fail(format!("block_bytes {} not in 512..=1048576", self.block_bytes));
+        }
+        if self.bloom_bits_per_key == 0 || self.bloom_bits_per_key > 64 {
+            return fail(format!("bloom_bits_per_key {} not in 1..=64", self.bloom_bits_per_key));
+        }
+        if self.compaction_min_tables < 2 || self.compaction_max_tables < self.compaction_min_tables {
+            return fail(format!(
+                "compaction_min_tables {} must be >= 2 and <= compaction_max_tables {}",
+                self.compaction_min_tables, self.compaction_max_tables
+            ));
+        }
+        if let SyncMode::Periodic { period } = self.sync_mode {
+            if period.is_zero() {
+                return fail("periodic sync period must be above zero".into());
+            }
+        }
+        Ok(())
+    }
+}
