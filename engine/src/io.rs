@@ -51,12 +51,20 @@ pub(crate) async fn create_new(path: &Path) -> Result<DmaFile> {
 
 /// Reads exactly `len` bytes at `pos`, in chunks of at most `MAX_IO_BYTES`.
 /// A short read (the file ends early) is reported as corruption of `path`.
-pub(crate) async fn read_exact(file: &DmaFile, path: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {
+pub(crate) async fn read_exact(
+    file: &DmaFile,
+    path: &Path,
+    pos: u64,
+    len: usize,
+) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         let at = pos + out.len() as u64;
         let want = (len - out.len()).min(MAX_IO_BYTES);
-        let got = file.read_at(at, want).await.map_err(|e| Error::io(path, e))?;
+        let got = file
+            .read_at(at, want)
+            .await
+            .map_err(|e| Error::io(path, e))?;
         if got.is_empty() {
             return Err(Error::corrupt(
                 path,
@@ -90,7 +98,10 @@ pub(crate) async fn write_at(file: &DmaFile, path: &Path, pos: u64, data: &[u8])
         bytes[..chunk.len()].copy_from_slice(chunk);
         bytes[chunk.len()..].fill(0);
         let at = pos + written as u64;
-        let n = file.write_at(buf, at).await.map_err(|e| Error::io(path, e))?;
+        let n = file
+            .write_at(buf, at)
+            .await
+            .map_err(|e| Error::io(path, e))?;
         if n != padded {
             return Err(Error::io(
                 path,
@@ -150,7 +161,9 @@ pub(crate) fn remove_file(dir: &Path, path: &Path) -> Result<()> {
 /// non-empty probe file that we keep in the data directory.
 pub(crate) async fn warm_up(dir: &Path) -> Result<()> {
     let path: PathBuf = dir.join(WARM_UP_FILE);
-    let ok = std::fs::metadata(&path).map(|m| m.len() >= 4096).unwrap_or(false);
+    let ok = std::fs::metadata(&path)
+        .map(|m| m.len() >= 4096)
+        .unwrap_or(false);
     if !ok {
         let block = vec![0xA5u8; 4096];
         write_file_atomic(dir, WARM_UP_FILE, &block)?;
@@ -161,7 +174,11 @@ pub(crate) async fn warm_up(dir: &Path) -> Result<()> {
         .await
         .map_err(|e| Error::io(&path, e))?;
     if read.len() != 4096 {
-        return Err(Error::corrupt(&path, 0, "iopoll probe file shorter than 4096 bytes"));
+        return Err(Error::corrupt(
+            &path,
+            0,
+            "iopoll probe file shorter than 4096 bytes",
+        ));
     }
     close(file, &path).await
 }

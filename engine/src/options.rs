@@ -108,10 +108,16 @@ impl Options {
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::InvalidOptions(m));
         if self.max_key_bytes == 0 || self.max_key_bytes > 1 << 20 {
-            return fail(format!("max_key_bytes {} not in 1..=1048576", self.max_key_bytes));
+            return fail(format!(
+                "max_key_bytes {} not in 1..=1048576",
+                self.max_key_bytes
+            ));
         }
         if self.max_value_bytes > 64 << 20 {
-            return fail(format!("max_value_bytes {} above 64 MiB", self.max_value_bytes));
+            return fail(format!(
+                "max_value_bytes {} above 64 MiB",
+                self.max_value_bytes
+            ));
         }
         if self.commit_batch_bytes_max < self.max_record_bytes() {
             return fail(format!(
@@ -127,12 +133,19 @@ impl Options {
             ));
         }
         if self.block_bytes < 512 || self.block_bytes > 1 << 20 {
-            return fail(format!("block_bytes {} not in 512..=1048576", self.block_bytes));
+            return fail(format!(
+                "block_bytes {} not in 512..=1048576",
+                self.block_bytes
+            ));
         }
         if self.bloom_bits_per_key == 0 || self.bloom_bits_per_key > 64 {
-            return fail(format!("bloom_bits_per_key {} not in 1..=64", self.bloom_bits_per_key));
+            return fail(format!(
+                "bloom_bits_per_key {} not in 1..=64",
+                self.bloom_bits_per_key
+            ));
         }
-        if self.compaction_min_tables < 2 || self.compaction_max_tables < self.compaction_min_tables {
+        if self.compaction_min_tables < 2 || self.compaction_max_tables < self.compaction_min_tables
+        {
             return fail(format!(
                 "compaction_min_tables {} must be >= 2 and <= compaction_max_tables {}",
                 self.compaction_min_tables, self.compaction_max_tables

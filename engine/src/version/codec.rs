@@ -1,0 +1,182 @@
+//! Binary encoding of a sibling set, shared by the commit log and SSTables.
+//!
+//! Layout (little-endian; documented in docs/FORMAT.md):
+//! ```text
+//! u8   format = 1
+//! u16  context entries C, then C × (u64 replica, u64 counter)
+//! u16  versions V, then V × version:
+//!        u64 dot.replica, u64 dot.counter, u64 timestamp, u64 expires_at_ms,
+//!        u8  kind (0 = value, 1 = tombstone),
+//!        u32 value length L (0 for a tombstone), L value bytes
+//! ```
+//! The enclosing record or block carries the checksum; decoding still
+//! checks every length so damaged input is an error, never a panic.
+
+use super::dot::{Dot, VersionVector};
+use super::sibling::{SiblingSet, Version};
+use crate::options::ConflictMode;
+
+const FORMAT: u8 = 1;
+const KIND_VALUE: u8 = 0;
+const KIND_TOMBSTONE: u8 = 1;
+
+/// Why bytes could not be decoded as a sibling set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad sibling set encoding at byte {at}: {reason}")]
+pub struct DecodeError {
+    /// Offset within the encoded set.
+    pub at: usize,
+    /// What was wrong.
+    pub reason: &'static str,
+}
+
+impl SiblingSet {
+    /// Exact length of `encode`'s output.
+    pub fn encoded_len(&self) -> usize {
+        1 + 2
+            + self.context().len() * 16
+            + 2
+            + self
+                .versions()
+                .iter()
+                .map(|v| 37 + v.value.as_ref().map_or(0, Vec::len))
+                .sum::<usize>()
+    }
+
+    /// Appends the encoding to `out`. Sets are bounded by construction (a
+    /// key has few siblings and few writers), so the u16 counts always fit;
+    /// exceeding them is a bug and asserts.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let ctx = self.context().entries();
+        assert!(ctx.len() <= u16::MAX as usize && self.versions().len() <= u16::MAX as usize);
+        out.reserve(self.encoded_len());
+        out.push(FORMAT);
+        out.extend_from_slice(&(ctx.len() as u16).to_le_bytes());
+        for &(replica, counter) in ctx {
+            out.extend_from_slice(&replica.to_le_bytes());
+            out.extend_from_slice(&counter.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.versions().len() as u16).to_le_bytes());
+        for v in self.versions() {
+            out.extend_from_slice(&v.dot.replica.to_le_bytes());
+            out.extend_from_slice(&v.dot.counter.to_le_bytes());
+            out.extend_from_slice(&v.timestamp.to_le_bytes());
+            out.extend_from_slice(&v.expires_at_ms.to_le_bytes());
+            match &v.value {
+                Some(value) => {
+                    out.push(KIND_VALUE);
+                    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    out.extend_from_slice(value);
+                }
+                None => {
+                    out.push(KIND_TOMBSTONE);
+                    out.extend_from_slice(&0u32.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// Encodes into a new vector.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decodes an encoded set, normalising it under `mode`. Trailing bytes
+    /// are an error: a length that does not add up means damage.
+    pub fn decode(bytes: &[u8], mode: ConflictMode) -> Result<SiblingSet, DecodeError> {
+        let mut r = Reader { bytes, at: 0 };
+        if r.u8()? != FORMAT {
+            return Err(DecodeError {
+                at: 0,
+                reason: "unknown sibling set format",
+            });
+        }
+        let contexts = r.u16()? as usize;
+        let mut pairs = Vec::with_capacity(contexts.min(bytes.len() / 16));
+        for _ in 0..contexts {
+            pairs.push((r.u64()?, r.u64()?));
+        }
+        let count = r.u16()? as usize;
+        let mut versions = Vec::with_capacity(count.min(bytes.len() / 37));
+        for _ in 0..count {
+            let dot = Dot {
+                replica: r.u64()?,
+                counter: r.u64()?,
+            };
+            let timestamp = r.u64()?;
+            let expires_at_ms = r.u64()?;
+            let kind_at = r.at;
+            let kind = r.u8()?;
+            let len = r.u32()? as usize;
+            let value = match kind {
+                KIND_VALUE => Some(r.take(len)?.to_vec()),
+                KIND_TOMBSTONE if len == 0 => None,
+                _ => {
+                    return Err(DecodeError {
+                        at: kind_at,
+                        reason: "bad version kind",
+                    })
+                }
+            };
+            versions.push(Version {
+                dot,
+                timestamp,
+                expires_at_ms,
+                value,
+            });
+        }
+        if r.at != bytes.len() {
+            return Err(DecodeError {
+                at: r.at,
+                reason: "trailing bytes after sibling set",
+            });
+        }
+        Ok(SiblingSet::from_parts(
+            versions,
+            VersionVector::from_entries(pairs),
+            mode,
+        ))
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        match end {
+            Some(end) => {
+                let s = &self.bytes[self.at..end];
+                self.at = end;
+                Ok(s)
+            }
+            None => Err(DecodeError {
+                at: self.at,
+                reason: "truncated",
+            }),
+        }
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let mut b = [0u8; 2];
+        b.copy_from_slice(self.take(2)?);
+        Ok(u16::from_le_bytes(b))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(b))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+}

@@ -1,0 +1,127 @@
+//! Dots (unique event ids) and version vectors (sets of seen events).
+
+/// A unique write event: the replica that issued it and that replica's clock
+/// reading. Counters of one replica only grow (they come from its
+/// [`HybridClock`](super::HybridClock)), so `(replica, counter)` never repeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dot {
+    /// The issuing replica (node and shard), see `Options::replica_id`.
+    pub replica: u64,
+    /// The replica's hybrid-logical-clock reading when it issued the write.
+    pub counter: u64,
+}
+
+/// For each replica, the highest counter seen from it. A vector covers a dot
+/// when it has seen that replica up to at least the dot's counter.
+///
+/// Kept as a small vector sorted by replica: a key is written by a handful of
+/// coordinators, so a sorted `Vec` beats a map in size and speed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VersionVector {
+    entries: Vec<(u64, u64)>,
+}
+
+impl VersionVector {
+    /// The empty vector: covers nothing (a write with it conflicts with all).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a vector from `(replica, counter)` pairs; duplicates keep the
+    /// highest counter, zero counters are dropped.
+    pub fn from_entries(pairs: impl IntoIterator<Item = (u64, u64)>) -> Self {
+        let mut vv = VersionVector::new();
+        for (replica, counter) in pairs {
+            vv.insert(Dot { replica, counter });
+        }
+        vv
+    }
+
+    /// The `(replica, counter)` pairs, sorted by replica, counters above zero.
+    pub fn entries(&self) -> &[(u64, u64)] {
+        &self.entries
+    }
+
+    /// Highest counter seen from `replica` (0 when none).
+    pub fn get(&self, replica: u64) -> u64 {
+        match self.entries.binary_search_by_key(&replica, |e| e.0) {
+            Ok(i) => self.entries[i].1,
+            Err(_) => 0,
+        }
+    }
+
+    /// True when the vector has seen `dot`.
+    pub fn covers(&self, dot: Dot) -> bool {
+        self.get(dot.replica) >= dot.counter
+    }
+
+    /// Records `dot` as seen.
+    pub fn insert(&mut self, dot: Dot) {
+        if dot.counter == 0 {
+            return;
+        }
+        match self.entries.binary_search_by_key(&dot.replica, |e| e.0) {
+            Ok(i) => self.entries[i].1 = self.entries[i].1.max(dot.counter),
+            Err(i) => self.entries.insert(i, (dot.replica, dot.counter)),
+        }
+    }
+
+    /// Pointwise maximum with `other` (the least upper bound).
+    pub fn join(&mut self, other: &VersionVector) {
+        if other.entries.is_empty() {
+            return;
+        }
+        if self.entries.is_empty() {
+            self.entries.clone_from(&other.entries);
+            return;
+        }
+        for &(replica, counter) in &other.entries {
+            self.insert(Dot { replica, counter });
+        }
+    }
+
+    /// True when every entry of `other` is covered by `self`.
+    pub fn descends(&self, other: &VersionVector) -> bool {
+        other
+            .entries
+            .iter()
+            .all(|&(replica, counter)| self.get(replica) >= counter)
+    }
+
+    /// Number of replicas in the vector.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the vector has seen nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covers_and_join() {
+        let mut a = VersionVector::from_entries([(1, 5), (3, 2)]);
+        assert!(a.covers(Dot {
+            replica: 1,
+            counter: 5
+        }));
+        assert!(!a.covers(Dot {
+            replica: 1,
+            counter: 6
+        }));
+        assert!(!a.covers(Dot {
+            replica: 2,
+            counter: 1
+        }));
+        let b = VersionVector::from_entries([(2, 7), (3, 9)]);
+        a.join(&b);
+        assert_eq!(a.entries(), &[(1, 5), (2, 7), (3, 9)]);
+        assert!(a.descends(&b));
+        assert!(!b.descends(&a));
+    }
+}
