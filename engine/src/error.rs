@@ -78,6 +78,12 @@ pub enum Error {
     #[error("commit log is unusable after an earlier error ({0}); reopen the engine")]
     LogFailed(String),
 
+    /// Both memtables are full and the last flush failed (for example the
+    /// disk is full); writes are refused until a flush succeeds, which the
+    /// engine retries on every write. Reads keep working.
+    #[error("memtable is full and flushing it failed ({0}); writes resume once a flush succeeds")]
+    FlushFailed(String),
+
     /// The engine was closed; no further operations are accepted.
     #[error("engine is closed")]
     Closed,
@@ -112,7 +118,10 @@ impl Error {
     /// tell "free some space" apart from "the disk is failing".
     pub fn is_no_space(&self) -> bool {
         match self {
-            Error::Io { source, .. } => source.raw_os_error() == Some(28),
+            Error::Io { source, .. } => {
+                source.raw_os_error() == Some(28)
+                    || source.kind() == std::io::ErrorKind::StorageFull
+            }
             _ => false,
         }
     }

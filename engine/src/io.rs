@@ -25,18 +25,6 @@ pub(crate) async fn open_read(path: &Path) -> Result<DmaFile> {
     DmaFile::open(path).await.map_err(|e| Error::io(path, e))
 }
 
-/// Opens (creating if needed) a file for reading and writing, without
-/// truncating it.
-pub(crate) async fn open_rw(path: &Path) -> Result<DmaFile> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .dma_open(path)
-        .await
-        .map_err(|e| Error::io(path, e))
-}
-
 /// Creates a new file for reading and writing; fails if it exists, so a
 /// bug can never overwrite a live table or segment.
 pub(crate) async fn create_new(path: &Path) -> Result<DmaFile> {
@@ -124,6 +112,14 @@ pub(crate) async fn sync(file: &DmaFile, path: &Path) -> Result<()> {
 /// Closes a file, reporting any deferred error.
 pub(crate) async fn close(file: DmaFile, path: &Path) -> Result<()> {
     file.close().await.map_err(|e| Error::io(path, e))
+}
+
+/// Closes a shared file once the last reference is gone.
+pub(crate) async fn close_rc(file: std::rc::Rc<DmaFile>, path: &Path) -> Result<()> {
+    file.close_rc()
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Makes a directory entry change (create, rename, unlink) durable.

@@ -23,12 +23,24 @@
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+mod cache;
+mod commitlog;
+mod compaction;
+mod engine;
 mod error;
 mod io;
+mod manifest;
+mod memtable;
+mod merge;
 mod options;
+mod table;
 mod token;
 pub mod version;
 
+pub use cache::CacheStats;
+pub use commitlog::LogStats;
+pub use engine::{Engine, EngineStats, ScanBatch, WriteContext, WriteOptions};
 pub use error::{Error, Result};
+pub use memtable::Memtable;
 pub use options::{ConflictMode, Options, SyncMode};
 pub use token::{token_of, Token, TokenRange};

@@ -1,0 +1,42 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use corekv_engine::{ConflictMode, Options, SyncMode};
+
+/// Runs `f` on a fresh glommio executor and returns its output. Each test
+/// gets its own executor, like a shard.
+pub fn run<T: Send + 'static, F, Fut>(f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(f)
+        .expect("spawn executor")
+        .join()
+        .expect("executor thread")
+}
+
+/// Small bounds so a short test flushes, rolls segments and compacts.
+pub fn small_options(conflict: ConflictMode) -> Options {
+    Options {
+        replica_id: 7,
+        max_key_bytes: 256,
+        max_value_bytes: 8 * 1024,
+        conflict,
+        sync_mode: SyncMode::Batch,
+        segment_bytes: 128 * 1024,
+        commit_batch_bytes_max: 32 * 1024,
+        memtable_bytes_max: 16 * 1024,
+        block_cache_bytes: 64 * 1024,
+        block_bytes: 4096,
+        bloom_bits_per_key: 10,
+        gc_grace: Duration::from_secs(3600),
+        compaction_min_tables: 3,
+        compaction_max_tables: 8,
+        auto_compaction: true,
+    }
+}
