@@ -39,7 +39,7 @@ impl Engine {
             if picked.is_empty() {
                 break;
             }
-            self.compact_tables(&picked).await?;
+            self.compact_tables(Some(&picked)).await?;
             done += 1;
         }
         Ok(done)
@@ -47,17 +47,7 @@ impl Engine {
 
     /// Merges every live table into one (a major compaction).
     pub async fn compact_all(&self) -> Result<()> {
-        let ids: Vec<u64> = self
-            .state
-            .borrow()
-            .tables
-            .iter()
-            .map(|t| t.meta().id)
-            .collect();
-        if ids.len() > 1 {
-            self.compact_tables(&ids).await?;
-        }
-        Ok(())
+        self.compact_tables(None).await
     }
 
     /// Spawns the compaction task unless it is running or disabled.
@@ -88,9 +78,10 @@ impl Engine {
         }
     }
 
-    /// Merges the tables `ids` into one new table, dropping superseded
+    /// Merges the tables `ids` (all live tables for `None`, decided once no
+    /// other compaction runs) into one new table, dropping superseded
     /// versions, expired values and tombstones past gc_grace.
-    async fn compact_tables(&self, ids: &[u64]) -> Result<()> {
+    async fn compact_tables(&self, ids: Option<&[u64]>) -> Result<()> {
         let _permit = self
             .compaction_lock
             .acquire_permit(1)
@@ -99,10 +90,11 @@ impl Engine {
         // Another compaction may have consumed some inputs while we waited.
         let ids: Vec<u64> = {
             let st = self.state.borrow();
-            ids.iter()
-                .copied()
-                .filter(|id| st.tables.iter().any(|t| t.meta().id == *id))
-                .collect()
+            let live = st.tables.iter().map(|t| t.meta().id);
+            match ids {
+                Some(ids) => live.filter(|id| ids.contains(id)).collect(),
+                None => live.collect(),
+            }
         };
         if ids.len() < 2 {
             return Ok(());

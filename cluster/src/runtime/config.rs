@@ -1,0 +1,160 @@
+//! Node configuration: a TOML file and command-line flags over defaults
+//! that need no configuration at all for a single node.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Everything `corekv serve` can be told. Field names are the TOML keys;
+/// units are in the names. `NodeConfig::default()` is the single-node setup
+/// the README starts.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Directory holding `shard-<i>/` subdirectories and `corekv.meta`.
+    pub data_dir: PathBuf,
+    /// Number of shards (one glommio executor each); 0 means one per core.
+    pub shards: usize,
+    /// Native protocol address shared by all shards (SO_REUSEPORT); shard
+    /// `i` also listens on `port + 1 + i` for shard-aware clients.
+    pub native_addr: SocketAddr,
+    /// RESP2 address, shared by all shards.
+    pub resp_addr: SocketAddr,
+    /// Commit-log sync mode: "batch" (ack after fdatasync) or "periodic".
+    pub commitlog_sync: String,
+    /// fdatasync interval in periodic mode.
+    pub commitlog_sync_period_ms: u64,
+    /// Commit-log segment size.
+    pub commitlog_segment_mib: u64,
+    /// Memtable size that triggers a flush, per shard.
+    pub memtable_mib: u64,
+    /// Block-cache budget per shard.
+    pub block_cache_mib: u64,
+    /// Conflict handling: "siblings" or "lww".
+    pub conflict: String,
+    /// Tombstone garbage-collection grace period.
+    pub gc_grace_s: u64,
+    /// Largest key accepted.
+    pub max_key_bytes: usize,
+    /// Largest value accepted.
+    pub max_value_bytes: usize,
+    /// Open client connections per shard; more are refused.
+    pub max_connections_per_shard: usize,
+    /// A client connection idle this long is closed.
+    pub idle_timeout_s: u64,
+    /// Requests one native connection may have in flight; reading from the
+    /// socket pauses beyond it.
+    pub max_in_flight_per_connection: usize,
+    /// Stable id of this node (part of every version's dot).
+    pub node_id: u32,
+    /// Log level filter, e.g. "info" or "corekv=debug".
+    pub log: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("corekv-data"),
+            shards: 0,
+            native_addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            resp_addr: SocketAddr::from(([127, 0, 0, 1], 7379)),
+            commitlog_sync: "batch".into(),
+            commitlog_sync_period_ms: 10,
+            commitlog_segment_mib: 64,
+            memtable_mib: 64,
+            block_cache_mib: 64,
+            conflict: "siblings".into(),
+            gc_grace_s: 10 * 24 * 3600,
+            max_key_bytes: 64 * 1024,
+            max_value_bytes: 1024 * 1024,
+            max_connections_per_shard: 4096,
+            idle_timeout_s: 300,
+            max_in_flight_per_connection: 256,
+            node_id: 1,
+            log: "info".into(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads a TOML file; unknown keys are an error naming them, so a typo
+    /// never silently falls back to a default.
+    pub fn from_file(path: &Path) -> Result<NodeConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Shard count after resolving 0 to the number of cores.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The engine options of shard `index`.
+    pub fn engine_options(&self, index: usize) -> Result<corekv_engine::Options> {
+        use corekv_engine::{ConflictMode, SyncMode};
+        let sync_mode = match self.commitlog_sync.as_str() {
+            "batch" => SyncMode::Batch,
+            "periodic" => SyncMode::Periodic {
+                period: Duration::from_millis(self.commitlog_sync_period_ms.max(1)),
+            },
+            other => {
+                return Err(Error::Config(format!(
+                    "commitlog_sync must be \"batch\" or \"periodic\", not {other:?}"
+                )))
+            }
+        };
+        let conflict = match self.conflict.as_str() {
+            "siblings" => ConflictMode::Siblings,
+            "lww" => ConflictMode::LastWriterWins,
+            other => {
+                return Err(Error::Config(format!(
+                    "conflict must be \"siblings\" or \"lww\", not {other:?}"
+                )))
+            }
+        };
+        let max_record = self.max_key_bytes + self.max_value_bytes + 4096;
+        let opts = corekv_engine::Options {
+            // Dots must be unique per writer: node id in the high bits, shard below.
+            replica_id: (u64::from(self.node_id) << 16) | index as u64,
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+            conflict,
+            sync_mode,
+            segment_bytes: (self.commitlog_segment_mib << 20)
+                .max(2 * (max_record as u64).max(4 << 20)),
+            commit_batch_bytes_max: max_record.max(4 << 20),
+            memtable_bytes_max: (self.memtable_mib << 20) as usize,
+            block_cache_bytes: (self.block_cache_mib << 20) as usize,
+            gc_grace: Duration::from_secs(self.gc_grace_s),
+            ..corekv_engine::Options::default()
+        };
+        opts.validate().map_err(|e| Error::Config(e.to_string()))?;
+        Ok(opts)
+    }
+
+    /// Checks values that the engine does not see.
+    pub fn validate(&self) -> Result<()> {
+        if self.shard_count() > 256 {
+            return Err(Error::Config(format!(
+                "shards = {} is more than 256",
+                self.shard_count()
+            )));
+        }
+        if self.max_connections_per_shard == 0 || self.max_in_flight_per_connection == 0 {
+            return Err(Error::Config(
+                "max_connections_per_shard and max_in_flight_per_connection must be above zero"
+                    .into(),
+            ));
+        }
+        self.engine_options(0).map(|_| ())
+    }
+}

@@ -1,0 +1,8 @@
+//! The node runtime: configuration, data directory, shard startup and
+//! shutdown, operations and routing between shards.
+
+pub mod config;
+pub mod datadir;
+pub mod node;
+pub mod ops;
+pub mod router;

@@ -1,0 +1,139 @@
+//! Starting and stopping a node: one pinned glommio executor per shard,
+//! each opening its engine, joining the channel mesh and accepting clients.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use super::config::NodeConfig;
+use super::datadir;
+use super::router::{serve_forwards, Forward, Router};
+use crate::error::{Error, Result};
+use crate::server::{self, Shutdown};
+
+/// Capacity of each shard-to-shard channel: how many forwarded requests may
+/// queue before the sender waits.
+const MESH_CHANNEL_CAPACITY: usize = 1024;
+/// How long a stopping shard waits for in-flight requests to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handle to tell a running node to stop (what SIGTERM and SIGINT do).
+#[derive(Clone, Default)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+}
+
+impl StopHandle {
+    /// Asks every shard to stop accepting, drain, flush and exit.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    /// True once a stop was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs a node until SIGTERM/SIGINT (or `stop`), then shuts down cleanly:
+/// stop accepting, finish in-flight requests, flush memtables, exit.
+/// Returns an error when the configuration, data directory or a shard fails.
+pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
+    config.validate()?;
+    let shards = config.shard_count();
+    datadir::prepare(&config.data_dir, shards)?;
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.flag.clone()).map_err(|e| Error::Io {
+            context: "installing signal handlers".into(),
+            source: e,
+        })?;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Pin one executor per core when there are enough cores; otherwise let
+    // the OS place them (e.g. a 4-shard test on a 2-core machine).
+    let placement = if shards <= cores {
+        PoolPlacement::MaxSpread(shards, None)
+    } else {
+        PoolPlacement::Unbound(shards)
+    };
+    tracing::info!(shards, native = %config.native_addr, resp = %config.resp_addr, data = %config.data_dir.display(), "starting corekv node");
+    let mesh = MeshBuilder::<Forward, _>::full(shards, MESH_CHANNEL_CAPACITY);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("corekv-shard")
+        .on_all_shards(move || {
+            let config = config.clone();
+            let stop = stop.clone();
+            let ready = ready.clone();
+            async move { shard_main(config, mesh, stop, ready, shards).await }
+        })
+        .map_err(|e| Error::Io {
+            context: "starting shard executors".into(),
+            source: e.into(),
+        })?;
+    let mut first_error = None;
+    for (i, outcome) in handles.join_all().into_iter().enumerate() {
+        let result = outcome.map_err(|e| Error::Io {
+            context: format!("shard {i} executor"),
+            source: e.into(),
+        });
+        if let Err(e) | Ok(Err(e)) = result {
+            tracing::error!(shard = i, error = %e, "shard failed");
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("corekv node stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+async fn shard_main(
+    config: NodeConfig,
+    mesh: MeshBuilder<Forward, glommio::channels::channel_mesh::Full>,
+    stop: StopHandle,
+    ready: Arc<AtomicUsize>,
+    shards: usize,
+) -> Result<()> {
+    let (senders, receivers) = mesh.join().await.map_err(|_| Error::Io {
+        context: "joining the shard channel mesh".into(),
+        source: std::io::Error::other("mesh join failed"),
+    })?;
+    let index = senders.peer_id();
+    let opts = config.engine_options(index)?;
+    let engine =
+        corekv_engine::Engine::open(datadir::shard_dir(&config.data_dir, index), opts).await?;
+    glommio::spawn_local(serve_forwards(engine.clone(), receivers)).detach();
+    let router = Rc::new(Router::new(engine.clone(), senders, shards));
+    let shutdown = Shutdown::new();
+    let listeners = server::bind_all(&config, index)?;
+    server::spawn_all(listeners, router.clone(), &config, shutdown.clone());
+    if ready.fetch_add(1, Ordering::SeqCst) + 1 == shards {
+        tracing::info!(
+            shards,
+            "corekv is ready: native on {}, RESP on {}",
+            config.native_addr,
+            config.resp_addr
+        );
+    }
+    // Control loop: wait for a stop request.
+    while !stop.is_stopped() {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!(
+        shard = index,
+        "stopping: no new connections, draining in-flight requests"
+    );
+    shutdown.begin();
+    shutdown.drained(DRAIN_TIMEOUT).await;
+    engine.close().await?;
+    tracing::info!(shard = index, "flushed and closed");
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Routing a key to its owning shard, and forwarding over the channel mesh
+//! when that shard is another core's.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use corekv_engine::{token_of, Engine};
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+
+use super::ops::{execute, KvOp, KvReply};
+use crate::error::Error;
+
+/// A request shipped to another shard, with the channel its answer goes back
+/// on. Everything in it is `Send`: it crosses threads.
+pub struct Forward {
+    op: KvOp,
+    reply: oneshot::Sender<std::result::Result<KvReply, String>>,
+}
+
+/// The shard that owns `key` among `shards`: `(token * shards) >> 64`, so
+/// shards own contiguous token slices (as DESIGN.md fixes it).
+pub fn shard_of(key: &[u8], shards: usize) -> usize {
+    ((u128::from(token_of(key)) * shards as u128) >> 64) as usize
+}
+
+/// Result of a routed operation: engine errors keep their type when local;
+/// a forwarded failure arrives as its message.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The engine refused or failed.
+    #[error(transparent)]
+    Engine(#[from] corekv_engine::Error),
+    /// Another shard failed; its message.
+    #[error("{0}")]
+    Remote(String),
+    /// Another shard did not answer.
+    #[error(transparent)]
+    Runtime(#[from] Error),
+}
+
+/// One shard's view of the node: its engine, its index, and senders to
+/// every other shard. Cloned (cheaply, via `Rc`) into every connection.
+pub struct Router {
+    index: usize,
+    shards: usize,
+    engine: Rc<Engine>,
+    senders: Senders<Forward>,
+    forwards: Cell<u64>,
+}
+
+impl Router {
+    /// Wraps this shard's engine and mesh senders.
+    pub fn new(engine: Rc<Engine>, senders: Senders<Forward>, shards: usize) -> Router {
+        Router {
+            index: senders.peer_id(),
+            shards,
+            engine,
+            senders,
+            forwards: Cell::new(0),
+        }
+    }
+
+    /// This shard's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Number of shards on the node.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// This shard's engine.
+    pub fn engine(&self) -> &Rc<Engine> {
+        &self.engine
+    }
+
+    /// Requests this shard forwarded to others since start.
+    pub fn forwards(&self) -> u64 {
+        self.forwards.get()
+    }
+
+    /// Runs `op` on the shard owning its key: here, or forwarded.
+    pub async fn call(&self, op: KvOp) -> std::result::Result<KvReply, RouteError> {
+        let target = op.key().map_or(self.index, |k| shard_of(k, self.shards));
+        self.call_on(target, op).await
+    }
+
+    /// Runs `op` on shard `target`.
+    pub async fn call_on(
+        &self,
+        target: usize,
+        op: KvOp,
+    ) -> std::result::Result<KvReply, RouteError> {
+        if target == self.index {
+            return Ok(execute(&self.engine, op).await?);
+        }
+        self.forwards.set(self.forwards.get() + 1);
+        let (tx, rx) = oneshot::channel();
+        self.senders
+            .send_to(target, Forward { op, reply: tx })
+            .await
+            .map_err(|_| Error::ShardGone(target))?;
+        match rx.await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(message)) => Err(RouteError::Remote(message)),
+            Err(_) => Err(Error::ShardGone(target).into()),
+        }
+    }
+}
+
+/// Serves requests other shards forward to this one until they all hang up.
+/// Each request runs in its own task so a slow disk read does not hold up
+/// the others; the mesh's bounded channels bound what can queue.
+pub async fn serve_forwards(engine: Rc<Engine>, mut receivers: Receivers<Forward>) {
+    let mut loops = Vec::new();
+    for (_, stream) in receivers.streams() {
+        let engine = engine.clone();
+        loops.push(glommio::spawn_local(async move {
+            use futures_lite::StreamExt;
+            let mut stream = stream;
+            while let Some(Forward { op, reply }) = stream.next().await {
+                let engine = engine.clone();
+                glommio::spawn_local(async move {
+                    let result = execute(&engine, op).await.map_err(|e| e.to_string());
+                    let _ = reply.send(result);
+                })
+                .detach();
+            }
+        }));
+    }
+    for l in loops {
+        l.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_the_token_space_evenly() {
+        let mut counts = [0usize; 4];
+        for i in 0..40_000 {
+            counts[shard_of(format!("k{i}").as_bytes(), 4)] += 1;
+        }
+        for c in counts {
+            assert!((9_000..11_000).contains(&c), "{counts:?}");
+        }
+        assert_eq!(shard_of(b"anything", 1), 0);
+    }
+}

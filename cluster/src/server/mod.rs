@@ -1,0 +1,225 @@
+//! Client-facing servers of one shard: accept loops for the native protocol
+//! (shared port and this shard's own port) and RESP, with the limits every
+//! connection lives within.
+
+mod context;
+mod native;
+mod resp;
+mod status;
+
+pub use context::{decode as decode_context, encode as encode_context};
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::error::{Error, Result};
+use crate::runtime::config::NodeConfig;
+use crate::runtime::router::Router;
+
+/// Shared by a shard's servers: whether the shard is stopping, and how many
+/// connections are open.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    inner: Rc<ShutdownState>,
+}
+
+#[derive(Default)]
+struct ShutdownState {
+    stopping: Cell<bool>,
+    connections: Cell<usize>,
+    in_flight: Cell<usize>,
+}
+
+impl Shutdown {
+    /// A shard that is serving.
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Stops accepting; connections finish the request at hand and close.
+    pub fn begin(&self) {
+        self.inner.stopping.set(true);
+    }
+
+    /// True once stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.get()
+    }
+
+    /// Open client connections.
+    pub fn connections(&self) -> usize {
+        self.inner.connections.get()
+    }
+
+    /// Waits until no request is in flight (or `timeout` passes).
+    pub async fn drained(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.inner.in_flight.get() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn request_started(&self) {
+        self.inner.in_flight.set(self.inner.in_flight.get() + 1);
+    }
+
+    fn request_finished(&self) {
+        self.inner
+            .in_flight
+            .set(self.inner.in_flight.get().saturating_sub(1));
+    }
+}
+
+/// Counts a connection for as long as it lives.
+struct ConnectionGuard(Shutdown);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let c = &self.0.inner.connections;
+        c.set(c.get().saturating_sub(1));
+    }
+}
+
+/// Limits applied to every client connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Connections per shard beyond which new ones are closed at once.
+    pub max_connections: usize,
+    /// Idle time after which a connection is closed.
+    pub idle_timeout: Duration,
+    /// Requests a native connection may have in flight.
+    pub max_in_flight: usize,
+    /// Largest key accepted.
+    pub max_key_bytes: usize,
+    /// Largest value accepted.
+    pub max_value_bytes: usize,
+}
+
+impl ConnectionLimits {
+    fn from_config(config: &NodeConfig) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: config.max_connections_per_shard,
+            idle_timeout: Duration::from_secs(config.idle_timeout_s.max(1)),
+            max_in_flight: config.max_in_flight_per_connection,
+            max_key_bytes: config.max_key_bytes,
+            max_value_bytes: config.max_value_bytes,
+        }
+    }
+}
+
+/// Which protocol a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Native,
+    Resp,
+}
+
+/// The listeners of one shard.
+pub struct Listeners {
+    list: Vec<(Protocol, TcpListener)>,
+}
+
+/// Binds the shared native and RESP ports (SO_REUSEPORT: every shard binds
+/// them and the kernel spreads connections) and this shard's own native port
+/// `native port + 1 + index`.
+pub fn bind_all(config: &NodeConfig, index: usize) -> Result<Listeners> {
+    let bind = |addr: std::net::SocketAddr| {
+        TcpListener::bind(addr).map_err(|e| Error::Io {
+            context: format!("binding {addr} (is another corekv or program using it?)"),
+            source: e.into(),
+        })
+    };
+    let mut own = config.native_addr;
+    let port = u16::try_from(usize::from(own.port()) + 1 + index).map_err(|_| {
+        Error::Config(format!(
+            "native port {} + shard {index} overflows",
+            own.port()
+        ))
+    })?;
+    own.set_port(port);
+    Ok(Listeners {
+        list: vec![
+            (Protocol::Native, bind(config.native_addr)?),
+            (Protocol::Native, bind(own)?),
+            (Protocol::Resp, bind(config.resp_addr)?),
+        ],
+    })
+}
+
+/// Starts an accept loop per listener; each stops accepting when the shard
+/// begins stopping (and then ends by itself).
+pub fn spawn_all(
+    listeners: Listeners,
+    router: Rc<Router>,
+    config: &NodeConfig,
+    shutdown: Shutdown,
+) {
+    let limits = ConnectionLimits::from_config(config);
+    listeners.list.into_iter().for_each(|(protocol, listener)| {
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        glommio::spawn_local(accept_loop(protocol, listener, router, limits, shutdown)).detach();
+    });
+}
+
+async fn accept_loop(
+    protocol: Protocol,
+    listener: TcpListener,
+    router: Rc<Router>,
+    limits: ConnectionLimits,
+    shutdown: Shutdown,
+) {
+    loop {
+        let stop = async {
+            while !shutdown.is_stopping() {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+            None
+        };
+        let accepted = future::or(async { Some(listener.accept().await) }, stop).await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if shutdown.connections() >= limits.max_connections {
+            tracing::warn!(
+                max = limits.max_connections,
+                "connection limit reached; closing a new connection"
+            );
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        shutdown.inner.connections.set(shutdown.connections() + 1);
+        let guard = ConnectionGuard(shutdown.clone());
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        glommio::spawn_local(async move {
+            let _guard = guard;
+            let peer = stream.peer_addr().ok();
+            let result = match protocol {
+                Protocol::Native => {
+                    native::serve_connection(stream, router, limits, shutdown).await
+                }
+                Protocol::Resp => resp::serve_connection(stream, router, limits, shutdown).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(?peer, error = %e, "connection closed with an error");
+            }
+        })
+        .detach();
+    }
+}
+
+/// Type of the streams handed to connection loops.
+pub(crate) type Stream = TcpStream;

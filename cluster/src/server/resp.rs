@@ -1,0 +1,265 @@
+//! One RESP connection: commands are parsed as they arrive and answered in
+//! order (RESP has no request ids), several per write when pipelined.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use corekv_engine::version::wall_clock_ms;
+use corekv_engine::WriteContext;
+use corekv_net::resp::{self, Command, Parsed, Reply, SetCondition, SetExpiry};
+use corekv_net::Limits;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+
+use super::{status, ConnectionLimits, Shutdown, Stream};
+use crate::runtime::ops::{KvOp, KvReply, PutCondition};
+use crate::runtime::router::Router;
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Serves one RESP connection until QUIT, EOF, idle timeout, a protocol
+/// error, or shard stop.
+pub(super) async fn serve_connection(
+    mut stream: Stream,
+    router: Rc<Router>,
+    limits: ConnectionLimits,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let parse_limits = Limits {
+        max_key_bytes: limits.max_key_bytes,
+        max_value_bytes: limits.max_value_bytes,
+        ..Limits::default()
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let mut quit = false;
+        // Answer every complete command in the buffer, in order.
+        loop {
+            match resp::parse_command(&buf, &parse_limits) {
+                Ok(Some((parsed, used))) => {
+                    buf.drain(..used);
+                    if let Parsed::Command(cmd) = parsed {
+                        if cmd == Command::Quit {
+                            Reply::ok().encode(&mut out);
+                            quit = true;
+                            break;
+                        }
+                        shutdown.request_started();
+                        let reply = execute(&router, cmd).await;
+                        shutdown.request_finished();
+                        reply.encode(&mut out);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    Reply::Error(format!("ERR {e}")).encode(&mut out);
+                    quit = true;
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if quit || shutdown.is_stopping() {
+            return Ok(());
+        }
+        let read = future::or(async { Some(stream.read(&mut chunk).await) }, async {
+            let deadline = std::time::Instant::now() + limits.idle_timeout;
+            while std::time::Instant::now() < deadline && !shutdown.is_stopping() {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        })
+        .await;
+        match read {
+            Some(Ok(0)) | None => return Ok(()),
+            Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Some(Err(e)) => return Err(e),
+        }
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> Reply {
+    Reply::Error(format!("ERR {e}"))
+}
+
+/// The value a Redis reader sees: the last writer among live siblings.
+async fn read_winner(router: &Router, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>, Reply> {
+    match router.call(KvOp::Get { key: key.to_vec() }).await {
+        Ok(KvReply::Value(set)) => Ok(set.and_then(|s| {
+            s.winner(wall_clock_ms())
+                .and_then(|v| v.value.clone().map(|value| (value, v.expires_at_ms)))
+        })),
+        Ok(_) => Err(err("unexpected reply")),
+        Err(e) => Err(err(e)),
+    }
+}
+
+async fn put(
+    router: &Router,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    ttl: Option<Duration>,
+    condition: PutCondition,
+) -> Reply {
+    let op = KvOp::Put {
+        key,
+        value,
+        ttl,
+        context: WriteContext::Overwrite,
+        condition,
+    };
+    match router.call(op).await {
+        Ok(KvReply::Written { written: true, .. }) => Reply::ok(),
+        Ok(KvReply::Written { written: false, .. }) => Reply::Bulk(None),
+        Ok(_) => err("unexpected reply"),
+        Err(e) => err(e),
+    }
+}
+
+async fn delete(router: &Router, key: Vec<u8>) -> Result<bool, Reply> {
+    match router
+        .call(KvOp::Delete {
+            key,
+            context: WriteContext::Overwrite,
+        })
+        .await
+    {
+        Ok(KvReply::Deleted { existed, .. }) => Ok(existed),
+        Ok(_) => Err(err("unexpected reply")),
+        Err(e) => Err(err(e)),
+    }
+}
+
+async fn execute(router: &Router, cmd: Command) -> Reply {
+    match cmd {
+        Command::Ping(None) => Reply::Simple("PONG".into()),
+        Command::Ping(Some(msg)) => Reply::Bulk(Some(msg)),
+        Command::Get(key) => match read_winner(router, &key).await {
+            Ok(v) => Reply::Bulk(v.map(|(value, _)| value)),
+            Err(reply) => reply,
+        },
+        Command::Set {
+            key,
+            value,
+            expiry,
+            condition,
+        } => {
+            let ttl = expiry.map(|e| match e {
+                SetExpiry::Seconds(s) => Duration::from_secs(s),
+                SetExpiry::Millis(ms) => Duration::from_millis(ms),
+            });
+            let condition = match condition {
+                SetCondition::Always => PutCondition::Always,
+                SetCondition::IfAbsent => PutCondition::IfAbsent,
+                SetCondition::IfPresent => PutCondition::IfPresent,
+            };
+            put(router, key, value, ttl, condition).await
+        }
+        Command::Del(keys) => {
+            let mut n = 0;
+            for key in keys {
+                match delete(router, key).await {
+                    Ok(existed) => n += i64::from(existed),
+                    Err(reply) => return reply,
+                }
+            }
+            Reply::Integer(n)
+        }
+        Command::Exists(keys) => {
+            let mut n = 0;
+            for key in keys {
+                match read_winner(router, &key).await {
+                    Ok(v) => n += i64::from(v.is_some()),
+                    Err(reply) => return reply,
+                }
+            }
+            Reply::Integer(n)
+        }
+        Command::Expire { key, seconds } if seconds <= 0 => match delete(router, key).await {
+            Ok(existed) => Reply::Integer(i64::from(existed)),
+            Err(reply) => reply,
+        },
+        Command::Expire { key, seconds } => {
+            let op = KvOp::Expire {
+                key,
+                ttl: Duration::from_secs(seconds as u64),
+            };
+            match router.call(op).await {
+                Ok(KvReply::Expired(found)) => Reply::Integer(i64::from(found)),
+                Ok(_) => err("unexpected reply"),
+                Err(e) => err(e),
+            }
+        }
+        Command::Ttl(key) => match read_winner(router, &key).await {
+            Ok(None) => Reply::Integer(-2),
+            Ok(Some((_, 0))) => Reply::Integer(-1),
+            Ok(Some((_, expires))) => {
+                let left_ms = expires.saturating_sub(wall_clock_ms());
+                Reply::Integer(left_ms.div_ceil(1000) as i64)
+            }
+            Err(reply) => reply,
+        },
+        Command::Mget(keys) => {
+            let mut items = Vec::with_capacity(keys.len());
+            for key in keys {
+                match read_winner(router, &key).await {
+                    Ok(v) => items.push(Reply::Bulk(v.map(|(value, _)| value))),
+                    Err(reply) => return reply,
+                }
+            }
+            Reply::Array(Some(items))
+        }
+        Command::Mset(pairs) => {
+            for (key, value) in pairs {
+                let r = put(router, key, value, None, PutCondition::Always).await;
+                if r != Reply::ok() {
+                    return r;
+                }
+            }
+            Reply::ok()
+        }
+        Command::Command(args) => match args.first().map(|a| a.to_ascii_lowercase()) {
+            Some(sub) if sub == b"count" => Reply::Integer(0),
+            _ => Reply::Array(Some(Vec::new())),
+        },
+        Command::Info(_) => {
+            let body = match status::status_json(router).await {
+                Ok(json) => json,
+                Err(e) => format!("{{\"error\": \"{e}\"}}"),
+            };
+            let text = format!(
+                "# Server\r\nredis_version:7.0.0\r\ncorekv_version:{}\r\nredis_mode:standalone\r\n\r\n# Keyspace\r\ncorekv_status:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                body
+            );
+            Reply::Bulk(Some(text.into_bytes()))
+        }
+        Command::ConfigGet(pattern) => {
+            let p = String::from_utf8_lossy(&pattern).to_ascii_lowercase();
+            let value = match p.as_str() {
+                "save" => Some(""),
+                "appendonly" => Some("no"),
+                "databases" => Some("1"),
+                _ => None,
+            };
+            Reply::Array(Some(match value {
+                Some(v) => vec![
+                    Reply::Bulk(Some(p.into_bytes())),
+                    Reply::Bulk(Some(v.as_bytes().to_vec())),
+                ],
+                None => Vec::new(),
+            }))
+        }
+        Command::Select(0) => Reply::ok(),
+        Command::Select(_) => Reply::Error("ERR DB index is out of range".into()),
+        Command::Quit => Reply::ok(),
+        Command::Invalid(message) => Reply::Error(message),
+        Command::Unknown(name) => Reply::Error(format!(
+            "ERR unknown command '{name}', with args beginning with: "
+        )),
+    }
+}

@@ -1,0 +1,564 @@
+//! Encoding and decoding native frames (sans-io).
+
+use super::types::{
+    Consistency, ErrorCode, Request, RequestBody, Response, ResponseBody, Sibling, HEADER_BYTES,
+    VERSION,
+};
+use crate::Limits;
+
+/// A frame that cannot be served.
+///
+/// `id` is the request id when the header was intact, so the server can
+/// answer that request with an ERROR and go on; `skip` is the number of
+/// bytes to drop to reach the next frame, or `None` when the stream cannot
+/// be resynchronised and the connection must close after the reply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FrameError {
+    /// Id of the offending request, if known.
+    pub id: Option<u64>,
+    /// Code for the ERROR response.
+    pub code: ErrorCode,
+    /// Explanation for the client.
+    pub message: String,
+    /// Bytes to skip to continue, if the frame's extent is known.
+    pub skip: Option<usize>,
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let s = self.b.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(|b| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            u64::from_le_bytes(a)
+        })
+    }
+    fn bytes(&mut self, max: usize) -> Result<&'a [u8], &'static str> {
+        let n = self.u32().ok_or("truncated length")? as usize;
+        if n > max {
+            return Err("field longer than allowed");
+        }
+        self.take(n).ok_or("field runs past the frame end")
+    }
+    fn done(&self) -> bool {
+        self.at == self.b.len()
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn begin(out: &mut Vec<u8>, opcode: u8, id: u64) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.push(VERSION);
+    out.push(opcode);
+    out.extend_from_slice(&id.to_le_bytes());
+    start
+}
+
+fn end(out: &mut [u8], start: usize) {
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Appends the encoding of `req` to `out`.
+pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
+    let start = begin(out, req.body.opcode(), req.id);
+    match &req.body {
+        RequestBody::Get { consistency, key } => {
+            out.push(consistency.to_byte());
+            put_bytes(out, key);
+        }
+        RequestBody::Put {
+            consistency,
+            ttl_ms,
+            context,
+            key,
+            value,
+        } => {
+            out.push(consistency.to_byte());
+            out.extend_from_slice(&ttl_ms.to_le_bytes());
+            put_bytes(out, context);
+            put_bytes(out, key);
+            put_bytes(out, value);
+        }
+        RequestBody::Delete {
+            consistency,
+            context,
+            key,
+        } => {
+            out.push(consistency.to_byte());
+            put_bytes(out, context);
+            put_bytes(out, key);
+        }
+        RequestBody::Ping | RequestBody::Topology | RequestBody::Status => {}
+    }
+    end(out, start);
+}
+
+/// Appends the encoding of `resp` to `out`.
+pub fn encode_response(resp: &Response, out: &mut Vec<u8>) {
+    let start = begin(out, resp.body.opcode(), resp.id);
+    match &resp.body {
+        ResponseBody::Value { context, siblings } => {
+            put_bytes(out, context);
+            out.extend_from_slice(&(siblings.len() as u16).to_le_bytes());
+            for s in siblings {
+                out.push(u8::from(s.value.is_none()));
+                out.extend_from_slice(&s.timestamp.to_le_bytes());
+                out.extend_from_slice(&s.expires_at_ms.to_le_bytes());
+                put_bytes(out, s.value.as_deref().unwrap_or_default());
+            }
+        }
+        ResponseBody::NotFound { context } | ResponseBody::Ok { context } => {
+            put_bytes(out, context)
+        }
+        ResponseBody::Pong => {}
+        ResponseBody::Topology(b) | ResponseBody::Status(b) => put_bytes(out, b),
+        ResponseBody::Error { code, message } => {
+            out.extend_from_slice(&code.to_u16().to_le_bytes());
+            put_bytes(out, message.as_bytes());
+        }
+    }
+    end(out, start);
+}
+
+/// A frame's header fields once its whole body is buffered.
+struct Frame<'a> {
+    opcode: u8,
+    id: u64,
+    body: &'a [u8],
+    total: usize,
+}
+
+/// Finds the next complete frame in `buf`.
+fn frame<'a>(buf: &'a [u8], max_frame: usize) -> Result<Option<Frame<'a>>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len < HEADER_BYTES - 4 {
+        return Err(FrameError {
+            id: None,
+            code: ErrorCode::BadFrame,
+            message: format!("frame length {len} is shorter than a frame header"),
+            skip: None,
+        });
+    }
+    if len > max_frame {
+        let id = (buf.len() >= HEADER_BYTES).then(|| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&buf[6..14]);
+            u64::from_le_bytes(a)
+        });
+        return Err(FrameError {
+            id,
+            code: ErrorCode::FrameTooLarge,
+            message: format!("frame of {len} bytes exceeds the limit of {max_frame}"),
+            skip: None,
+        });
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    let version = buf[4];
+    let opcode = buf[5];
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&buf[6..14]);
+    let id = u64::from_le_bytes(a);
+    if version != VERSION {
+        return Err(FrameError {
+            id: Some(id),
+            code: ErrorCode::UnsupportedVersion,
+            message: format!(
+                "protocol version {version} is not supported (this server speaks {VERSION})"
+            ),
+            skip: Some(4 + len),
+        });
+    }
+    Ok(Some(Frame {
+        opcode,
+        id,
+        body: &buf[HEADER_BYTES..4 + len],
+        total: 4 + len,
+    }))
+}
+
+/// Decodes one request from the front of `buf`: `Ok(None)` when more bytes
+/// are needed, `Ok(Some((request, consumed)))`, or a [`FrameError`].
+pub fn decode_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, FrameError> {
+    let Some(f) = frame(buf, limits.max_frame_bytes)? else {
+        return Ok(None);
+    };
+    let bad = |code: ErrorCode, message: String| FrameError {
+        id: Some(f.id),
+        code,
+        message,
+        skip: Some(f.total),
+    };
+    let mut r = Reader { b: f.body, at: 0 };
+    let level = |b: Option<u8>| -> Result<Consistency, FrameError> {
+        let b = b.ok_or_else(|| bad(ErrorCode::BadFrame, "missing consistency byte".into()))?;
+        Consistency::from_byte(b).ok_or_else(|| {
+            bad(
+                ErrorCode::BadFrame,
+                format!("unknown consistency level {b:#04x}"),
+            )
+        })
+    };
+    let key = |r: &mut Reader<'_>| -> Result<Vec<u8>, FrameError> {
+        let k = r
+            .bytes(usize::MAX)
+            .map_err(|m| bad(ErrorCode::BadFrame, format!("key: {m}")))?;
+        if k.is_empty() || k.len() > limits.max_key_bytes {
+            return Err(bad(
+                ErrorCode::KeyTooLarge,
+                format!(
+                    "key of {} bytes is outside 1..={}",
+                    k.len(),
+                    limits.max_key_bytes
+                ),
+            ));
+        }
+        Ok(k.to_vec())
+    };
+    let field = |r: &mut Reader<'_>, what: &str| -> Result<Vec<u8>, FrameError> {
+        r.bytes(usize::MAX)
+            .map(<[u8]>::to_vec)
+            .map_err(|m| bad(ErrorCode::BadFrame, format!("{what}: {m}")))
+    };
+    let body = match f.opcode {
+        0x01 => RequestBody::Get {
+            consistency: level(r.u8())?,
+            key: key(&mut r)?,
+        },
+        0x02 => {
+            let consistency = level(r.u8())?;
+            let ttl_ms = r
+                .u64()
+                .ok_or_else(|| bad(ErrorCode::BadFrame, "missing ttl".into()))?;
+            let context = field(&mut r, "context")?;
+            let key = key(&mut r)?;
+            let value = field(&mut r, "value")?;
+            if value.len() > limits.max_value_bytes {
+                return Err(bad(
+                    ErrorCode::ValueTooLarge,
+                    format!(
+                        "value of {} bytes exceeds the limit of {}",
+                        value.len(),
+                        limits.max_value_bytes
+                    ),
+                ));
+            }
+            RequestBody::Put {
+                consistency,
+                ttl_ms,
+                context,
+                key,
+                value,
+            }
+        }
+        0x03 => RequestBody::Delete {
+            consistency: level(r.u8())?,
+            context: field(&mut r, "context")?,
+            key: key(&mut r)?,
+        },
+        0x04 => RequestBody::Ping,
+        0x05 => RequestBody::Topology,
+        0x06 => RequestBody::Status,
+        other => {
+            return Err(bad(
+                ErrorCode::UnknownOpcode,
+                format!("unknown opcode {other:#04x}"),
+            ));
+        }
+    };
+    if !r.done() {
+        return Err(bad(
+            ErrorCode::BadFrame,
+            "bytes after the end of the request body".into(),
+        ));
+    }
+    Ok(Some((Request { id: f.id, body }, f.total)))
+}
+
+/// Decodes one response (the client side). Errors mean the server sent
+/// something this client cannot parse; the connection should be dropped.
+pub fn decode_response(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<(Response, usize)>, FrameError> {
+    let Some(f) = frame(buf, limits.max_frame_bytes)? else {
+        return Ok(None);
+    };
+    let bad = |message: &str| FrameError {
+        id: Some(f.id),
+        code: ErrorCode::BadFrame,
+        message: message.to_string(),
+        skip: Some(f.total),
+    };
+    let mut r = Reader { b: f.body, at: 0 };
+    let body = match f.opcode {
+        0x81 => {
+            let context = r.bytes(usize::MAX).map_err(bad)?.to_vec();
+            let n = r.u16().ok_or_else(|| bad("missing sibling count"))?;
+            let mut siblings = Vec::with_capacity(usize::from(n).min(f.body.len() / 21));
+            for _ in 0..n {
+                let tombstone = r.u8().ok_or_else(|| bad("sibling truncated"))?;
+                let timestamp = r.u64().ok_or_else(|| bad("sibling truncated"))?;
+                let expires_at_ms = r.u64().ok_or_else(|| bad("sibling truncated"))?;
+                let value = r.bytes(usize::MAX).map_err(bad)?;
+                siblings.push(Sibling {
+                    value: (tombstone == 0).then(|| value.to_vec()),
+                    timestamp,
+                    expires_at_ms,
+                });
+            }
+            ResponseBody::Value { context, siblings }
+        }
+        0x82 => ResponseBody::NotFound {
+            context: r.bytes(usize::MAX).map_err(bad)?.to_vec(),
+        },
+        0x83 => ResponseBody::Ok {
+            context: r.bytes(usize::MAX).map_err(bad)?.to_vec(),
+        },
+        0x84 => ResponseBody::Pong,
+        0x85 => ResponseBody::Topology(r.bytes(usize::MAX).map_err(bad)?.to_vec()),
+        0x86 => ResponseBody::Status(r.bytes(usize::MAX).map_err(bad)?.to_vec()),
+        0xFF => {
+            let code = ErrorCode::from_u16(r.u16().ok_or_else(|| bad("error code missing"))?);
+            let message = String::from_utf8_lossy(r.bytes(usize::MAX).map_err(bad)?).into_owned();
+            ResponseBody::Error { code, message }
+        }
+        other => return Err(bad(&format!("unknown response opcode {other:#04x}"))),
+    };
+    if !r.done() {
+        return Err(bad("bytes after the end of the response body"));
+    }
+    Ok(Some((Response { id: f.id, body }, f.total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_level() -> impl Strategy<Value = Consistency> {
+        prop_oneof![
+            Just(Consistency::Default),
+            Just(Consistency::One),
+            Just(Consistency::Two),
+            Just(Consistency::Quorum),
+            Just(Consistency::All),
+            (1u8..128).prop_map(Consistency::Count),
+        ]
+    }
+
+    fn arb_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), 0..max)
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        let key = prop::collection::vec(any::<u8>(), 1..64);
+        let body = prop_oneof![
+            (arb_level(), key.clone())
+                .prop_map(|(consistency, key)| RequestBody::Get { consistency, key }),
+            (
+                arb_level(),
+                any::<u64>(),
+                arb_bytes(40),
+                key.clone(),
+                arb_bytes(300)
+            )
+                .prop_map(|(consistency, ttl_ms, context, key, value)| {
+                    RequestBody::Put {
+                        consistency,
+                        ttl_ms,
+                        context,
+                        key,
+                        value,
+                    }
+                }),
+            (arb_level(), arb_bytes(40), key).prop_map(|(consistency, context, key)| {
+                RequestBody::Delete {
+                    consistency,
+                    context,
+                    key,
+                }
+            }),
+            Just(RequestBody::Ping),
+            Just(RequestBody::Topology),
+            Just(RequestBody::Status),
+        ];
+        (any::<u64>(), body).prop_map(|(id, body)| Request { id, body })
+    }
+
+    fn arb_response() -> impl Strategy<Value = Response> {
+        let sibling = (prop::option::of(arb_bytes(100)), any::<u64>(), any::<u64>()).prop_map(
+            |(value, timestamp, expires_at_ms)| Sibling {
+                value,
+                timestamp,
+                expires_at_ms,
+            },
+        );
+        let body = prop_oneof![
+            (arb_bytes(40), prop::collection::vec(sibling, 1..4))
+                .prop_map(|(context, siblings)| ResponseBody::Value { context, siblings }),
+            arb_bytes(40).prop_map(|context| ResponseBody::NotFound { context }),
+            arb_bytes(40).prop_map(|context| ResponseBody::Ok { context }),
+            Just(ResponseBody::Pong),
+            arb_bytes(100).prop_map(ResponseBody::Topology),
+            arb_bytes(100).prop_map(ResponseBody::Status),
+            (1u16..20, "[a-z ]{0,40}").prop_map(|(c, message)| ResponseBody::Error {
+                code: ErrorCode::from_u16(c),
+                message
+            }),
+        ];
+        (any::<u64>(), body).prop_map(|(id, body)| Response { id, body })
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip_and_stream(reqs in prop::collection::vec(arb_request(), 1..5)) {
+            let mut buf = Vec::new();
+            for r in &reqs {
+                encode_request(r, &mut buf);
+            }
+            // Feed the stream in two pieces split anywhere.
+            for split in [0, 1, buf.len() / 2, buf.len().saturating_sub(1)] {
+                let limits = Limits::default();
+                let mut got = Vec::new();
+                let mut at = 0;
+                let mut avail = split;
+                while got.len() < reqs.len() {
+                    match decode_request(&buf[at..avail], &limits).expect("valid") {
+                        Some((r, n)) => { got.push(r); at += n; }
+                        None => { prop_assert!(avail < buf.len()); avail = buf.len(); }
+                    }
+                }
+                prop_assert_eq!(&got, &reqs);
+            }
+        }
+
+        #[test]
+        fn responses_round_trip(resp in arb_response()) {
+            let mut buf = Vec::new();
+            encode_response(&resp, &mut buf);
+            let (got, n) = decode_response(&buf, &Limits::default()).expect("valid").expect("complete");
+            prop_assert_eq!(n, buf.len());
+            prop_assert_eq!(got, resp);
+            for cut in 0..buf.len() {
+                prop_assert!(decode_response(&buf[..cut], &Limits::default()).expect("prefix").is_none());
+            }
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_request(&bytes, &Limits::default());
+            let _ = decode_response(&bytes, &Limits::default());
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_rejected_from_the_header() {
+        let limits = Limits {
+            max_frame_bytes: 1000,
+            ..Limits::default()
+        };
+        let mut buf = (5000u32).to_le_bytes().to_vec();
+        buf.extend_from_slice(&[VERSION, 0x01]);
+        buf.extend_from_slice(&77u64.to_le_bytes());
+        let e = decode_request(&buf, &limits).expect_err("too large");
+        assert_eq!(
+            (e.code, e.id, e.skip),
+            (ErrorCode::FrameTooLarge, Some(77), None)
+        );
+    }
+
+    #[test]
+    fn unknown_opcode_keeps_the_request_id_and_the_stream() {
+        let mut buf = Vec::new();
+        let start = begin(&mut buf, 0x42, 9);
+        end(&mut buf, start);
+        encode_request(
+            &Request {
+                id: 10,
+                body: RequestBody::Ping,
+            },
+            &mut buf,
+        );
+        let e = decode_request(&buf, &Limits::default()).expect_err("unknown");
+        assert_eq!((e.code, e.id), (ErrorCode::UnknownOpcode, Some(9)));
+        let skip = e.skip.expect("resumable");
+        let (next, _) = decode_request(&buf[skip..], &Limits::default())
+            .expect("ok")
+            .expect("complete");
+        assert_eq!(next.id, 10);
+    }
+
+    #[test]
+    fn oversized_values_and_keys_are_typed_errors() {
+        let limits = Limits {
+            max_key_bytes: 4,
+            max_value_bytes: 8,
+            ..Limits::default()
+        };
+        let mut buf = Vec::new();
+        encode_request(
+            &Request {
+                id: 1,
+                body: RequestBody::Put {
+                    consistency: Consistency::Default,
+                    ttl_ms: 0,
+                    context: vec![],
+                    key: b"k".to_vec(),
+                    value: vec![0; 9],
+                },
+            },
+            &mut buf,
+        );
+        assert_eq!(
+            decode_request(&buf, &limits).expect_err("big").code,
+            ErrorCode::ValueTooLarge
+        );
+        let mut buf = Vec::new();
+        encode_request(
+            &Request {
+                id: 1,
+                body: RequestBody::Get {
+                    consistency: Consistency::One,
+                    key: b"toolong".to_vec(),
+                },
+            },
+            &mut buf,
+        );
+        assert_eq!(
+            decode_request(&buf, &limits).expect_err("big").code,
+            ErrorCode::KeyTooLarge
+        );
+    }
+}

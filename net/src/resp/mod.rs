@@ -1,0 +1,11 @@
+//! RESP2, the Redis protocol: enough of it for redis-cli, redis-benchmark
+//! and client libraries. [`parse_command`] turns client bytes into typed
+//! [`Command`]s; [`Reply`] encodes answers.
+
+mod command;
+mod parse;
+mod reply;
+
+pub use command::{Command, SetCondition, SetExpiry};
+pub use parse::{parse_command, ParseError, Parsed};
+pub use reply::Reply;

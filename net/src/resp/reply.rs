@@ -1,0 +1,75 @@
+//! RESP2 replies and their encoding.
+
+/// A reply to a RESP client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `+OK`-style status.
+    Simple(String),
+    /// `-ERR ...`; the text must not contain CR or LF (they are replaced).
+    Error(String),
+    /// `:n`.
+    Integer(i64),
+    /// `$len` bulk string, or `$-1` for `None`.
+    Bulk(Option<Vec<u8>>),
+    /// `*n` array, or `*-1` for `None`.
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// The usual `+OK`.
+    pub fn ok() -> Reply {
+        Reply::Simple("OK".into())
+    }
+
+    /// Appends the wire form to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Simple(s) => line(out, b'+', s),
+            Reply::Error(s) => line(out, b'-', s),
+            Reply::Integer(n) => line(out, b':', &n.to_string()),
+            Reply::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
+            Reply::Bulk(Some(b)) => {
+                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Array(None) => out.extend_from_slice(b"*-1\r\n"),
+            Reply::Array(Some(items)) => {
+                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                for i in items {
+                    i.encode(out);
+                }
+            }
+        }
+    }
+}
+
+fn line(out: &mut Vec<u8>, tag: u8, s: &str) {
+    out.push(tag);
+    out.extend(
+        s.bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_redis_wire_forms() {
+        let mut out = Vec::new();
+        Reply::Array(Some(vec![
+            Reply::Bulk(Some(b"a".to_vec())),
+            Reply::Bulk(None),
+            Reply::Integer(-2),
+        ]))
+        .encode(&mut out);
+        Reply::Error("ERR bad\r\nthing".into()).encode(&mut out);
+        assert_eq!(
+            out,
+            b"*3\r\n$1\r\na\r\n$-1\r\n:-2\r\n-ERR bad  thing\r\n".to_vec()
+        );
+    }
+}
