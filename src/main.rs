@@ -4,9 +4,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use corekv_cluster::{NodeConfig, StopHandle};
+use corekv_net::client::Client;
+use corekv_net::native::ResponseBody;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +28,62 @@ enum Command {
     /// Run a node (single node with no flags: data in ./corekv-data,
     /// native protocol on 127.0.0.1:7000, RESP on 127.0.0.1:7379).
     Serve(ServeArgs),
+    /// Write a value (reads the key first, so the write replaces what is there).
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Time to live in seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Read a key; prints every sibling if there are concurrent versions.
+    /// Exits 1 when the key does not exist.
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Delete a key.
+    Del {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Show the node: shards, keys, memtable and SSTable sizes, commit-log mode.
+    Status {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+#[derive(Args)]
+struct ConnArgs {
+    /// Address of a node's native protocol port.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    addr: String,
+    /// Connect and request timeout, in seconds.
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
+}
+
+impl ConnArgs {
+    fn connect(&self) -> Result<Client> {
+        Client::connect(&self.addr, Duration::from_secs(self.timeout.max(1))).with_context(|| {
+            format!(
+                "cannot connect to corekv at {} (is `corekv serve` running?)",
+                self.addr
+            )
+        })
+    }
 }
 
 #[derive(Args)]
@@ -58,6 +118,12 @@ struct ServeArgs {
     /// Block cache per shard, MiB.
     #[arg(long)]
     block_cache_mib: Option<u64>,
+    /// Largest value accepted, in bytes.
+    #[arg(long)]
+    max_value_bytes: Option<usize>,
+    /// Largest key accepted, in bytes.
+    #[arg(long)]
+    max_key_bytes: Option<usize>,
     /// Log filter (e.g. info, debug, corekv_engine=debug).
     #[arg(long)]
     log: Option<String>,
@@ -96,6 +162,12 @@ impl ServeArgs {
         if let Some(v) = self.block_cache_mib {
             c.block_cache_mib = v;
         }
+        if let Some(v) = self.max_value_bytes {
+            c.max_value_bytes = v;
+        }
+        if let Some(v) = self.max_key_bytes {
+            c.max_key_bytes = v;
+        }
         if let Some(v) = self.log {
             c.log = v;
         }
@@ -122,5 +194,97 @@ fn main() -> Result<()> {
             corekv_cluster::run(config, StopHandle::default()).context("corekv serve failed")?;
             Ok(())
         }
+        Command::Put {
+            key,
+            value,
+            ttl,
+            conn,
+        } => {
+            let mut c = conn.connect()?;
+            let context = match c.get(key.as_bytes())? {
+                ResponseBody::Value { context, .. } | ResponseBody::NotFound { context } => context,
+                other => bail!("unexpected answer to GET: {other:?}"),
+            };
+            let ttl_ms = ttl.map_or(0, |s| s.saturating_mul(1000));
+            c.put(key.as_bytes(), value.as_bytes(), ttl_ms, &context)?;
+            println!("OK");
+            Ok(())
+        }
+        Command::Get { key, conn } => match conn.connect()?.get(key.as_bytes())? {
+            ResponseBody::Value { siblings, .. } => {
+                let many = siblings.len() > 1;
+                for (i, s) in siblings.iter().enumerate() {
+                    let value = String::from_utf8_lossy(s.value.as_deref().unwrap_or_default());
+                    if many {
+                        println!("sibling {}: {value}", i + 1);
+                    } else {
+                        println!("{value}");
+                    }
+                }
+                Ok(())
+            }
+            ResponseBody::NotFound { .. } => {
+                eprintln!("(not found)");
+                std::process::exit(1);
+            }
+            other => bail!("unexpected answer to GET: {other:?}"),
+        },
+        Command::Del { key, conn } => {
+            let mut c = conn.connect()?;
+            let context = match c.get(key.as_bytes())? {
+                ResponseBody::Value { context, .. } | ResponseBody::NotFound { context } => context,
+                other => bail!("unexpected answer to GET: {other:?}"),
+            };
+            c.delete(key.as_bytes(), &context)?;
+            println!("OK");
+            Ok(())
+        }
+        Command::Status { json, conn } => {
+            let body = conn
+                .connect()?
+                .call(corekv_net::native::RequestBody::Status)?;
+            let ResponseBody::Status(bytes) = body else {
+                bail!("unexpected answer to STATUS: {body:?}");
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            if json {
+                println!("{text}");
+            } else {
+                print_status(&text)?;
+            }
+            Ok(())
+        }
     }
+}
+
+/// Prints the STATUS JSON as a table.
+fn print_status(json: &str) -> Result<()> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).context("server sent malformed status JSON")?;
+    println!("shards:          {}", v["shards"]);
+    println!("keys (estimate): {}", v["keys_estimate"]);
+    println!("memtable bytes:  {}", v["memtable_bytes"]);
+    println!("sstable bytes:   {}", v["sstable_bytes"]);
+    println!(
+        "commit log sync: {}",
+        v["commitlog_sync"].as_str().unwrap_or("?")
+    );
+    println!();
+    println!(
+        "{:>5} {:>12} {:>14} {:>8} {:>14} {:>10} {:>10}",
+        "shard", "mem keys", "mem bytes", "tables", "table bytes", "puts", "gets"
+    );
+    for s in v["per_shard"].as_array().into_iter().flatten() {
+        println!(
+            "{:>5} {:>12} {:>14} {:>8} {:>14} {:>10} {:>10}",
+            s["shard"].to_string(),
+            s["memtable_keys"].to_string(),
+            s["memtable_bytes"].to_string(),
+            s["sstables"].to_string(),
+            s["sstable_bytes"].to_string(),
+            s["puts"].to_string(),
+            s["gets"].to_string()
+        );
+    }
+    Ok(())
 }

@@ -1,0 +1,165 @@
+//! Starting real `corekv serve` processes for end-to-end tests.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn corekv() -> &'static str {
+    env!("CARGO_BIN_EXE_corekv")
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A block of `n` consecutive free loopback ports.
+pub fn free_ports(n: u16) -> u16 {
+    let seed = (std::process::id() as u16 % 200) * 100 + 20_000;
+    let _ = NEXT_PORT.compare_exchange(0, seed, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..200 {
+        let base = NEXT_PORT.fetch_add(n + 2, Ordering::SeqCst);
+        let all_free = (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no block of {n} free ports found");
+}
+
+/// A running server; killed (SIGKILL) on drop if still running.
+pub struct Server {
+    pub child: Option<Child>,
+    pub native: SocketAddr,
+    pub resp: SocketAddr,
+    pub data_dir: PathBuf,
+    pub shards: usize,
+    pub extra: Vec<String>,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on fresh ports over `data_dir`.
+    pub fn start(data_dir: &Path, shards: usize, extra: &[&str]) -> Server {
+        let base = free_ports(shards as u16 + 2);
+        let mut s = Server {
+            child: None,
+            native: SocketAddr::from(([127, 0, 0, 1], base)),
+            resp: SocketAddr::from(([127, 0, 0, 1], base + shards as u16 + 1)),
+            data_dir: data_dir.to_path_buf(),
+            shards,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: data_dir.with_extension("log"),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(&self.log).expect("log file");
+        let child = Command::new(corekv())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--shards", &self.shards.to_string()])
+            .args(["--native-addr", &self.native.to_string()])
+            .args(["--resp-addr", &self.resp.to_string()])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn corekv serve");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Waits until the native and RESP ports accept connections.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "corekv serve exited early with {status}: {}",
+                        self.log_text()
+                    );
+                }
+            }
+            let up =
+                |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok();
+            if up(&self.native) && up(&self.resp) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server not ready in 30 s: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal and waits (bounded) for the exit status.
+    pub fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not exit within 30 s after {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the same server again (same ports and data).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        self.spawn();
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(corekv())
+            .args(args)
+            .args(["--addr", &self.native.to_string()])
+            .output()
+            .expect("run corekv cli")
+    }
+
+    /// Address of shard `i`'s own native port.
+    pub fn shard_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.native.port() + 1 + i as u16))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs redis-cli against a server's RESP port.
+pub fn redis_cli(server: &Server, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &server.resp.port().to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (Debian package redis-tools) must be installed");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}

@@ -1,0 +1,317 @@
+//! End-to-end tests of `corekv serve` with real processes on loopback: the
+//! CLI, redis-cli, restarts and kill -9, pipelining, bad input, and
+//! forwarding between shards.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{redis_cli, Server};
+use corekv_net::client::Client;
+use corekv_net::native::{ErrorCode, RequestBody, ResponseBody};
+
+fn client(addr: std::net::SocketAddr) -> Client {
+    Client::connect(addr, Duration::from_secs(10)).expect("connect")
+}
+
+fn value_of(body: ResponseBody) -> Option<Vec<u8>> {
+    match body {
+        ResponseBody::Value { mut siblings, .. } => {
+            assert_eq!(siblings.len(), 1, "unexpected siblings");
+            siblings.pop().and_then(|s| s.value)
+        }
+        ResponseBody::NotFound { .. } => None,
+        other => panic!("unexpected response {other:?}"),
+    }
+}
+
+#[test]
+fn cli_put_get_del_and_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), 1, &[]);
+    let out = server.cli(&["put", "session:1", "hello world"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = server.cli(&["get", "session:1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello world\n");
+    // A second put replaces (the CLI writes with the context it read).
+    assert!(server.cli(&["put", "session:1", "v2"]).status.success());
+    let out = server.cli(&["get", "session:1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v2\n");
+    assert!(server.cli(&["del", "session:1"]).status.success());
+    let out = server.cli(&["get", "session:1"]);
+    assert_eq!(out.status.code(), Some(1), "absent key exits 1");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    let out = server.cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    assert_eq!(status["shards"], 1);
+    assert_eq!(status["commitlog_sync"], "batch");
+    // Errors are clear and non-zero.
+    let out = std::process::Command::new(common::corekv())
+        .args(["get", "k", "--addr", "127.0.0.1:1"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+#[test]
+fn redis_cli_set_get_del_expire_ttl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), 1, &[]);
+    assert_eq!(redis_cli(&server, &["PING"]), "PONG");
+    assert_eq!(redis_cli(&server, &["SET", "a", "1"]), "OK");
+    assert_eq!(redis_cli(&server, &["GET", "a"]), "1");
+    assert_eq!(redis_cli(&server, &["TTL", "a"]), "-1");
+    assert_eq!(redis_cli(&server, &["EXPIRE", "a", "100"]), "1");
+    let ttl: i64 = redis_cli(&server, &["TTL", "a"]).parse().expect("integer");
+    assert!((95..=100).contains(&ttl), "ttl {ttl}");
+    assert_eq!(redis_cli(&server, &["SET", "b", "2", "PX", "100"]), "OK");
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(redis_cli(&server, &["GET", "b"]), "");
+    assert_eq!(redis_cli(&server, &["TTL", "b"]), "-2");
+    assert_eq!(redis_cli(&server, &["SET", "a", "x", "NX"]), "");
+    assert_eq!(redis_cli(&server, &["SET", "c", "3", "XX"]), "");
+    assert_eq!(redis_cli(&server, &["MSET", "c", "3", "d", "4"]), "OK");
+    assert_eq!(redis_cli(&server, &["MGET", "a", "c", "zz"]), "1\n3"); // nil prints as an empty line
+    assert_eq!(redis_cli(&server, &["EXISTS", "a", "c", "zz"]), "2");
+    assert_eq!(redis_cli(&server, &["DEL", "a", "c", "zz"]), "2");
+    assert_eq!(redis_cli(&server, &["GET", "a"]), "");
+    assert!(redis_cli(&server, &["NOSUCHCMD"]).contains("unknown command"));
+    assert!(redis_cli(&server, &["GET"]).contains("wrong number of arguments"));
+}
+
+#[test]
+fn data_survives_clean_restart_and_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(&dir.path().join("data"), 2, &["--memtable-mib", "1"]);
+    let mut c = client(server.native);
+    let value = vec![b'v'; 2000];
+    for i in 0..2000 {
+        c.put(format!("k{i}").as_bytes(), &value, 0, b"")
+            .expect("put");
+    }
+    drop(c);
+    // SIGTERM: drain, flush, exit 0.
+    let status = server.signal_and_wait("-TERM");
+    assert!(
+        status.success(),
+        "SIGTERM exit: {status}; log: {}",
+        server.log_text()
+    );
+    server.restart();
+    let mut c = client(server.native);
+    for i in (0..2000).step_by(13) {
+        assert_eq!(
+            value_of(c.get(format!("k{i}").as_bytes()).expect("get")),
+            Some(value.clone()),
+            "k{i}"
+        );
+    }
+    for i in 2000..2500 {
+        c.put(format!("k{i}").as_bytes(), &value, 0, b"")
+            .expect("put");
+    }
+    drop(c);
+    // kill -9: every acknowledged write (batch mode) is still there.
+    let status = server.signal_and_wait("-KILL");
+    assert!(!status.success());
+    server.restart();
+    let mut c = client(server.native);
+    for i in 0..2500 {
+        assert_eq!(
+            value_of(c.get(format!("k{i}").as_bytes()).expect("get")),
+            Some(value.clone()),
+            "k{i}"
+        );
+    }
+}
+
+#[test]
+fn pipelined_requests_all_get_their_own_responses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), 2, &[]);
+    let mut c = client(server.native);
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        let body = if i % 2 == 0 {
+            RequestBody::Put {
+                consistency: Default::default(),
+                ttl_ms: 0,
+                context: vec![],
+                key: format!("p{i}").into_bytes(),
+                value: format!("v{i}").into_bytes(),
+            }
+        } else {
+            RequestBody::Ping
+        };
+        ids.insert(c.send(body).expect("send"));
+    }
+    for _ in 0..300 {
+        let resp = c.recv().expect("recv");
+        assert!(ids.remove(&resp.id), "unknown or duplicate id {}", resp.id);
+        assert!(
+            matches!(resp.body, ResponseBody::Ok { .. } | ResponseBody::Pong),
+            "{:?}",
+            resp.body
+        );
+    }
+    // RESP pipelining: replies come back in request order.
+    let mut s = TcpStream::connect(server.resp).expect("connect resp");
+    let mut req = Vec::new();
+    for i in 0..50 {
+        req.extend_from_slice(format!("SET r{i} {i}\r\nGET r{i}\r\n").as_bytes());
+    }
+    s.write_all(&req).expect("write");
+    let mut expected = String::new();
+    for i in 0..50 {
+        expected.push_str(&format!("+OK\r\n${}\r\n{i}\r\n", i.to_string().len()));
+    }
+    let mut got = vec![0u8; expected.len()];
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.read_exact(&mut got).expect("read replies");
+    assert_eq!(String::from_utf8_lossy(&got), expected);
+}
+
+#[test]
+fn garbage_and_oversized_frames_do_not_harm_other_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), 1, &["--max-value-bytes", "4096"]);
+    let mut good = client(server.native);
+    good.put(b"safe", b"value", 0, b"").expect("put");
+
+    // A frame header announcing 1 GiB: an error, then the server closes.
+    let mut big = client(server.native);
+    let mut frame = (1u32 << 30).to_le_bytes().to_vec();
+    frame.extend_from_slice(&[1, 0x02]);
+    frame.extend_from_slice(&7u64.to_le_bytes());
+    big.send_raw(&frame).expect("send");
+    let resp = big.recv().expect("error response");
+    assert!(
+        matches!(
+            resp.body,
+            ResponseBody::Error {
+                code: ErrorCode::FrameTooLarge,
+                ..
+            }
+        ),
+        "{resp:?}"
+    );
+    assert!(
+        big.recv().is_err(),
+        "connection must be closed after an oversized frame"
+    );
+
+    // An oversized value inside a valid frame: a typed error, connection stays.
+    let mut c = client(server.native);
+    match c.put(b"k", &vec![0u8; 5000], 0, b"") {
+        Err(corekv_net::client::ClientError::Server { code, .. }) => {
+            assert_eq!(code, ErrorCode::ValueTooLarge)
+        }
+        other => panic!("expected VALUE_TOO_LARGE, got {other:?}"),
+    }
+    assert!(matches!(c.call(RequestBody::Ping), Ok(ResponseBody::Pong)));
+
+    // Random garbage on both protocols.
+    for addr in [server.native, server.resp] {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let garbage: Vec<u8> = (0..4096)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let _ = s.write_all(&garbage);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    // A half-closed client that never sends a full frame.
+    let mut slow = TcpStream::connect(server.native).expect("connect");
+    slow.write_all(&[10, 0]).expect("partial header");
+
+    // The well-behaved client is unaffected.
+    assert_eq!(
+        value_of(good.get(b"safe").expect("get")),
+        Some(b"value".to_vec())
+    );
+    assert_eq!(redis_cli(&server, &["PING"]), "PONG");
+}
+
+#[test]
+fn keys_are_forwarded_between_shards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), 2, &[]);
+    // Write everything through shard 0's own port (half the keys belong to
+    // shard 1), read everything back through shard 1's port.
+    let mut c0 = client(server.shard_addr(0));
+    for i in 0..400 {
+        c0.put(
+            format!("f{i}").as_bytes(),
+            format!("{i}").as_bytes(),
+            0,
+            b"",
+        )
+        .expect("put");
+    }
+    let mut c1 = client(server.shard_addr(1));
+    for i in 0..400 {
+        assert_eq!(
+            value_of(c1.get(format!("f{i}").as_bytes()).expect("get")),
+            Some(format!("{i}").into_bytes())
+        );
+    }
+    let ResponseBody::Status(json) = c0.call(RequestBody::Status).expect("status") else {
+        panic!("no status")
+    };
+    let status: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    let puts: Vec<u64> = status["per_shard"]
+        .as_array()
+        .expect("per shard")
+        .iter()
+        .map(|s| s["puts"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        puts.iter().all(|&p| p > 100),
+        "both shards own keys: {puts:?}"
+    );
+    assert!(
+        status["forwards_from_this_shard"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
+}
+
+#[test]
+fn refuses_a_different_shard_count_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, 2, &[]);
+    assert!(server.signal_and_wait("-TERM").success());
+    let out = std::process::Command::new(common::corekv())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--shards",
+            "1",
+            "--native-addr",
+            "127.0.0.1:0",
+            "--resp-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("created with 2 shards") && err.contains("--shards 2"),
+        "{err}"
+    );
+}
