@@ -118,6 +118,9 @@ struct ServeArgs {
     /// Block cache per shard, MiB.
     #[arg(long)]
     block_cache_mib: Option<u64>,
+    /// CPUs to pin shards to, e.g. 0 or 0,1 (default: all online CPUs).
+    #[arg(long, value_delimiter = ',')]
+    cpus: Option<Vec<usize>>,
     /// Largest value accepted, in bytes.
     #[arg(long)]
     max_value_bytes: Option<usize>,
@@ -161,6 +164,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.block_cache_mib {
             c.block_cache_mib = v;
+        }
+        if let Some(v) = self.cpus {
+            c.cpus = v;
         }
         if let Some(v) = self.max_value_bytes {
             c.max_value_bytes = v;

@@ -53,6 +53,8 @@ pub struct NodeConfig {
     pub node_id: u32,
     /// Log level filter, e.g. "info" or "corekv=debug".
     pub log: String,
+    /// CPUs the shards are pinned to (one shard per CPU); empty = all online.
+    pub cpus: Vec<usize>,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +78,7 @@ impl Default for NodeConfig {
             max_in_flight_per_connection: 256,
             node_id: 1,
             log: "info".into(),
+            cpus: Vec::new(),
         }
     }
 }

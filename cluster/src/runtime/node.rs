@@ -52,11 +52,19 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
             source: e,
         })?;
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Pin one executor per core when there are enough cores; otherwise let
-    // the OS place them (e.g. a 4-shard test on a 2-core machine).
-    let placement = if shards <= cores {
-        PoolPlacement::MaxSpread(shards, None)
+    let cpus = glommio::CpuSet::online().map_err(|e| Error::Io {
+        context: "listing online CPUs".into(),
+        source: e.into(),
+    })?;
+    let cpus = if config.cpus.is_empty() {
+        cpus
+    } else {
+        cpus.filter(|l| config.cpus.contains(&l.cpu))
+    };
+    // Pin one executor per CPU when there are enough; otherwise let the OS
+    // place them (e.g. a 4-shard test on a 2-core machine).
+    let placement = if shards <= cpus.len() {
+        PoolPlacement::MaxSpread(shards, Some(cpus))
     } else {
         PoolPlacement::Unbound(shards)
     };

@@ -1,6 +1,7 @@
 //! One RESP connection: commands are parsed as they arrive and answered in
 //! order (RESP has no request ids), several per write when pipelined.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -34,31 +35,47 @@ pub(super) async fn serve_connection(
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
         let mut quit = false;
-        // Answer every complete command in the buffer, in order.
+        // Run the buffered commands concurrently (so pipelined writes share
+        // commit-log syncs) but answer in order; a command touching a key an
+        // earlier pending command writes (or reads, for a write) waits for
+        // it, so a pipeline behaves as if run one by one.
+        let mut pending: VecDeque<Pending> = VecDeque::new();
         loop {
             match resp::parse_command(&buf, &parse_limits) {
                 Ok(Some((parsed, used))) => {
                     buf.drain(..used);
-                    if let Parsed::Command(cmd) = parsed {
-                        if cmd == Command::Quit {
-                            Reply::ok().encode(&mut out);
-                            quit = true;
-                            break;
-                        }
-                        shutdown.request_started();
+                    let Parsed::Command(cmd) = parsed else { continue };
+                    if cmd == Command::Quit {
+                        drain(&mut pending, &mut out).await;
+                        Reply::ok().encode(&mut out);
+                        quit = true;
+                        break;
+                    }
+                    let (reads, writes) = keys_of(&cmd);
+                    let conflict = pending.iter().any(|p| p.conflicts(&reads, &writes));
+                    if conflict || pending.len() >= limits.max_in_flight.max(1) {
+                        drain(&mut pending, &mut out).await;
+                    }
+                    let router = router.clone();
+                    let shutdown = shutdown.clone();
+                    shutdown.request_started();
+                    let task = glommio::spawn_local(async move {
                         let reply = execute(&router, cmd).await;
                         shutdown.request_finished();
-                        reply.encode(&mut out);
-                    }
+                        reply
+                    });
+                    pending.push_back(Pending { task, reads, writes });
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    drain(&mut pending, &mut out).await;
                     Reply::Error(format!("ERR {e}")).encode(&mut out);
                     quit = true;
                     break;
                 }
             }
         }
+        drain(&mut pending, &mut out).await;
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();
@@ -79,6 +96,40 @@ pub(super) async fn serve_connection(
             Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Some(Err(e)) => return Err(e),
         }
+    }
+}
+
+/// A command running in its own task, with the keys it reads and writes.
+struct Pending {
+    task: glommio::Task<Reply>,
+    reads: Vec<Vec<u8>>,
+    writes: Vec<Vec<u8>>,
+}
+
+impl Pending {
+    fn conflicts(&self, reads: &[Vec<u8>], writes: &[Vec<u8>]) -> bool {
+        let touches = |set: &[Vec<u8>], key: &Vec<u8>| set.iter().any(|k| k == key);
+        writes.iter().any(|k| touches(&self.writes, k) || touches(&self.reads, k))
+            || reads.iter().any(|k| touches(&self.writes, k))
+    }
+}
+
+/// Awaits pending commands in order and encodes their replies.
+async fn drain(pending: &mut VecDeque<Pending>, out: &mut Vec<u8>) {
+    while let Some(p) = pending.pop_front() {
+        p.task.await.encode(out);
+    }
+}
+
+/// Keys a command reads and writes.
+fn keys_of(cmd: &Command) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    match cmd {
+        Command::Get(k) | Command::Ttl(k) => (vec![k.clone()], vec![]),
+        Command::Exists(keys) | Command::Mget(keys) => (keys.clone(), vec![]),
+        Command::Set { key, .. } | Command::Expire { key, .. } => (vec![], vec![key.clone()]),
+        Command::Del(keys) => (vec![], keys.clone()),
+        Command::Mset(pairs) => (vec![], pairs.iter().map(|(k, _)| k.clone()).collect()),
+        _ => (vec![], vec![]),
     }
 }
 
