@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run a node (single node with no flags: data in ./corekv-data,
     /// native protocol on 127.0.0.1:7000, RESP on 127.0.0.1:7379).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a value (reads the key first, so the write replaces what is there).
     Put {
         /// The key.

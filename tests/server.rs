@@ -315,3 +315,50 @@ fn refuses_a_different_shard_count_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn async_client_keeps_many_requests_in_flight_on_one_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), 2, &[]);
+    let addr = server.native;
+    let checked = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let c = std::rc::Rc::new(
+                corekv_net::async_client::AsyncClient::connect(addr, 512)
+                    .await
+                    .expect("connect"),
+            );
+            let mut tasks = Vec::new();
+            for i in 0..2000u32 {
+                let c = c.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    let key = format!("a{i}").into_bytes();
+                    let put = RequestBody::Put {
+                        consistency: Default::default(),
+                        ttl_ms: 0,
+                        context: vec![],
+                        key: key.clone(),
+                        value: i.to_le_bytes().to_vec(),
+                    };
+                    c.call(put).await.expect("put");
+                    let got = c
+                        .call(RequestBody::Get {
+                            consistency: Default::default(),
+                            key,
+                        })
+                        .await
+                        .expect("get");
+                    assert_eq!(value_of(got), Some(i.to_le_bytes().to_vec()));
+                }));
+            }
+            let n = tasks.len();
+            for t in tasks {
+                t.await;
+            }
+            n
+        })
+        .expect("executor")
+        .join()
+        .expect("client thread");
+    assert_eq!(checked, 2000);
+}

@@ -15,6 +15,7 @@
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+pub mod async_client;
 pub mod client;
 mod limits;
 pub mod native;

@@ -161,3 +161,55 @@ impl NodeConfig {
         self.engine_options(0).map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_typos_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("corekv.toml");
+        std::fs::write(
+            &path,
+            "shards = 3\ncommitlog_sync = \"periodic\"\nresp_addr = \"127.0.0.1:6400\"\n",
+        )
+        .expect("write");
+        let c = NodeConfig::from_file(&path).expect("valid config");
+        assert_eq!(c.shards, 3);
+        assert_eq!(c.resp_addr.port(), 6400);
+        assert_eq!(c.native_addr, NodeConfig::default().native_addr);
+        assert!(matches!(
+            c.engine_options(0).expect("options").sync_mode,
+            corekv_engine::SyncMode::Periodic { .. }
+        ));
+        std::fs::write(&path, "shardz = 3\n").expect("write");
+        let e = NodeConfig::from_file(&path).expect_err("unknown key");
+        assert!(e.to_string().contains("shardz"), "{e}");
+        std::fs::write(&path, "commitlog_sync = \"sometimes\"\n").expect("write");
+        let c = NodeConfig::from_file(&path).expect("parses");
+        assert!(c
+            .validate()
+            .expect_err("bad value")
+            .to_string()
+            .contains("commitlog_sync"));
+    }
+
+    #[test]
+    fn replica_ids_differ_per_node_and_shard() {
+        let a = NodeConfig {
+            node_id: 1,
+            ..NodeConfig::default()
+        };
+        let b = NodeConfig {
+            node_id: 2,
+            ..NodeConfig::default()
+        };
+        let ids = [
+            a.engine_options(0).expect("a0").replica_id,
+            a.engine_options(1).expect("a1").replica_id,
+            b.engine_options(0).expect("b0").replica_id,
+        ];
+        assert!(ids[0] != ids[1] && ids[0] != ids[2] && ids[1] != ids[2]);
+    }
+}

@@ -44,7 +44,9 @@ pub(super) async fn serve_connection(
             match resp::parse_command(&buf, &parse_limits) {
                 Ok(Some((parsed, used))) => {
                     buf.drain(..used);
-                    let Parsed::Command(cmd) = parsed else { continue };
+                    let Parsed::Command(cmd) = parsed else {
+                        continue;
+                    };
                     if cmd == Command::Quit {
                         drain(&mut pending, &mut out).await;
                         Reply::ok().encode(&mut out);
@@ -64,7 +66,11 @@ pub(super) async fn serve_connection(
                         shutdown.request_finished();
                         reply
                     });
-                    pending.push_back(Pending { task, reads, writes });
+                    pending.push_back(Pending {
+                        task,
+                        reads,
+                        writes,
+                    });
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -109,7 +115,9 @@ struct Pending {
 impl Pending {
     fn conflicts(&self, reads: &[Vec<u8>], writes: &[Vec<u8>]) -> bool {
         let touches = |set: &[Vec<u8>], key: &Vec<u8>| set.iter().any(|k| k == key);
-        writes.iter().any(|k| touches(&self.writes, k) || touches(&self.reads, k))
+        writes
+            .iter()
+            .any(|k| touches(&self.writes, k) || touches(&self.reads, k))
             || reads.iter().any(|k| touches(&self.writes, k))
     }
 }
