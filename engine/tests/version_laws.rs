@@ -1,7 +1,7 @@
 //! Property tests of sibling-set merge laws and dotted-version-vector
 //! causality: the properties that let replicas append without reading.
 
-use corekv_engine::version::{Dot, SiblingSet, Version, VersionVector};
+use corekv_engine::version::{Dot, SiblingSet, Version, VersionVector, ANY_REPLICA};
 use corekv_engine::ConflictMode;
 use proptest::prelude::*;
 
@@ -24,7 +24,9 @@ fn arb_version() -> impl Strategy<Value = Version> {
 }
 
 fn arb_context() -> impl Strategy<Value = VersionVector> {
-    prop::collection::vec((1u64..4, 0u64..24), 0..4).prop_map(VersionVector::from_entries)
+    // Replicas 1..4, plus sometimes the ANY_REPLICA wildcard of overwrites.
+    let replica = prop_oneof![4 => 1u64..4, 1 => Just(ANY_REPLICA)];
+    prop::collection::vec((replica, 0u64..24), 0..4).prop_map(VersionVector::from_entries)
 }
 
 fn arb_set(mode: ConflictMode) -> impl Strategy<Value = SiblingSet> {

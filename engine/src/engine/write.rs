@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::token::token_of;
-use crate::version::{Dot, SiblingSet, Version, VersionVector};
+use crate::version::{Dot, SiblingSet, Version, VersionVector, ANY_REPLICA};
 
 /// Record kind of a sibling-set delta in the commit log.
 const RECORD_APPLY: u8 = 1;
@@ -20,8 +20,9 @@ pub enum WriteContext {
     Blind,
     /// Supersede what this causal context (from an earlier read) covers.
     Given(VersionVector),
-    /// Read the key locally first and supersede everything found: overwrite
-    /// semantics for single-node use (RESP `SET`, the CLI).
+    /// Supersede every version written before this one, on any replica,
+    /// without reading: Redis `SET` semantics. A concurrent write with a
+    /// later clock reading survives as a sibling.
     Overwrite,
 }
 
@@ -126,23 +127,24 @@ impl Engine {
     ) -> Result<Version> {
         self.check_key(key)?;
         self.check_open()?;
-        let context = match &opts.context {
-            WriteContext::Blind => VersionVector::new(),
-            WriteContext::Given(vv) => vv.clone(),
-            WriteContext::Overwrite => self
-                .get_raw(key)
-                .await?
-                .map(|s| s.causal_context())
-                .unwrap_or_default(),
+        let mut clock = self.clock.borrow_mut();
+        let (context, timestamp) = match &opts.context {
+            WriteContext::Blind => (VersionVector::new(), clock.now()),
+            WriteContext::Given(vv) => {
+                // A context may carry this replica's own later readings (after
+                // a restart with a clock that stepped back): stay above them so
+                // the new dot is never already covered.
+                clock.observe(vv.covered_counter(self.opts.replica_id));
+                (vv.clone(), clock.now())
+            }
+            WriteContext::Overwrite => {
+                // Supersede everything written before this instant, on any
+                // replica, without reading it (see ANY_REPLICA).
+                let t = clock.now();
+                (VersionVector::from_entries([(ANY_REPLICA, t - 1)]), t)
+            }
         };
-        let timestamp = {
-            let mut clock = self.clock.borrow_mut();
-            // A context may carry this replica's own later readings (after a
-            // restart with a clock that stepped back): stay above them so the
-            // new dot is never already covered.
-            clock.observe(context.get(self.opts.replica_id));
-            clock.now()
-        };
+        drop(clock);
         let expires_at_ms = match opts.ttl {
             Some(ttl) => crate::version::HybridClock::physical_ms(timestamp)
                 .saturating_add(ttl.as_millis().max(1) as u64),

@@ -11,8 +11,15 @@ pub struct Dot {
     pub counter: u64,
 }
 
+/// The pseudo-replica whose entry covers the dots of *every* replica up to
+/// its counter. Dot counters are hybrid-logical-clock readings, so
+/// `{ANY_REPLICA: t}` means "everything written before time t": that is how
+/// an overwrite (RESP `SET`) supersedes what is there without reading it.
+pub const ANY_REPLICA: u64 = u64::MAX;
+
 /// For each replica, the highest counter seen from it. A vector covers a dot
-/// when it has seen that replica up to at least the dot's counter.
+/// when it has seen that replica up to at least the dot's counter, or its
+/// [`ANY_REPLICA`] entry reaches the dot's counter.
 ///
 /// Kept as a small vector sorted by replica: a key is written by a handful of
 /// coordinators, so a sorted `Vec` beats a map in size and speed.
@@ -52,7 +59,18 @@ impl VersionVector {
 
     /// True when the vector has seen `dot`.
     pub fn covers(&self, dot: Dot) -> bool {
-        self.get(dot.replica) >= dot.counter
+        // Entries are sorted by replica, so the ANY_REPLICA entry is last.
+        let any = match self.entries.last() {
+            Some(&(ANY_REPLICA, counter)) => counter,
+            _ => 0,
+        };
+        any >= dot.counter || self.get(dot.replica) >= dot.counter
+    }
+
+    /// Highest counter of `replica` this vector covers, counting the
+    /// [`ANY_REPLICA`] entry.
+    pub fn covered_counter(&self, replica: u64) -> u64 {
+        self.get(replica).max(self.get(ANY_REPLICA))
     }
 
     /// Records `dot` as seen.
@@ -82,10 +100,13 @@ impl VersionVector {
 
     /// True when every entry of `other` is covered by `self`.
     pub fn descends(&self, other: &VersionVector) -> bool {
-        other
-            .entries
-            .iter()
-            .all(|&(replica, counter)| self.get(replica) >= counter)
+        other.entries.iter().all(|&(replica, counter)| {
+            if replica == ANY_REPLICA {
+                self.get(ANY_REPLICA) >= counter
+            } else {
+                self.covered_counter(replica) >= counter
+            }
+        })
     }
 
     /// Number of replicas in the vector.
@@ -123,5 +144,15 @@ mod tests {
         assert_eq!(a.entries(), &[(1, 5), (2, 7), (3, 9)]);
         assert!(a.descends(&b));
         assert!(!b.descends(&a));
+        let any = VersionVector::from_entries([(ANY_REPLICA, 100)]);
+        assert!(any.covers(Dot {
+            replica: 42,
+            counter: 100
+        }));
+        assert!(!any.covers(Dot {
+            replica: 42,
+            counter: 101
+        }));
+        assert!(any.descends(&a));
     }
 }

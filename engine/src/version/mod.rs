@@ -17,6 +17,6 @@ mod hlc;
 mod sibling;
 
 pub use codec::DecodeError;
-pub use dot::{Dot, VersionVector};
+pub use dot::{Dot, VersionVector, ANY_REPLICA};
 pub use hlc::{wall_clock_ms, HybridClock};
 pub use sibling::{SiblingSet, Version};

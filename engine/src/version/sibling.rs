@@ -275,6 +275,36 @@ mod tests {
     }
 
     #[test]
+    fn overwrite_supersedes_everything_older_on_any_replica() {
+        use super::super::dot::ANY_REPLICA;
+        let mode = ConflictMode::Siblings;
+        let mut s = put(1, 10, b"a", &VersionVector::new());
+        s.merge(&put(2, 11, b"b", &VersionVector::new()), mode);
+        // An overwrite at time 20 supersedes both without having read them...
+        let overwrite = put(
+            3,
+            20,
+            b"c",
+            &VersionVector::from_entries([(ANY_REPLICA, 19)]),
+        );
+        // ...while a write issued later elsewhere stays a sibling, in any merge order.
+        let later = put(4, 25, b"d", &VersionVector::new());
+        let mut x = s.clone();
+        x.merge(&overwrite, mode);
+        x.merge(&later, mode);
+        let mut y = later.clone();
+        y.merge(&overwrite, mode);
+        y.merge(&s, mode);
+        assert_eq!(x, y);
+        let values: Vec<_> = x
+            .versions()
+            .iter()
+            .filter_map(|v| v.value.clone())
+            .collect();
+        assert_eq!(values, vec![b"c".to_vec(), b"d".to_vec()]);
+    }
+
+    #[test]
     fn lww_keeps_latest_timestamp() {
         let mode = ConflictMode::LastWriterWins;
         let mut s = put(1, 10, b"a", &VersionVector::new());
