@@ -127,24 +127,25 @@ impl Engine {
     ) -> Result<Version> {
         self.check_key(key)?;
         self.check_open()?;
-        let mut clock = self.clock.borrow_mut();
-        let (context, timestamp) = match &opts.context {
-            WriteContext::Blind => (VersionVector::new(), clock.now()),
-            WriteContext::Given(vv) => {
-                // A context may carry this replica's own later readings (after
-                // a restart with a clock that stepped back): stay above them so
-                // the new dot is never already covered.
-                clock.observe(vv.covered_counter(self.opts.replica_id));
-                (vv.clone(), clock.now())
-            }
-            WriteContext::Overwrite => {
-                // Supersede everything written before this instant, on any
-                // replica, without reading it (see ANY_REPLICA).
-                let t = clock.now();
-                (VersionVector::from_entries([(ANY_REPLICA, t - 1)]), t)
+        let (context, timestamp) = {
+            let mut clock = self.clock.borrow_mut();
+            match &opts.context {
+                WriteContext::Blind => (VersionVector::new(), clock.now()),
+                WriteContext::Given(vv) => {
+                    // A context may carry this replica's own later readings (after
+                    // a restart with a clock that stepped back): stay above them so
+                    // the new dot is never already covered.
+                    clock.observe(vv.covered_counter(self.opts.replica_id));
+                    (vv.clone(), clock.now())
+                }
+                WriteContext::Overwrite => {
+                    // Supersede everything written before this instant, on any
+                    // replica, without reading it (see ANY_REPLICA).
+                    let t = clock.now();
+                    (VersionVector::from_entries([(ANY_REPLICA, t - 1)]), t)
+                }
             }
         };
-        drop(clock);
         let expires_at_ms = match opts.ttl {
             Some(ttl) => crate::version::HybridClock::physical_ms(timestamp)
                 .saturating_add(ttl.as_millis().max(1) as u64),
