@@ -22,7 +22,7 @@ fn key(i: u64) -> Vec<u8> {
 fn report(name: &str, ops: u64, elapsed: Duration, extra: &str) {
     let rate = ops as f64 / elapsed.as_secs_f64();
     let per_op_us = elapsed.as_secs_f64() * 1e6 / ops as f64;
-    println!("{name:<44} {rate:>12.0} ops/s {per_op_us:>9.2} µs/op  {extra}");
+    println!("{name:<50} {rate:>12.0} ops/s {per_op_us:>9.2} µs/op  {extra}");
 }
 
 fn opts(dir_mode: SyncMode) -> Options {
@@ -73,10 +73,10 @@ fn bench_memtable() {
     );
 }
 
-async fn bench_puts(dir: &std::path::Path, mode: SyncMode, writers: u64, total: u64, label: &str) {
+async fn bench_puts(dir: &std::path::Path, mode: SyncMode, writers: u64, total: u64, value_bytes: usize, label: &str) {
     let _ = std::fs::remove_dir_all(dir);
     let engine = Engine::open(dir, opts(mode)).await.expect("open");
-    let value = Rc::new(vec![b'v'; VALUE_BYTES]);
+    let value = Rc::new(vec![b'v'; value_bytes]);
     let per = total / writers;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -181,7 +181,7 @@ async fn bench_gets(dir: &std::path::Path) {
     let fetched = (after.hits + after.misses) - (before.hits + before.misses);
     report("get, absent key (bloom negative)", absent, elapsed, "");
     println!(
-        "{:<44} {:>11.3} %  ({fetched} block reads for {absent} absent keys, 1 table)",
+        "{:<50} {:>11.3} %  ({fetched} block reads for {absent} absent keys, 1 table)",
         "bloom false-positive rate",
         100.0 * fetched as f64 / absent as f64
     );
@@ -239,7 +239,7 @@ async fn bench_write_amplification(dir: &std::path::Path) {
         "",
     );
     println!(
-        "{:<44} {:>12.2} x  (log {} MiB + flush {} MiB + compaction {} MiB over {} MiB of values; {} tables left)",
+        "{:<50} {:>12.2} x  (log {} MiB + flush {} MiB + compaction {} MiB over {} MiB of values; {} tables left)",
         "write amplification",
         written as f64 / user as f64,
         s.log.bytes >> 20,
