@@ -73,7 +73,14 @@ fn bench_memtable() {
     );
 }
 
-async fn bench_puts(dir: &std::path::Path, mode: SyncMode, writers: u64, total: u64, value_bytes: usize, label: &str) {
+async fn bench_puts(
+    dir: &std::path::Path,
+    mode: SyncMode,
+    writers: u64,
+    total: u64,
+    value_bytes: usize,
+    label: &str,
+) {
     let _ = std::fs::remove_dir_all(dir);
     let engine = Engine::open(dir, opts(mode)).await.expect("open");
     let value = Rc::new(vec![b'v'; value_bytes]);
@@ -259,27 +266,17 @@ fn main() {
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             let dir = std::path::PathBuf::from(base);
-            for (writers, total) in [(1u64, 5_000u64), (16, 50_000), (128, 300_000)] {
-                bench_puts(
-                    &dir,
-                    SyncMode::Batch,
-                    writers,
-                    total,
-                    &format!("put, batch (durable), {writers} writers"),
-                )
-                .await;
+            for value_bytes in [100usize, VALUE_BYTES] {
+                for (writers, total) in [(1u64, 5_000u64), (16, 50_000), (128, 300_000)] {
+                    let label = format!("put, batch (durable), {writers} writers, {value_bytes} B");
+                    bench_puts(&dir, SyncMode::Batch, writers, total, value_bytes, &label).await;
+                }
             }
             let periodic = SyncMode::Periodic {
                 period: Duration::from_millis(10),
             };
-            bench_puts(
-                &dir,
-                periodic,
-                128,
-                300_000,
-                "put, periodic 10 ms, 128 writers",
-            )
-            .await;
+            let label = format!("put, periodic 10 ms, 128 writers, {VALUE_BYTES} B");
+            bench_puts(&dir, periodic, 128, 300_000, VALUE_BYTES, &label).await;
             bench_gets(&dir).await;
             bench_write_amplification(&dir).await;
             let _ = std::fs::remove_dir_all(&dir);

@@ -65,9 +65,11 @@ impl Engine {
                     merge(bytes, &|| "memtable".into())?;
                 }
             }
+            // Only the key-range check here; TableReader::get consults the
+            // bloom filter itself.
             st.tables
                 .iter()
-                .filter(|t| t.may_contain(token, key))
+                .filter(|t| t.in_range(token, key))
                 .cloned()
                 .collect()
         };

@@ -53,6 +53,46 @@ pub(crate) fn verify(block: &[u8]) -> Result<(&[u8], u32), BlockError> {
     ))
 }
 
+/// Splits a block already verified by [`verify`] (e.g. one from the block
+/// cache, which holds only verified blocks) into entry bytes and count,
+/// without recomputing the checksum.
+pub(crate) fn split_verified(block: &[u8]) -> Result<(&[u8], u32), BlockError> {
+    if block.len() < 8 {
+        return Err(BlockError::Malformed("block shorter than its trailer"));
+    }
+    let body = &block[..block.len() - 4];
+    let (entries, count) = body.split_at(body.len() - 4);
+    Ok((
+        entries,
+        u32::from_le_bytes([count[0], count[1], count[2], count[3]]),
+    ))
+}
+
+/// Finds `target` in a verified block's entries by scanning in order,
+/// without allocating; entries are sorted, so the scan stops at the first
+/// larger key.
+pub(crate) fn find<'a>(
+    entries: &'a [u8],
+    count: u32,
+    target: (u64, &[u8]),
+) -> Result<Option<&'a [u8]>, BlockError> {
+    let mut c = Cursor::new(entries);
+    for _ in 0..count {
+        let (Some(token), Some(klen), Some(vlen)) = (c.u64(), c.u32(), c.u32()) else {
+            return Err(BlockError::Malformed("entry header past block end"));
+        };
+        let (Some(key), Some(value)) = (c.take(klen as usize), c.take(vlen as usize)) else {
+            return Err(BlockError::Malformed("entry body past block end"));
+        };
+        match (token, key).cmp(&target) {
+            std::cmp::Ordering::Less => continue,
+            std::cmp::Ordering::Equal => return Ok(Some(value)),
+            std::cmp::Ordering::Greater => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 /// Decodes the entries of a verified block.
 pub(crate) fn entries(entries: &[u8], count: u32) -> Result<Vec<EntryRef<'_>>, BlockError> {
     let mut c = Cursor::new(entries);
@@ -81,6 +121,10 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip(rows in prop::collection::vec((any::<u64>(), prop::collection::vec(any::<u8>(), 0..40), prop::collection::vec(any::<u8>(), 0..100)), 0..30)) {
+            // Blocks hold sorted, unique keys.
+            let mut rows = rows;
+            rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            rows.dedup_by(|a, b| (a.0, &a.1) == (b.0, &b.1));
             let mut b = Vec::new();
             for (t, k, v) in &rows {
                 push_entry(&mut b, *t, k, v);
@@ -89,6 +133,9 @@ mod tests {
             let (body, n) = verify(&b).expect("valid");
             let got = entries(body, n).expect("decodes");
             prop_assert_eq!(got.len(), rows.len());
+            for (t, k, v) in &rows {
+                prop_assert_eq!(find(body, n, (*t, k)).expect("scans"), Some(&v[..]));
+            }
             for (e, (t, k, v)) in got.iter().zip(&rows) {
                 prop_assert_eq!(e.token, *t);
                 prop_assert_eq!(e.key, &k[..]);

@@ -57,7 +57,8 @@ impl TableIter {
             };
             self.next_block = Some(n + 1);
             let raw = self.table.read_block(n, self.fill_cache).await?;
-            let (body, count) = block::verify(&raw).map_err(|e| self.table.block_error(n, e))?;
+            let (body, count) =
+                block::split_verified(&raw).map_err(|e| self.table.block_error(n, e))?;
             let entries = block::entries(body, count).map_err(|e| self.table.block_error(n, e))?;
             let start = (self.start.0, self.start.1.as_slice());
             let rows: Vec<_> = entries

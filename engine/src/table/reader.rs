@@ -100,10 +100,14 @@ impl TableReader {
     /// False when the key is certainly not in the table (outside its key
     /// range, or a bloom negative).
     pub(crate) fn may_contain(&self, token: u64, key: &[u8]) -> bool {
+        self.in_range(token, key) && self.bloom.may_contain(bloom::hashes(token, key))
+    }
+
+    /// True when the key lies between the table's smallest and largest keys.
+    pub(crate) fn in_range(&self, token: u64, key: &[u8]) -> bool {
         let k = (token, key);
-        let min = (self.meta.min.0, self.meta.min.1.as_slice());
-        let max = (self.meta.max.0, self.meta.max.1.as_slice());
-        k >= min && k <= max && self.bloom.may_contain(bloom::hashes(token, key))
+        k >= (self.meta.min.0, self.meta.min.1.as_slice())
+            && k <= (self.meta.max.0, self.meta.max.1.as_slice())
     }
 
     /// The value stored for the key, if any.
@@ -115,13 +119,11 @@ impl TableReader {
             return Ok(None);
         };
         let block = self.read_block(block_no, true).await?;
-        let (body, count) = block::verify(&block).map_err(|e| self.block_error(block_no, e))?;
-        let entries = block::entries(body, count).map_err(|e| self.block_error(block_no, e))?;
-        let found = entries
-            .binary_search_by(|e| (e.token, e.key).cmp(&(token, key)))
-            .ok()
-            .map(|i| entries[i].value.to_vec());
-        Ok(found)
+        let (body, count) =
+            block::split_verified(&block).map_err(|e| self.block_error(block_no, e))?;
+        let found =
+            block::find(body, count, (token, key)).map_err(|e| self.block_error(block_no, e))?;
+        Ok(found.map(<[u8]>::to_vec))
     }
 
     /// Index of the first block whose last key is >= `target`.
@@ -137,7 +139,9 @@ impl TableReader {
         self.index.len()
     }
 
-    /// Reads data block `n` (verified), from the cache when it is there.
+    /// Reads data block `n`, from the cache when it is there; a block read
+    /// from disk is verified before it is returned or cached, so every block
+    /// this returns has a good checksum.
     pub(crate) async fn read_block(&self, n: usize, fill_cache: bool) -> Result<Rc<[u8]>> {
         let handle = &self.index[n];
         if let Some(b) = self.cache.get(self.meta.id, handle.offset) {
