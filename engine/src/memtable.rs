@@ -1,5 +1,6 @@
 //! The memtable: a shard's in-memory, ordered map of recent writes.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -45,9 +46,12 @@ impl Memtable {
     /// Merges `delta` into the key's set (a write never needs the old value
     /// from disk: the merge happens again at read and compaction time).
     pub fn apply(&mut self, token: Token, key: &[u8], delta: &SiblingSet, mode: ConflictMode) {
-        let k = mem_key(token, key);
-        match self.map.get_mut(k.as_slice()) {
-            Some(existing) => {
+        let k = mem_key(token, key).into_boxed_slice();
+        let key_len = k.len();
+        // One tree descent for both the lookup and the insert.
+        match self.map.entry(k) {
+            Entry::Occupied(mut slot) => {
+                let existing = slot.get_mut();
                 // Bytes in the memtable were encoded by this process.
                 let mut set = SiblingSet::decode(existing, mode)
                     .expect("memtable holds only sets it encoded");
@@ -56,10 +60,10 @@ impl Memtable {
                 self.bytes = self.bytes - existing.len() + encoded.len();
                 *existing = encoded;
             }
-            None => {
+            Entry::Vacant(slot) => {
                 let encoded = delta.to_bytes().into_boxed_slice();
-                self.bytes += k.len() + encoded.len() + ENTRY_OVERHEAD_BYTES;
-                self.map.insert(k.into_boxed_slice(), encoded);
+                self.bytes += key_len + encoded.len() + ENTRY_OVERHEAD_BYTES;
+                slot.insert(encoded);
             }
         }
     }

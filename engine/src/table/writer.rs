@@ -12,6 +12,11 @@ use super::{align_up, TableMeta, TableOptions, BLOCK_ALIGN};
 use crate::error::Result;
 use crate::io;
 
+/// Entry count and checksum at the end of every block.
+const BLOCK_TRAILER_BYTES: usize = 8;
+/// A block never grows past this many times `block_bytes`.
+const MAX_BLOCK_FACTOR: usize = 8;
+
 /// Aligned bytes buffered before one DMA write.
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
@@ -82,9 +87,7 @@ impl TableWriter {
                 "table entries out of order"
             );
         }
-        if self.block_count > 0
-            && self.block.len() + block::entry_len(key, value) > self.opts.block_bytes
-        {
+        if self.block_count > 0 && self.should_close_block(block::entry_len(key, value)) {
             self.finish_block().await?;
         }
         block::push_entry(&mut self.block, token, key, value);
@@ -97,6 +100,21 @@ impl TableWriter {
         self.entries += 1;
         self.max_expiry_ms = self.max_expiry_ms.max(max_expiry_ms);
         Ok(())
+    }
+
+    /// Whether the open block should be closed before an entry of
+    /// `entry_len` bytes. Blocks are padded to 4 KiB, so a block closes only
+    /// once it is at least `block_bytes` *and* its padding would waste at
+    /// most an eighth of it (2 KiB sessions would otherwise waste half of
+    /// every 4 KiB block), or once it reaches `MAX_BLOCK_FACTOR` times the
+    /// target. An entry larger than the target gets a block of its own.
+    fn should_close_block(&self, entry_len: usize) -> bool {
+        let len = self.block.len() + BLOCK_TRAILER_BYTES;
+        let target = self.opts.block_bytes;
+        if entry_len >= target || len + entry_len > MAX_BLOCK_FACTOR * target {
+            return true;
+        }
+        len >= target && align_up(len) - len <= len / 8
     }
 
     async fn finish_block(&mut self) -> Result<()> {
