@@ -18,36 +18,75 @@ const ENTRY_OVERHEAD_BYTES: usize = 64;
 ///
 /// Public so benchmarks and tools can measure it alone; the engine owns
 /// its instances.
-///
-/// Keys are stored as `token (8 bytes, big-endian) ‖ key`, whose byte order
-/// is exactly the `(token, key)` order; lookups then need no custom `Borrow`.
 #[derive(Debug, Default)]
 pub struct Memtable {
-    map: BTreeMap<Box<[u8]>, Box<[u8]>>,
+    map: BTreeMap<MemKey, Box<[u8]>>,
     bytes: usize,
 }
 
-/// Builds the memtable key for `(token, key)`.
-pub(crate) fn mem_key(token: Token, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + key.len());
-    k.extend_from_slice(&token.to_be_bytes());
-    k.extend_from_slice(key);
-    k
+/// A stored key. The token sits inline in the tree node, so almost every
+/// comparison during a descent is decided by one integer compare without
+/// following the pointer to the key bytes (tokens are uniform hashes; key
+/// bytes are compared only on a token tie).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct MemKey {
+    token: Token,
+    key: Box<[u8]>,
 }
 
-/// Splits a memtable key back into `(token, key)`.
-fn split_key(k: &[u8]) -> (Token, &[u8]) {
-    let mut t = [0u8; 8];
-    t.copy_from_slice(&k[..8]);
-    (Token::from_be_bytes(t), &k[8..])
+/// A borrowed view of a key, so lookups need no allocation: the map's keys
+/// borrow as `dyn KeyView`, and so does a plain `(token, &[u8])`.
+trait KeyView {
+    fn parts(&self) -> (Token, &[u8]);
+}
+
+impl KeyView for MemKey {
+    fn parts(&self) -> (Token, &[u8]) {
+        (self.token, &self.key)
+    }
+}
+
+impl KeyView for (Token, &[u8]) {
+    fn parts(&self) -> (Token, &[u8]) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for MemKey {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
+
+impl PartialOrd for dyn KeyView + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn KeyView + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
 }
 
 impl Memtable {
     /// Merges `delta` into the key's set (a write never needs the old value
     /// from disk: the merge happens again at read and compaction time).
     pub fn apply(&mut self, token: Token, key: &[u8], delta: &SiblingSet, mode: ConflictMode) {
-        let k = mem_key(token, key).into_boxed_slice();
-        let key_len = k.len();
+        let k = MemKey {
+            token,
+            key: key.into(),
+        };
+        let key_len = 8 + key.len();
         // One tree descent for both the lookup and the insert.
         match self.map.entry(k) {
             Entry::Occupied(mut slot) => {
@@ -70,7 +109,8 @@ impl Memtable {
 
     /// The encoded set of a key, if the memtable has one.
     pub fn get(&self, token: Token, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(mem_key(token, key).as_slice()).map(|v| &v[..])
+        let view: &dyn KeyView = &(token, key);
+        self.map.get(view).map(|v| &v[..])
     }
 
     /// Approximate memory used, in bytes.
@@ -98,18 +138,15 @@ impl Memtable {
         end_token: Token,
         limit: usize,
     ) -> Vec<(Token, Vec<u8>, Vec<u8>)> {
-        let lower = mem_key(start.0, start.1);
+        let lower: &dyn KeyView = &start;
         let bound = if exclusive {
-            Bound::Excluded(lower.as_slice())
+            Bound::Excluded(lower)
         } else {
-            Bound::Included(lower.as_slice())
+            Bound::Included(lower)
         };
         self.map
-            .range::<[u8], _>((bound, Bound::Unbounded))
-            .map(|(k, v)| {
-                let (token, key) = split_key(k);
-                (token, key.to_vec(), v.to_vec())
-            })
+            .range::<dyn KeyView, _>((bound, Bound::Unbounded))
+            .map(|(k, v)| (k.token, k.key.to_vec(), v.to_vec()))
             .take_while(|(token, _, _)| *token <= end_token)
             .take(limit)
             .collect()
@@ -117,10 +154,7 @@ impl Memtable {
 
     /// Every entry in order, for flushing.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Token, &[u8], &[u8])> {
-        self.map.iter().map(|(k, v)| {
-            let (token, key) = split_key(k);
-            (token, key, &v[..])
-        })
+        self.map.iter().map(|(k, v)| (k.token, &k.key[..], &v[..]))
     }
 }
 
