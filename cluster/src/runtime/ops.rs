@@ -147,6 +147,13 @@ pub async fn execute(engine: &Engine, op: KvOp) -> corekv_engine::Result<KvReply
                 .get(&key)
                 .await?
                 .is_some_and(|s| s.has_live(wall_clock_ms()));
+            if !existed && context == WriteContext::Overwrite {
+                // Redis DEL of an absent key: nothing to supersede, nothing to log.
+                return Ok(KvReply::Deleted {
+                    existed,
+                    context: VersionVector::new(),
+                });
+            }
             let version = engine
                 .delete(
                     &key,

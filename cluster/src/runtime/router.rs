@@ -110,21 +110,31 @@ impl Router {
     }
 }
 
+/// Forwarded requests one shard runs at once; beyond it, reading from the
+/// mesh pauses and the senders' bounded channels push back.
+const FORWARDS_IN_FLIGHT_MAX: u64 = 1024;
+
 /// Serves requests other shards forward to this one until they all hang up.
 /// Each request runs in its own task so a slow disk read does not hold up
-/// the others; the mesh's bounded channels bound what can queue.
+/// the others, at most `FORWARDS_IN_FLIGHT_MAX` at a time.
 pub async fn serve_forwards(engine: Rc<Engine>, mut receivers: Receivers<Forward>) {
+    let slots = Rc::new(glommio::sync::Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
     let mut loops = Vec::new();
     for (_, stream) in receivers.streams() {
         let engine = engine.clone();
+        let slots = slots.clone();
         loops.push(glommio::spawn_local(async move {
             use futures_lite::StreamExt;
             let mut stream = stream;
             while let Some(Forward { op, reply }) = stream.next().await {
+                let Ok(slot) = slots.clone().acquire_static_permit(1).await else {
+                    break;
+                };
                 let engine = engine.clone();
                 glommio::spawn_local(async move {
                     let result = execute(&engine, op).await.map_err(|e| e.to_string());
                     let _ = reply.send(result);
+                    drop(slot);
                 })
                 .detach();
             }

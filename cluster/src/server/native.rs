@@ -67,13 +67,17 @@ pub(super) async fn serve_connection(
                     let outbox = outbox.clone();
                     let shutdown = shutdown.clone();
                     shutdown.request_started();
-                    glommio::spawn_local(async move {
+                    let mut run = Box::pin(async move {
                         let resp = handle(&router, req).await;
                         outbox.push(&resp);
                         shutdown.request_finished();
                         drop(permit);
-                    })
-                    .detach();
+                    });
+                    // Requests that complete without waiting (reads from the
+                    // memtable or cache) run inline; the rest get a task.
+                    if future::poll_once(&mut run).await.is_none() {
+                        glommio::spawn_local(run).detach();
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {

@@ -61,13 +61,19 @@ pub(super) async fn serve_connection(
                     let router = router.clone();
                     let shutdown = shutdown.clone();
                     shutdown.request_started();
-                    let task = glommio::spawn_local(async move {
+                    let mut run = Box::pin(async move {
                         let reply = execute(&router, cmd).await;
                         shutdown.request_finished();
                         reply
                     });
+                    // Most reads finish without waiting (memtable or cached
+                    // block): run them here; only what must wait gets a task.
+                    let slot = match future::poll_once(&mut run).await {
+                        Some(reply) => Slot::Done(reply),
+                        None => Slot::Running(glommio::spawn_local(run)),
+                    };
                     pending.push_back(Pending {
-                        task,
+                        slot,
                         reads,
                         writes,
                     });
@@ -105,9 +111,15 @@ pub(super) async fn serve_connection(
     }
 }
 
-/// A command running in its own task, with the keys it reads and writes.
+/// A command's reply, or the task still computing it.
+enum Slot {
+    Done(Reply),
+    Running(glommio::Task<Reply>),
+}
+
+/// A command of the current pipeline, with the keys it reads and writes.
 struct Pending {
-    task: glommio::Task<Reply>,
+    slot: Slot,
     reads: Vec<Vec<u8>>,
     writes: Vec<Vec<u8>>,
 }
@@ -125,7 +137,10 @@ impl Pending {
 /// Awaits pending commands in order and encodes their replies.
 async fn drain(pending: &mut VecDeque<Pending>, out: &mut Vec<u8>) {
     while let Some(p) = pending.pop_front() {
-        p.task.await.encode(out);
+        match p.slot {
+            Slot::Done(reply) => reply.encode(out),
+            Slot::Running(task) => task.await.encode(out),
+        }
     }
 }
 
