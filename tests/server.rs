@@ -103,11 +103,11 @@ fn data_survives_clean_restart_and_kill_9() {
     server.restart();
     let mut c = client(server.native);
     for i in (0..2000).step_by(13) {
-        assert_eq!(
-            value_of(c.get(format!("k{i}").as_bytes()).expect("get")),
-            Some(value.clone()),
-            "k{i}"
-        );
+        let got = c.get(format!("k{i}").as_bytes()).unwrap_or_else(|e| {
+            std::thread::sleep(Duration::from_millis(500));
+            panic!("get k{i}: {e}; server log:\n{}", server.log_text())
+        });
+        assert_eq!(value_of(got), Some(value.clone()), "k{i}");
     }
     for i in 2000..2500 {
         c.put(format!("k{i}").as_bytes(), &value, 0, b"")
@@ -120,11 +120,11 @@ fn data_survives_clean_restart_and_kill_9() {
     server.restart();
     let mut c = client(server.native);
     for i in 0..2500 {
-        assert_eq!(
-            value_of(c.get(format!("k{i}").as_bytes()).expect("get")),
-            Some(value.clone()),
-            "k{i}"
-        );
+        let got = c.get(format!("k{i}").as_bytes()).unwrap_or_else(|e| {
+            std::thread::sleep(Duration::from_millis(500));
+            panic!("get k{i}: {e}; server log:\n{}", server.log_text())
+        });
+        assert_eq!(value_of(got), Some(value.clone()), "k{i}");
     }
 }
 

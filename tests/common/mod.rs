@@ -114,6 +114,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
+                self.wait_ports_released();
                 return status;
             }
             if Instant::now() > deadline {
@@ -121,6 +122,26 @@ impl Server {
                 panic!("server did not exit within 30 s after {signal}");
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// After a kill -9 the kernel tears down the dead process's io_uring
+    /// (and the listening sockets its pending accepts hold) asynchronously,
+    /// ~15 ms here; a restart inside that window would share the
+    /// SO_REUSEPORT group with sockets that reset what they accept. Wait,
+    /// bounded, until nothing listens on our ports.
+    fn wait_ports_released(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ports = [self.native, self.resp];
+        while ports
+            .iter()
+            .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(100)).is_ok())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "old listeners still present after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -143,6 +164,16 @@ impl Server {
     pub fn shard_addr(&self, i: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.native.port() + 1 + i as u16))
     }
+}
+
+fn resp_ping(addr: &SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
 
 impl Drop for Server {

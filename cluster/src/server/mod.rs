@@ -30,6 +30,8 @@ pub struct Shutdown {
 #[derive(Default)]
 struct ShutdownState {
     stopping: Cell<bool>,
+    /// Duplicates of the listening sockets, shut down by `begin`.
+    listeners: std::cell::RefCell<Vec<socket2::Socket>>,
     connections: Cell<usize>,
     in_flight: Cell<usize>,
 }
@@ -40,9 +42,14 @@ impl Shutdown {
         Shutdown::default()
     }
 
-    /// Stops accepting; connections finish the request at hand and close.
+    /// Stops accepting at once (the listening sockets leave LISTEN now, not
+    /// when io_uring releases them after exit); connections finish the
+    /// request at hand and close.
     pub fn begin(&self) {
         self.inner.stopping.set(true);
+        for socket in self.inner.listeners.borrow_mut().drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// True once stopping.
@@ -118,9 +125,38 @@ enum Protocol {
     Resp,
 }
 
-/// The listeners of one shard.
+/// The listeners of one shard, each with a duplicate descriptor of its
+/// socket used to shut it down.
 pub struct Listeners {
-    list: Vec<(Protocol, TcpListener)>,
+    list: Vec<(Protocol, TcpListener, socket2::Socket)>,
+}
+
+/// Binds a listening socket with SO_REUSEPORT (every shard binds the shared
+/// ports; the kernel spreads connections) and returns it with a duplicate.
+///
+/// The duplicate exists for shutdown: glommio's in-flight `accept` holds a
+/// reference to the socket inside io_uring, which the kernel tears down
+/// asynchronously after the process exits, so a merely closed listener can
+/// keep accepting (and then resetting) connections for a moment after a
+/// stop. `Shutdown::begin` calls `shutdown(2)` on the duplicate, which takes
+/// the socket out of LISTEN at once, so a restarted node never loses
+/// connections to its predecessor.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<(TcpListener, socket2::Socket)> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    let control = socket.try_clone()?;
+    // SAFETY: `into_raw_fd` hands over a bound, listening TCP socket that
+    // nothing else owns; glommio takes ownership and closes it on drop.
+    let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
+    Ok((listener, control))
 }
 
 /// Binds the shared native and RESP ports (SO_REUSEPORT: every shard binds
@@ -128,9 +164,9 @@ pub struct Listeners {
 /// `native port + 1 + index`.
 pub fn bind_all(config: &NodeConfig, index: usize) -> Result<Listeners> {
     let bind = |addr: std::net::SocketAddr| {
-        TcpListener::bind(addr).map_err(|e| Error::Io {
+        listen(addr).map_err(|e| Error::Io {
             context: format!("binding {addr} (is another corekv or program using it?)"),
-            source: e.into(),
+            source: e,
         })
     };
     let mut own = config.native_addr;
@@ -143,11 +179,18 @@ pub fn bind_all(config: &NodeConfig, index: usize) -> Result<Listeners> {
     own.set_port(port);
     Ok(Listeners {
         list: vec![
-            (Protocol::Native, bind(config.native_addr)?),
-            (Protocol::Native, bind(own)?),
-            (Protocol::Resp, bind(config.resp_addr)?),
+            with(Protocol::Native, bind(config.native_addr)?),
+            with(Protocol::Native, bind(own)?),
+            with(Protocol::Resp, bind(config.resp_addr)?),
         ],
     })
+}
+
+fn with(
+    protocol: Protocol,
+    (listener, control): (TcpListener, socket2::Socket),
+) -> (Protocol, TcpListener, socket2::Socket) {
+    (protocol, listener, control)
 }
 
 /// Starts an accept loop per listener; each stops accepting when the shard
@@ -159,11 +202,16 @@ pub fn spawn_all(
     shutdown: Shutdown,
 ) {
     let limits = ConnectionLimits::from_config(config);
-    listeners.list.into_iter().for_each(|(protocol, listener)| {
-        let router = router.clone();
-        let shutdown = shutdown.clone();
-        glommio::spawn_local(accept_loop(protocol, listener, router, limits, shutdown)).detach();
-    });
+    listeners
+        .list
+        .into_iter()
+        .for_each(|(protocol, listener, control)| {
+            let router = router.clone();
+            let shutdown = shutdown.clone();
+            shutdown.inner.listeners.borrow_mut().push(control);
+            glommio::spawn_local(accept_loop(protocol, listener, router, limits, shutdown))
+                .detach();
+        });
 }
 
 async fn accept_loop(
@@ -184,6 +232,7 @@ async fn accept_loop(
         let stream = match accepted {
             None => return,
             Some(Ok(s)) => s,
+            Some(Err(_)) if shutdown.is_stopping() => return,
             Some(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");

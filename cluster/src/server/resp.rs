@@ -211,7 +211,7 @@ async fn delete(router: &Router, key: Vec<u8>) -> Result<bool, Reply> {
 async fn execute(router: &Router, cmd: Command) -> Reply {
     match cmd {
         Command::Ping(None) => Reply::Simple("PONG".into()),
-        Command::Ping(Some(msg)) => Reply::Bulk(Some(msg)),
+        Command::Ping(Some(msg)) | Command::Echo(msg) => Reply::Bulk(Some(msg)),
         Command::Get(key) => match read_winner(router, &key).await {
             Ok(v) => Reply::Bulk(v.map(|(value, _)| value)),
             Err(reply) => reply,

@@ -27,6 +27,8 @@ pub enum SetCondition {
 pub enum Command {
     /// PING [message].
     Ping(Option<Vec<u8>>),
+    /// ECHO message (redis-cli --pipe ends its stream with one).
+    Echo(Vec<u8>),
     /// GET key.
     Get(Vec<u8>),
     /// SET key value [EX s | PX ms] [NX | XX].
@@ -101,6 +103,7 @@ impl Command {
         let n = rest.len();
         match name.as_str() {
             "ping" if n <= 1 => Command::Ping(rest.into_iter().next()),
+            "echo" if n == 1 => Command::Echo(first(rest)),
             "get" if n == 1 => Command::Get(first(rest)),
             "set" if n >= 2 => parse_set(rest),
             "del" if n >= 1 => Command::Del(rest),
@@ -131,8 +134,8 @@ impl Command {
                 None => Command::Invalid(NOT_INTEGER.into()),
             },
             "quit" => Command::Quit,
-            "ping" | "get" | "set" | "del" | "exists" | "expire" | "ttl" | "mget" | "mset"
-            | "info" | "select" => arity(&name),
+            "ping" | "echo" | "get" | "set" | "del" | "exists" | "expire" | "ttl" | "mget"
+            | "mset" | "info" | "select" => arity(&name),
             _ => Command::Unknown(String::from_utf8_lossy(&args[0]).into_owned()),
         }
     }
