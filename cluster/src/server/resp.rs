@@ -164,8 +164,8 @@ fn err(e: impl std::fmt::Display) -> Reply {
 async fn read_winner(router: &Router, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>, Reply> {
     match router.call(KvOp::Get { key: key.to_vec() }).await {
         Ok(KvReply::Value(set)) => Ok(set.and_then(|s| {
-            s.winner(wall_clock_ms())
-                .and_then(|v| v.value.clone().map(|value| (value, v.expires_at_ms)))
+            s.into_winner(wall_clock_ms())
+                .and_then(|v| v.value.map(|value| (value, v.expires_at_ms)))
         })),
         Ok(_) => Err(err("unexpected reply")),
         Err(e) => Err(err(e)),

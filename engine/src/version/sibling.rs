@@ -186,6 +186,16 @@ impl SiblingSet {
             .filter(|v| !v.is_tombstone())
     }
 
+    /// Like [`winner`](Self::winner), but consumes the set and returns the
+    /// winning version by value, so its value is moved, not copied.
+    pub fn into_winner(self, now_ms: u64) -> Option<Version> {
+        self.versions
+            .into_iter()
+            .filter(|v| !v.is_expired(now_ms))
+            .max_by(|a, b| a.lww_cmp(b))
+            .filter(|v| !v.is_tombstone())
+    }
+
     /// The set as a reader sees it at `now_ms`: expired values removed
     /// (their dots stay covered by nothing, so a later merge may bring them
     /// back, still expired and still invisible).

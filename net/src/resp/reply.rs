@@ -26,22 +26,49 @@ impl Reply {
         match self {
             Reply::Simple(s) => line(out, b'+', s),
             Reply::Error(s) => line(out, b'-', s),
-            Reply::Integer(n) => line(out, b':', &n.to_string()),
+            Reply::Integer(n) => {
+                out.push(b':');
+                push_decimal(out, *n);
+                out.extend_from_slice(b"\r\n");
+            }
             Reply::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
             Reply::Bulk(Some(b)) => {
-                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+                out.push(b'$');
+                push_decimal(out, b.len() as i64);
+                out.extend_from_slice(b"\r\n");
                 out.extend_from_slice(b);
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Array(None) => out.extend_from_slice(b"*-1\r\n"),
             Reply::Array(Some(items)) => {
-                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                out.push(b'*');
+                push_decimal(out, items.len() as i64);
+                out.extend_from_slice(b"\r\n");
                 for i in items {
                     i.encode(out);
                 }
             }
         }
     }
+}
+
+/// Appends `n` in decimal without going through `fmt` (every reply has one).
+fn push_decimal(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn line(out: &mut Vec<u8>, tag: u8, s: &str) {
