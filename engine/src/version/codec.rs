@@ -141,6 +141,33 @@ impl SiblingSet {
     }
 }
 
+impl SiblingSet {
+    /// Highest clock reading anywhere in an encoded set (context counters,
+    /// dot counters, timestamps), read without decoding; `None` when the
+    /// bytes are malformed. Lets a write whose context covers everything up
+    /// to some reading replace the set without decoding it.
+    pub fn encoded_max_reading(bytes: &[u8]) -> Option<u64> {
+        let mut r = Reader { bytes, at: 0 };
+        if r.u8().ok()? != FORMAT {
+            return None;
+        }
+        let mut max = 0u64;
+        for _ in 0..r.u16().ok()? {
+            r.u64().ok()?;
+            max = max.max(r.u64().ok()?);
+        }
+        for _ in 0..r.u16().ok()? {
+            r.u64().ok()?;
+            max = max.max(r.u64().ok()?).max(r.u64().ok()?);
+            r.u64().ok()?;
+            r.u8().ok()?;
+            let len = r.u32().ok()? as usize;
+            r.take(len).ok()?;
+        }
+        (r.at == bytes.len()).then_some(max)
+    }
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,

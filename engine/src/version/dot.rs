@@ -39,8 +39,9 @@ impl VersionVector {
     pub fn from_entries(pairs: impl IntoIterator<Item = (u64, u64)>) -> Self {
         let mut vv = VersionVector::new();
         for (replica, counter) in pairs {
-            vv.insert(Dot { replica, counter });
+            vv.insert_raw(Dot { replica, counter });
         }
+        vv.canonicalize();
         vv
     }
 
@@ -75,12 +76,25 @@ impl VersionVector {
 
     /// Records `dot` as seen.
     pub fn insert(&mut self, dot: Dot) {
+        self.insert_raw(dot);
+        self.canonicalize();
+    }
+
+    fn insert_raw(&mut self, dot: Dot) {
         if dot.counter == 0 {
             return;
         }
         match self.entries.binary_search_by_key(&dot.replica, |e| e.0) {
             Ok(i) => self.entries[i].1 = self.entries[i].1.max(dot.counter),
             Err(i) => self.entries.insert(i, (dot.replica, dot.counter)),
+        }
+    }
+
+    /// Drops entries the ANY_REPLICA entry already covers, so equal
+    /// knowledge always has one representation (and one encoding).
+    fn canonicalize(&mut self) {
+        if let Some(&(ANY_REPLICA, any)) = self.entries.last() {
+            self.entries.retain(|&(r, c)| r == ANY_REPLICA || c > any);
         }
     }
 
@@ -91,11 +105,13 @@ impl VersionVector {
         }
         if self.entries.is_empty() {
             self.entries.clone_from(&other.entries);
+            self.canonicalize();
             return;
         }
         for &(replica, counter) in &other.entries {
-            self.insert(Dot { replica, counter });
+            self.insert_raw(Dot { replica, counter });
         }
+        self.canonicalize();
     }
 
     /// True when every entry of `other` is covered by `self`.
