@@ -56,11 +56,19 @@ impl Engine {
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
-        let queue = glommio::executor().create_task_queue(
-            Shares::Static(COMPACTION_SHARES),
-            Latency::NotImportant,
-            "corekv-compaction",
-        );
+        // One low-share queue per engine, created on first use.
+        let queue = match self.compaction_queue.get() {
+            Some(q) => q,
+            None => {
+                let q = glommio::executor().create_task_queue(
+                    Shares::Static(COMPACTION_SHARES),
+                    Latency::NotImportant,
+                    "corekv-compaction",
+                );
+                self.compaction_queue.set(Some(q));
+                q
+            }
+        };
         self.compaction_running.set(true);
         let task = glommio::spawn_local_into(
             async move {

@@ -122,6 +122,8 @@ pub struct Engine {
     /// One compaction at a time (background or requested).
     compaction_lock: Semaphore,
     compaction_running: Cell<bool>,
+    /// The low-share task queue compactions run in.
+    compaction_queue: Cell<Option<glommio::TaskQueueHandle>>,
     flush_scheduled: Cell<bool>,
     /// Why the last flush failed, until one succeeds.
     last_flush_error: RefCell<Option<String>>,
@@ -208,6 +210,7 @@ impl Engine {
             flush_lock: Semaphore::new(1),
             compaction_lock: Semaphore::new(1),
             compaction_running: Cell::new(false),
+            compaction_queue: Cell::new(None),
             flush_scheduled: Cell::new(false),
             last_flush_error: RefCell::new(None),
             counters: Counters::default(),
