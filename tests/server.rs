@@ -362,3 +362,58 @@ fn async_client_keeps_many_requests_in_flight_on_one_connection() {
         .expect("client thread");
     assert_eq!(checked, 2000);
 }
+
+#[test]
+fn config_file_limits_idle_timeout_connections_and_sigint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("corekv.toml");
+    std::fs::write(
+        &config,
+        "idle_timeout_s = 1\nmax_connections_per_shard = 3\ncommitlog_sync = \"periodic\"\n",
+    )
+    .expect("write config");
+    let config_arg = config.to_string_lossy().into_owned();
+    let mut server = Server::start(&dir.path().join("data"), 1, &["--config", &config_arg]);
+
+    // The file's values are in force.
+    let mut c = client(server.native);
+    let ResponseBody::Status(json) = c.call(RequestBody::Status).expect("status") else {
+        panic!("no status")
+    };
+    let status: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    assert!(
+        status["commitlog_sync"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("periodic"),
+        "{status}"
+    );
+
+    // An idle connection is closed after idle_timeout_s.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        c.call(RequestBody::Ping).is_err(),
+        "idle connection should have been closed"
+    );
+
+    // Connections beyond the per-shard limit are closed at once; the first
+    // three keep working.
+    let mut kept: Vec<Client> = (0..3).map(|_| client(server.native)).collect();
+    for k in &mut kept {
+        assert!(matches!(k.call(RequestBody::Ping), Ok(ResponseBody::Pong)));
+    }
+    let mut extra = client(server.native);
+    assert!(
+        extra.call(RequestBody::Ping).is_err(),
+        "a 4th connection must be refused"
+    );
+    drop(kept);
+
+    // SIGINT stops the node cleanly, like SIGTERM.
+    let status = server.signal_and_wait("-INT");
+    assert!(
+        status.success(),
+        "SIGINT exit: {status}; log: {}",
+        server.log_text()
+    );
+}
