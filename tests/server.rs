@@ -417,3 +417,46 @@ fn config_file_limits_idle_timeout_connections_and_sigint() {
         server.log_text()
     );
 }
+
+#[test]
+fn a_second_node_on_the_same_ports_or_data_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), 1, &[]);
+    let run = |data: &std::path::Path, native: String, resp: String| {
+        std::process::Command::new(common::corekv())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data)
+            .args([
+                "--shards",
+                "1",
+                "--native-addr",
+                &native,
+                "--resp-addr",
+                &resp,
+            ])
+            .output()
+            .expect("run")
+    };
+    // Same ports, other data: SO_REUSEPORT must not let it share our traffic.
+    let out = run(
+        &dir.path().join("other"),
+        server.native.to_string(),
+        server.resp.to_string(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is taken"), "{err}");
+    // Same data, other ports: the data directory lock refuses it.
+    let base = common::free_ports(4);
+    let out = run(
+        &dir.path().join("data"),
+        format!("127.0.0.1:{base}"),
+        format!("127.0.0.1:{}", base + 3),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another corekv process"), "{err}");
+    // The first node is unaffected.
+    assert_eq!(redis_cli(&server, &["PING"]), "PONG");
+}

@@ -12,6 +12,40 @@ pub fn shard_dir(data_dir: &Path, index: usize) -> PathBuf {
     data_dir.join(format!("shard-{index}"))
 }
 
+/// Name of the lock file held (flock) by the running node.
+const LOCK_FILE: &str = "LOCK";
+
+/// Proof that this process owns the data directory; the lock is released
+/// when it is dropped (or the process dies).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory's lock, so two nodes can never write the same
+/// files (which would corrupt them).
+pub fn lock(data_dir: &Path) -> Result<DataDirLock> {
+    let path = data_dir.join(LOCK_FILE);
+    let err = |reason: String| Error::DataDir {
+        path: data_dir.display().to_string(),
+        reason,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| err(format!("cannot open {LOCK_FILE}: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(err(
+            "another corekv process is using it (its LOCK file is held); stop that process or use another --data-dir"
+                .into(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(err(format!("cannot lock {LOCK_FILE}: {e}"))),
+    }
+}
+
 /// Creates the data directory on first start and records `shards`; on later
 /// starts refuses a different shard count, because keys are placed on
 /// shards by token and would be looked for on the wrong one.
@@ -64,6 +98,16 @@ pub fn prepare(data_dir: &Path, shards: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_lock_on_the_same_directory_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = lock(dir.path()).expect("first lock");
+        let e = lock(dir.path()).expect_err("second lock");
+        assert!(e.to_string().contains("another corekv process"), "{e}");
+        drop(held);
+        lock(dir.path()).expect("lock after release");
+    }
 
     #[test]
     fn refuses_a_different_shard_count() {

@@ -46,6 +46,8 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
     config.validate()?;
     let shards = config.shard_count();
     datadir::prepare(&config.data_dir, shards)?;
+    let _lock = datadir::lock(&config.data_dir)?;
+    ports_are_free(&config, shards)?;
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.flag.clone()).map_err(|e| Error::Io {
             context: "installing signal handlers".into(),
@@ -101,6 +103,32 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Refuses to start when another process listens on one of our ports.
+/// Shards bind with SO_REUSEPORT, which would otherwise let a second node
+/// (or the sockets of a just-killed one) silently share our ports and take
+/// part of our traffic. A plain bind fails whenever anyone holds the port.
+fn ports_are_free(config: &NodeConfig, shards: usize) -> Result<()> {
+    let mut addrs = vec![config.native_addr, config.resp_addr];
+    for i in 0..shards {
+        let mut a = config.native_addr;
+        let port = u16::try_from(usize::from(a.port()) + 1 + i).map_err(|_| {
+            Error::Config(format!("native port {} + shard {i} overflows", a.port()))
+        })?;
+        a.set_port(port);
+        addrs.push(a);
+    }
+    for addr in addrs {
+        if addr.port() == 0 {
+            continue;
+        }
+        std::net::TcpListener::bind(addr).map_err(|e| Error::Io {
+            context: format!("port {addr} is taken (another corekv or program listens there; if a node was just killed, its sockets close within a second)"),
+            source: e,
+        })?;
+    }
+    Ok(())
 }
 
 async fn shard_main(
