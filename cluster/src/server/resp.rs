@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use corekv_engine::version::wall_clock_ms;
-use corekv_engine::WriteContext;
+use corekv_engine::{token_of, WriteContext};
 use corekv_net::resp::{self, Command, Parsed, Reply, SetCondition, SetExpiry};
 use corekv_net::Limits;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -120,17 +120,52 @@ enum Slot {
 /// A command of the current pipeline, with the keys it reads and writes.
 struct Pending {
     slot: Slot,
-    reads: Vec<Vec<u8>>,
-    writes: Vec<Vec<u8>>,
+    reads: Tokens,
+    writes: Tokens,
 }
 
 impl Pending {
-    fn conflicts(&self, reads: &[Vec<u8>], writes: &[Vec<u8>]) -> bool {
-        let touches = |set: &[Vec<u8>], key: &Vec<u8>| set.iter().any(|k| k == key);
+    fn conflicts(&self, reads: &Tokens, writes: &Tokens) -> bool {
         writes
             .iter()
-            .any(|k| touches(&self.writes, k) || touches(&self.reads, k))
-            || reads.iter().any(|k| touches(&self.writes, k))
+            .any(|t| self.writes.contains(t) || self.reads.contains(t))
+            || reads.iter().any(|t| self.writes.contains(t))
+    }
+}
+
+/// The tokens of the keys a command touches: enough to order conflicting
+/// commands (a shared token only makes two commands wait for each other
+/// needlessly, never run out of order), without copying keys; one key,
+/// the common case, needs no allocation.
+enum Tokens {
+    None,
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Tokens {
+    fn of<'a>(keys: impl ExactSizeIterator<Item = &'a [u8]>) -> Tokens {
+        let mut keys = keys;
+        match keys.len() {
+            0 => Tokens::None,
+            1 => keys
+                .next()
+                .map_or(Tokens::None, |k| Tokens::One(token_of(k))),
+            _ => Tokens::Many(keys.map(token_of).collect()),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let (one, many): (Option<u64>, &[u64]) = match self {
+            Tokens::None => (None, &[]),
+            Tokens::One(t) => (Some(*t), &[]),
+            Tokens::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+
+    fn contains(&self, token: u64) -> bool {
+        self.iter().any(|t| t == token)
     }
 }
 
@@ -145,14 +180,19 @@ async fn drain(pending: &mut VecDeque<Pending>, out: &mut Vec<u8>) {
 }
 
 /// Keys a command reads and writes.
-fn keys_of(cmd: &Command) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+fn keys_of(cmd: &Command) -> (Tokens, Tokens) {
+    let one = |k: &Vec<u8>| Tokens::One(token_of(k));
+    let many = |ks: &Vec<Vec<u8>>| Tokens::of(ks.iter().map(Vec::as_slice));
     match cmd {
-        Command::Get(k) | Command::Ttl(k) => (vec![k.clone()], vec![]),
-        Command::Exists(keys) | Command::Mget(keys) => (keys.clone(), vec![]),
-        Command::Set { key, .. } | Command::Expire { key, .. } => (vec![], vec![key.clone()]),
-        Command::Del(keys) => (vec![], keys.clone()),
-        Command::Mset(pairs) => (vec![], pairs.iter().map(|(k, _)| k.clone()).collect()),
-        _ => (vec![], vec![]),
+        Command::Get(k) | Command::Ttl(k) => (one(k), Tokens::None),
+        Command::Exists(keys) | Command::Mget(keys) => (many(keys), Tokens::None),
+        Command::Set { key, .. } | Command::Expire { key, .. } => (Tokens::None, one(key)),
+        Command::Del(keys) => (Tokens::None, many(keys)),
+        Command::Mset(pairs) => (
+            Tokens::None,
+            Tokens::of(pairs.iter().map(|(k, _)| k.as_slice())),
+        ),
+        _ => (Tokens::None, Tokens::None),
     }
 }
 
@@ -161,8 +201,8 @@ fn err(e: impl std::fmt::Display) -> Reply {
 }
 
 /// The value a Redis reader sees: the last writer among live siblings.
-async fn read_winner(router: &Router, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>, Reply> {
-    match router.call(KvOp::Get { key: key.to_vec() }).await {
+async fn read_winner(router: &Router, key: Vec<u8>) -> Result<Option<(Vec<u8>, u64)>, Reply> {
+    match router.call(KvOp::Get { key }).await {
         Ok(KvReply::Value(set)) => Ok(set.and_then(|s| {
             s.into_winner(wall_clock_ms())
                 .and_then(|v| v.value.map(|value| (value, v.expires_at_ms)))
@@ -212,7 +252,7 @@ async fn execute(router: &Router, cmd: Command) -> Reply {
     match cmd {
         Command::Ping(None) => Reply::Simple("PONG".into()),
         Command::Ping(Some(msg)) | Command::Echo(msg) => Reply::Bulk(Some(msg)),
-        Command::Get(key) => match read_winner(router, &key).await {
+        Command::Get(key) => match read_winner(router, key).await {
             Ok(v) => Reply::Bulk(v.map(|(value, _)| value)),
             Err(reply) => reply,
         },
@@ -246,7 +286,7 @@ async fn execute(router: &Router, cmd: Command) -> Reply {
         Command::Exists(keys) => {
             let mut n = 0;
             for key in keys {
-                match read_winner(router, &key).await {
+                match read_winner(router, key).await {
                     Ok(v) => n += i64::from(v.is_some()),
                     Err(reply) => return reply,
                 }
@@ -268,7 +308,7 @@ async fn execute(router: &Router, cmd: Command) -> Reply {
                 Err(e) => err(e),
             }
         }
-        Command::Ttl(key) => match read_winner(router, &key).await {
+        Command::Ttl(key) => match read_winner(router, key).await {
             Ok(None) => Reply::Integer(-2),
             Ok(Some((_, 0))) => Reply::Integer(-1),
             Ok(Some((_, expires))) => {
@@ -280,7 +320,7 @@ async fn execute(router: &Router, cmd: Command) -> Reply {
         Command::Mget(keys) => {
             let mut items = Vec::with_capacity(keys.len());
             for key in keys {
-                match read_winner(router, &key).await {
+                match read_winner(router, key).await {
                     Ok(v) => items.push(Reply::Bulk(v.map(|(value, _)| value))),
                     Err(reply) => return reply,
                 }

@@ -93,90 +93,103 @@ const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
 const SYNTAX: &str = "ERR syntax error";
 
 impl Command {
-    /// Interprets an argument list (command name first).
-    pub fn from_args(mut args: Vec<Vec<u8>>) -> Command {
-        if args.is_empty() {
+    /// Interprets an argument list (command name first). Takes borrowed
+    /// arguments so a parser can pass slices of its input buffer: only the
+    /// fields a command keeps are copied.
+    pub fn from_args<A: AsRef<[u8]>>(args: &[A]) -> Command {
+        let Some((name_arg, rest)) = args.split_first() else {
             return Command::Unknown(String::new());
-        }
-        let name = lower(&args[0]);
-        let rest: Vec<Vec<u8>> = args.drain(1..).collect();
+        };
+        // Lower-case the name on the stack: every request has one.
+        let raw = name_arg.as_ref();
+        let mut buf = [0u8; 16];
+        let name = match raw.len() {
+            0..=16 => {
+                for (d, s) in buf.iter_mut().zip(raw) {
+                    *d = s.to_ascii_lowercase();
+                }
+                std::str::from_utf8(&buf[..raw.len()]).unwrap_or("")
+            }
+            _ => "",
+        };
         let n = rest.len();
-        match name.as_str() {
-            "ping" if n <= 1 => Command::Ping(rest.into_iter().next()),
-            "echo" if n == 1 => Command::Echo(first(rest)),
-            "get" if n == 1 => Command::Get(first(rest)),
+        let arg = |i: usize| rest[i].as_ref().to_vec();
+        let all = || rest.iter().map(|a| a.as_ref().to_vec()).collect::<Vec<_>>();
+        match name {
+            "ping" if n <= 1 => Command::Ping((n == 1).then(|| arg(0))),
+            "echo" if n == 1 => Command::Echo(arg(0)),
+            "get" if n == 1 => Command::Get(arg(0)),
             "set" if n >= 2 => parse_set(rest),
-            "del" if n >= 1 => Command::Del(rest),
-            "exists" if n >= 1 => Command::Exists(rest),
-            "expire" if n == 2 => match int(&rest[1]) {
+            "del" if n >= 1 => Command::Del(all()),
+            "exists" if n >= 1 => Command::Exists(all()),
+            "expire" if n == 2 => match int(rest[1].as_ref()) {
                 Some(seconds) => Command::Expire {
-                    key: first(rest),
+                    key: arg(0),
                     seconds,
                 },
                 None => Command::Invalid(NOT_INTEGER.into()),
             },
-            "ttl" if n == 1 => Command::Ttl(first(rest)),
-            "mget" if n >= 1 => Command::Mget(rest),
-            "mset" if n >= 2 && n.is_multiple_of(2) => {
-                let mut pairs = Vec::with_capacity(n / 2);
-                let mut it = rest.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((k, v));
-                }
-                Command::Mset(pairs)
+            "ttl" if n == 1 => Command::Ttl(arg(0)),
+            "mget" if n >= 1 => Command::Mget(all()),
+            "mset" if n >= 2 && n.is_multiple_of(2) => Command::Mset(
+                rest.chunks_exact(2)
+                    .map(|p| (p[0].as_ref().to_vec(), p[1].as_ref().to_vec()))
+                    .collect(),
+            ),
+            "command" => Command::Command(all()),
+            "info" if n <= 1 => Command::Info(rest.first().map(|s| lower(s.as_ref()))),
+            "config" if n == 2 && rest[0].as_ref().eq_ignore_ascii_case(b"get") => {
+                Command::ConfigGet(arg(1))
             }
-            "command" => Command::Command(rest),
-            "info" if n <= 1 => Command::Info(rest.first().map(|s| lower(s))),
-            "config" if n == 2 && lower(&rest[0]) == "get" => Command::ConfigGet(rest[1].clone()),
             "config" => Command::Invalid("ERR only CONFIG GET is supported".into()),
-            "select" if n == 1 => match int(&rest[0]) {
+            "select" if n == 1 => match int(rest[0].as_ref()) {
                 Some(db) => Command::Select(db),
                 None => Command::Invalid(NOT_INTEGER.into()),
             },
             "quit" => Command::Quit,
             "ping" | "echo" | "get" | "set" | "del" | "exists" | "expire" | "ttl" | "mget"
-            | "mset" | "info" | "select" => arity(&name),
-            _ => Command::Unknown(String::from_utf8_lossy(&args[0]).into_owned()),
+            | "mset" | "info" | "select" => arity(name),
+            _ => Command::Unknown(String::from_utf8_lossy(raw).into_owned()),
         }
     }
 }
 
-fn first(v: Vec<Vec<u8>>) -> Vec<u8> {
-    v.into_iter().next().unwrap_or_default()
-}
-
-fn parse_set(rest: Vec<Vec<u8>>) -> Command {
-    let mut it = rest.into_iter();
-    let (Some(key), Some(value)) = (it.next(), it.next()) else {
+fn parse_set<A: AsRef<[u8]>>(rest: &[A]) -> Command {
+    let (Some(key), Some(value)) = (rest.first(), rest.get(1)) else {
         return arity("set");
     };
     let mut expiry = None;
     let mut condition = SetCondition::Always;
+    let mut it = rest[2..].iter().map(AsRef::as_ref);
     while let Some(opt) = it.next() {
-        match lower(&opt).as_str() {
-            "nx" if condition == SetCondition::Always => condition = SetCondition::IfAbsent,
-            "xx" if condition == SetCondition::Always => condition = SetCondition::IfPresent,
-            o @ ("ex" | "px") if expiry.is_none() => {
-                let Some(v) = it.next() else {
-                    return Command::Invalid(SYNTAX.into());
-                };
-                match int(&v) {
-                    Some(t) if t > 0 => {
-                        expiry = Some(if o == "ex" {
-                            SetExpiry::Seconds(t as u64)
-                        } else {
-                            SetExpiry::Millis(t as u64)
-                        })
-                    }
-                    Some(_) => {
-                        return Command::Invalid("ERR invalid expire time in 'set' command".into())
-                    }
-                    None => return Command::Invalid(NOT_INTEGER.into()),
+        let is = |o: &[u8]| opt.eq_ignore_ascii_case(o);
+        if is(b"nx") && condition == SetCondition::Always {
+            condition = SetCondition::IfAbsent;
+        } else if is(b"xx") && condition == SetCondition::Always {
+            condition = SetCondition::IfPresent;
+        } else if (is(b"ex") || is(b"px")) && expiry.is_none() {
+            let seconds = is(b"ex");
+            let Some(v) = it.next() else {
+                return Command::Invalid(SYNTAX.into());
+            };
+            match int(v) {
+                Some(t) if t > 0 => {
+                    expiry = Some(if seconds {
+                        SetExpiry::Seconds(t as u64)
+                    } else {
+                        SetExpiry::Millis(t as u64)
+                    })
                 }
+                Some(_) => {
+                    return Command::Invalid("ERR invalid expire time in 'set' command".into())
+                }
+                None => return Command::Invalid(NOT_INTEGER.into()),
             }
-            _ => return Command::Invalid(SYNTAX.into()),
+        } else {
+            return Command::Invalid(SYNTAX.into());
         }
     }
+    let (key, value) = (key.as_ref().to_vec(), value.as_ref().to_vec());
     Command::Set {
         key,
         value,
@@ -196,7 +209,7 @@ mod tests {
     #[test]
     fn set_options() {
         assert_eq!(
-            Command::from_args(args("set k v EX 10 NX")),
+            Command::from_args(&args("set k v EX 10 NX")),
             Command::Set {
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),
@@ -205,15 +218,15 @@ mod tests {
             }
         );
         assert_eq!(
-            Command::from_args(args("SET k v PX 0")),
+            Command::from_args(&args("SET k v PX 0")),
             Command::Invalid("ERR invalid expire time in 'set' command".into())
         );
         assert_eq!(
-            Command::from_args(args("SET k v NX XX")),
+            Command::from_args(&args("SET k v NX XX")),
             Command::Invalid(SYNTAX.into())
         );
         assert_eq!(
-            Command::from_args(args("SET k v KEEPTTL")),
+            Command::from_args(&args("SET k v KEEPTTL")),
             Command::Invalid(SYNTAX.into())
         );
     }
@@ -221,19 +234,19 @@ mod tests {
     #[test]
     fn arity_and_unknown_use_redis_wording() {
         assert_eq!(
-            Command::from_args(args("GET")),
+            Command::from_args(&args("GET")),
             Command::Invalid("ERR wrong number of arguments for 'get' command".into())
         );
         assert_eq!(
-            Command::from_args(args("FLUSHALL")),
+            Command::from_args(&args("FLUSHALL")),
             Command::Unknown("FLUSHALL".into())
         );
         assert_eq!(
-            Command::from_args(args("MSET a 1 b")),
+            Command::from_args(&args("MSET a 1 b")),
             Command::Invalid("ERR wrong number of arguments for 'mset' command".into())
         );
         assert_eq!(
-            Command::from_args(args("EXPIRE k x")),
+            Command::from_args(&args("EXPIRE k x")),
             Command::Invalid(NOT_INTEGER.into())
         );
     }

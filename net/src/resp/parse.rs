@@ -57,7 +57,7 @@ pub fn parse_command(buf: &[u8], limits: &Limits) -> Result<Option<(Parsed, usiz
         return Ok(Some((Parsed::Empty, at)));
     }
     let max_bulk = limits.max_value_bytes.max(limits.max_key_bytes) + 1024;
-    let mut args: Vec<Vec<u8>> = Vec::with_capacity((count as usize).min(1024));
+    let mut args: Vec<&[u8]> = Vec::with_capacity((count as usize).min(1024));
     for _ in 0..count {
         if at >= buf.len() {
             return Ok(None);
@@ -83,10 +83,10 @@ pub fn parse_command(buf: &[u8], limits: &Limits) -> Result<Option<(Parsed, usiz
         if &buf[end..end + 2] != b"\r\n" {
             return Err(ParseError("bulk string not terminated by CRLF".into()));
         }
-        args.push(buf[start..end].to_vec());
+        args.push(&buf[start..end]);
         at = end + 2;
     }
-    Ok(Some((Parsed::Command(Command::from_args(args)), at)))
+    Ok(Some((Parsed::Command(Command::from_args(&args)), at)))
 }
 
 fn parse_inline(buf: &[u8], limits: &Limits) -> Result<Option<(Parsed, usize)>, ParseError> {
@@ -102,15 +102,14 @@ fn parse_inline(buf: &[u8], limits: &Limits) -> Result<Option<(Parsed, usize)>, 
     };
     let line = &buf[..eol];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let args: Vec<Vec<u8>> = line
+    let args: Vec<&[u8]> = line
         .split(|b| b.is_ascii_whitespace())
         .filter(|w| !w.is_empty())
-        .map(<[u8]>::to_vec)
         .collect();
     if args.is_empty() {
         return Ok(Some((Parsed::Empty, eol + 1)));
     }
-    Ok(Some((Parsed::Command(Command::from_args(args)), eol + 1)))
+    Ok(Some((Parsed::Command(Command::from_args(&args)), eol + 1)))
 }
 
 #[cfg(test)]
@@ -138,7 +137,7 @@ mod tests {
             }
             let (parsed, n) = parse_command(&buf, &limits).expect("valid").expect("complete");
             prop_assert_eq!(n, buf.len());
-            prop_assert_eq!(parsed, Parsed::Command(Command::from_args(args)));
+            prop_assert_eq!(parsed, Parsed::Command(Command::from_args(&args)));
         }
 
         #[test]
@@ -155,11 +154,7 @@ mod tests {
         assert_eq!(n, 9);
         assert_eq!(
             p,
-            Parsed::Command(Command::from_args(vec![
-                b"SET".to_vec(),
-                b"k".to_vec(),
-                b"v".to_vec()
-            ]))
+            Parsed::Command(Command::from_args(&[&b"SET"[..], b"k", b"v"]))
         );
         assert_eq!(
             parse_command(b"PING\n", &Limits::default())
