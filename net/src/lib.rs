@@ -17,8 +17,11 @@
 
 pub mod async_client;
 pub mod client;
+mod frame;
 mod limits;
+pub mod mux;
 pub mod native;
+pub mod peer;
 pub mod resp;
 
 pub use limits::Limits;

@@ -1,93 +1,15 @@
 //! Encoding and decoding native frames (sans-io).
 
 use super::types::{
-    Consistency, ErrorCode, Request, RequestBody, Response, ResponseBody, Sibling, HEADER_BYTES,
-    VERSION,
+    Consistency, ErrorCode, Request, RequestBody, Response, ResponseBody, Sibling, VERSION,
 };
+pub use crate::frame::FrameError;
+use crate::frame::{begin, end, frame, put_bytes, Reader};
 use crate::Limits;
-
-/// A frame that cannot be served.
-///
-/// `id` is the request id when the header was intact, so the server can
-/// answer that request with an ERROR and go on; `skip` is the number of
-/// bytes to drop to reach the next frame, or `None` when the stream cannot
-/// be resynchronised and the connection must close after the reply.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct FrameError {
-    /// Id of the offending request, if known.
-    pub id: Option<u64>,
-    /// Code for the ERROR response.
-    pub code: ErrorCode,
-    /// Explanation for the client.
-    pub message: String,
-    /// Bytes to skip to continue, if the frame's extent is known.
-    pub skip: Option<usize>,
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(n)?;
-        let s = self.b.get(self.at..end)?;
-        self.at = end;
-        Some(s)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(|b| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(b);
-            u64::from_le_bytes(a)
-        })
-    }
-    fn bytes(&mut self, max: usize) -> Result<&'a [u8], &'static str> {
-        let n = self.u32().ok_or("truncated length")? as usize;
-        if n > max {
-            return Err("field longer than allowed");
-        }
-        self.take(n).ok_or("field runs past the frame end")
-    }
-    fn done(&self) -> bool {
-        self.at == self.b.len()
-    }
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
-}
-
-fn begin(out: &mut Vec<u8>, opcode: u8, id: u64) -> usize {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    out.push(VERSION);
-    out.push(opcode);
-    out.extend_from_slice(&id.to_le_bytes());
-    start
-}
-
-fn end(out: &mut [u8], start: usize) {
-    let len = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-}
 
 /// Appends the encoding of `req` to `out`.
 pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
-    let start = begin(out, req.body.opcode(), req.id);
+    let start = begin(out, VERSION, req.body.opcode(), req.id);
     match &req.body {
         RequestBody::Get { consistency, key } => {
             out.push(consistency.to_byte());
@@ -122,7 +44,7 @@ pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
 
 /// Appends the encoding of `resp` to `out`.
 pub fn encode_response(resp: &Response, out: &mut Vec<u8>) {
-    let start = begin(out, resp.body.opcode(), resp.id);
+    let start = begin(out, VERSION, resp.body.opcode(), resp.id);
     match &resp.body {
         ResponseBody::Value { context, siblings } => {
             put_bytes(out, context);
@@ -147,71 +69,10 @@ pub fn encode_response(resp: &Response, out: &mut Vec<u8>) {
     end(out, start);
 }
 
-/// A frame's header fields once its whole body is buffered.
-struct Frame<'a> {
-    opcode: u8,
-    id: u64,
-    body: &'a [u8],
-    total: usize,
-}
-
-/// Finds the next complete frame in `buf`.
-fn frame<'a>(buf: &'a [u8], max_frame: usize) -> Result<Option<Frame<'a>>, FrameError> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len < HEADER_BYTES - 4 {
-        return Err(FrameError {
-            id: None,
-            code: ErrorCode::BadFrame,
-            message: format!("frame length {len} is shorter than a frame header"),
-            skip: None,
-        });
-    }
-    if len > max_frame {
-        let id = (buf.len() >= HEADER_BYTES).then(|| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&buf[6..14]);
-            u64::from_le_bytes(a)
-        });
-        return Err(FrameError {
-            id,
-            code: ErrorCode::FrameTooLarge,
-            message: format!("frame of {len} bytes exceeds the limit of {max_frame}"),
-            skip: None,
-        });
-    }
-    if buf.len() < 4 + len {
-        return Ok(None);
-    }
-    let version = buf[4];
-    let opcode = buf[5];
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&buf[6..14]);
-    let id = u64::from_le_bytes(a);
-    if version != VERSION {
-        return Err(FrameError {
-            id: Some(id),
-            code: ErrorCode::UnsupportedVersion,
-            message: format!(
-                "protocol version {version} is not supported (this server speaks {VERSION})"
-            ),
-            skip: Some(4 + len),
-        });
-    }
-    Ok(Some(Frame {
-        opcode,
-        id,
-        body: &buf[HEADER_BYTES..4 + len],
-        total: 4 + len,
-    }))
-}
-
 /// Decodes one request from the front of `buf`: `Ok(None)` when more bytes
 /// are needed, `Ok(Some((request, consumed)))`, or a [`FrameError`].
 pub fn decode_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, FrameError> {
-    let Some(f) = frame(buf, limits.max_frame_bytes)? else {
+    let Some(f) = frame(buf, limits.max_frame_bytes, VERSION..=VERSION)? else {
         return Ok(None);
     };
     let bad = |code: ErrorCode, message: String| FrameError {
@@ -312,7 +173,7 @@ pub fn decode_response(
     buf: &[u8],
     limits: &Limits,
 ) -> Result<Option<(Response, usize)>, FrameError> {
-    let Some(f) = frame(buf, limits.max_frame_bytes)? else {
+    let Some(f) = frame(buf, limits.max_frame_bytes, VERSION..=VERSION)? else {
         return Ok(None);
     };
     let bad = |message: &str| FrameError {

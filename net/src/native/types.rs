@@ -2,8 +2,8 @@
 
 /// Protocol version carried in every frame.
 pub const VERSION: u8 = 1;
-/// Bytes before a frame's body: length, version, opcode, request id.
-pub const HEADER_BYTES: usize = 4 + 1 + 1 + 8;
+
+pub use crate::frame::HEADER_BYTES;
 
 /// A per-request consistency level (for the cluster; a single node treats
 /// every level as ONE). Encoded in one byte: 0 default, 1 ONE, 2 TWO,

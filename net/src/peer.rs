@@ -1,0 +1,357 @@
+//! The internode protocol (docs/PROTOCOL.md, "Internode protocol"): how a
+//! coordinator shard asks a replica shard on another node to read or merge
+//! a key. Framed like the native protocol; sans-io.
+//!
+//! Versioning for rolling upgrades: a connection opens with HELLO, always
+//! framed as version 1 so every release can parse it. HELLO carries the
+//! range of versions the caller speaks; the answer names the highest
+//! version both speak, and every later frame on the connection uses it. A
+//! frame whose version the receiver does not speak gets an ERROR
+//! (`UnsupportedVersion`) naming the range it does.
+//!
+//! Sibling sets travel as the engine's encoding, opaque to this crate.
+
+use crate::frame::{begin, end, frame, put_bytes, FrameError, Reader};
+use crate::native::ErrorCode;
+use crate::Limits;
+
+/// Oldest internode version this build speaks.
+pub const VERSION_MIN: u8 = 1;
+/// Newest internode version this build speaks.
+pub const VERSION_MAX: u8 = 1;
+
+/// A request from a coordinator shard to a replica shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerRequest {
+    /// Opens a connection: who is calling and which versions it speaks.
+    Hello {
+        /// Oldest version the caller speaks.
+        version_min: u8,
+        /// Newest version the caller speaks.
+        version_max: u8,
+        /// The calling node's id.
+        node_id: u32,
+        /// The cluster name; a replica refuses callers from another cluster.
+        cluster: String,
+    },
+    /// Read the replica's sibling set of `key` (tombstones included).
+    Read {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Merge an encoded sibling set into the replica's state of `key`.
+    Apply {
+        /// The key.
+        key: Vec<u8>,
+        /// Encoded sibling set (engine codec).
+        set: Vec<u8>,
+    },
+}
+
+impl PeerRequest {
+    /// The opcode byte: HELLO 0x41, READ 0x42, APPLY 0x43.
+    pub fn opcode(&self) -> u8 {
+        match self {
+            PeerRequest::Hello { .. } => 0x41,
+            PeerRequest::Read { .. } => 0x42,
+            PeerRequest::Apply { .. } => 0x43,
+        }
+    }
+}
+
+/// A replica shard's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerResponse {
+    /// Answer to HELLO: the version both ends now use, and who answers.
+    Hello {
+        /// Agreed version.
+        version: u8,
+        /// The replica node's id.
+        node_id: u32,
+        /// The replica node's shard count.
+        shards: u16,
+    },
+    /// Answer to READ: the encoded sibling set, or `None` if the replica
+    /// has never seen the key.
+    Set(Option<Vec<u8>>),
+    /// Answer to APPLY: merged and durable (per the replica's sync mode).
+    Applied,
+    /// The request failed.
+    Error {
+        /// Machine-readable reason (same codes as the native protocol).
+        code: ErrorCode,
+        /// Explanation.
+        message: String,
+    },
+}
+
+impl PeerResponse {
+    /// The opcode byte: HELLO 0xC1, SET 0xC2, APPLIED 0xC3, ERROR 0xFF.
+    pub fn opcode(&self) -> u8 {
+        match self {
+            PeerResponse::Hello { .. } => 0xC1,
+            PeerResponse::Set(_) => 0xC2,
+            PeerResponse::Applied => 0xC3,
+            PeerResponse::Error { .. } => 0xFF,
+        }
+    }
+}
+
+/// Appends a request frame of protocol `version` to `out` (HELLO is always
+/// written as version 1).
+pub fn encode_request(version: u8, id: u64, req: &PeerRequest, out: &mut Vec<u8>) {
+    let version = if matches!(req, PeerRequest::Hello { .. }) {
+        1
+    } else {
+        version
+    };
+    let start = begin(out, version, req.opcode(), id);
+    match req {
+        PeerRequest::Hello {
+            version_min,
+            version_max,
+            node_id,
+            cluster,
+        } => {
+            out.push(*version_min);
+            out.push(*version_max);
+            out.extend_from_slice(&node_id.to_le_bytes());
+            put_bytes(out, cluster.as_bytes());
+        }
+        PeerRequest::Read { key } => put_bytes(out, key),
+        PeerRequest::Apply { key, set } => {
+            put_bytes(out, key);
+            put_bytes(out, set);
+        }
+    }
+    end(out, start);
+}
+
+/// Appends a response frame to `out`.
+pub fn encode_response(version: u8, id: u64, resp: &PeerResponse, out: &mut Vec<u8>) {
+    let start = begin(out, version, resp.opcode(), id);
+    match resp {
+        PeerResponse::Hello {
+            version,
+            node_id,
+            shards,
+        } => {
+            out.push(*version);
+            out.extend_from_slice(&node_id.to_le_bytes());
+            out.extend_from_slice(&shards.to_le_bytes());
+        }
+        PeerResponse::Set(set) => {
+            out.push(u8::from(set.is_some()));
+            put_bytes(out, set.as_deref().unwrap_or_default());
+        }
+        PeerResponse::Applied => {}
+        PeerResponse::Error { code, message } => {
+            out.extend_from_slice(&code.to_u16().to_le_bytes());
+            put_bytes(out, message.as_bytes());
+        }
+    }
+    end(out, start);
+}
+
+fn key_field<'a>(r: &mut Reader<'a>, limits: &Limits) -> Result<&'a [u8], (ErrorCode, String)> {
+    let k = r
+        .bytes(usize::MAX)
+        .map_err(|m| (ErrorCode::BadFrame, format!("key: {m}")))?;
+    if k.is_empty() || k.len() > limits.max_key_bytes {
+        return Err((
+            ErrorCode::KeyTooLarge,
+            format!(
+                "key of {} bytes is outside 1..={}",
+                k.len(),
+                limits.max_key_bytes
+            ),
+        ));
+    }
+    Ok(k)
+}
+
+/// Decodes one request from the front of `buf`: `Ok(None)` when more bytes
+/// are needed, else the request, its id, its frame version and the bytes
+/// consumed. Errors carry what is needed to answer and resynchronise.
+pub fn decode_request(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<(u64, u8, PeerRequest, usize)>, FrameError> {
+    let Some(f) = frame(buf, limits.max_frame_bytes, VERSION_MIN..=VERSION_MAX)? else {
+        return Ok(None);
+    };
+    let bad = |(code, message): (ErrorCode, String)| FrameError {
+        id: Some(f.id),
+        code,
+        message,
+        skip: Some(f.total),
+    };
+    let truncated = |what: &str| (ErrorCode::BadFrame, format!("{what} truncated"));
+    let mut r = Reader { b: f.body, at: 0 };
+    let req = match f.opcode {
+        0x41 => {
+            let version_min = r.u8().ok_or_else(|| bad(truncated("hello")))?;
+            let version_max = r.u8().ok_or_else(|| bad(truncated("hello")))?;
+            let node_id = r.u32().ok_or_else(|| bad(truncated("hello")))?;
+            let cluster = r
+                .bytes(256)
+                .map_err(|m| bad((ErrorCode::BadFrame, format!("cluster name: {m}"))))?;
+            PeerRequest::Hello {
+                version_min,
+                version_max,
+                node_id,
+                cluster: String::from_utf8_lossy(cluster).into_owned(),
+            }
+        }
+        0x42 => PeerRequest::Read {
+            key: key_field(&mut r, limits).map_err(bad)?.to_vec(),
+        },
+        0x43 => {
+            let key = key_field(&mut r, limits).map_err(bad)?.to_vec();
+            let set = r
+                .bytes(usize::MAX)
+                .map_err(|m| bad((ErrorCode::BadFrame, format!("sibling set: {m}"))))?
+                .to_vec();
+            PeerRequest::Apply { key, set }
+        }
+        other => {
+            return Err(bad((
+                ErrorCode::UnknownOpcode,
+                format!("unknown internode opcode {other:#04x}"),
+            )))
+        }
+    };
+    if !r.done() {
+        return Err(bad((
+            ErrorCode::BadFrame,
+            "bytes after the end of the request body".into(),
+        )));
+    }
+    Ok(Some((f.id, f.version, req, f.total)))
+}
+
+/// Decodes one response from the front of `buf` (the coordinator side).
+pub fn decode_response(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<(u64, PeerResponse, usize)>, FrameError> {
+    let Some(f) = frame(buf, limits.max_frame_bytes, VERSION_MIN..=VERSION_MAX)? else {
+        return Ok(None);
+    };
+    let bad = |message: &str| FrameError {
+        id: Some(f.id),
+        code: ErrorCode::BadFrame,
+        message: message.to_string(),
+        skip: Some(f.total),
+    };
+    let mut r = Reader { b: f.body, at: 0 };
+    let resp = match f.opcode {
+        0xC1 => PeerResponse::Hello {
+            version: r.u8().ok_or_else(|| bad("hello truncated"))?,
+            node_id: r.u32().ok_or_else(|| bad("hello truncated"))?,
+            shards: r.u16().ok_or_else(|| bad("hello truncated"))?,
+        },
+        0xC2 => {
+            let present = r.u8().ok_or_else(|| bad("set truncated"))?;
+            let set = r.bytes(usize::MAX).map_err(bad)?;
+            PeerResponse::Set((present != 0).then(|| set.to_vec()))
+        }
+        0xC3 => PeerResponse::Applied,
+        0xFF => {
+            let code = ErrorCode::from_u16(r.u16().ok_or_else(|| bad("error code missing"))?);
+            let message = String::from_utf8_lossy(r.bytes(usize::MAX).map_err(bad)?).into_owned();
+            PeerResponse::Error { code, message }
+        }
+        other => return Err(bad(&format!("unknown internode response {other:#04x}"))),
+    };
+    if !r.done() {
+        return Err(bad("bytes after the end of the response body"));
+    }
+    Ok(Some((f.id, resp, f.total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_request() -> impl Strategy<Value = PeerRequest> {
+        let key = prop::collection::vec(any::<u8>(), 1..64);
+        prop_oneof![
+            (any::<u8>(), any::<u8>(), any::<u32>(), "[a-z]{0,20}").prop_map(
+                |(version_min, version_max, node_id, cluster)| PeerRequest::Hello {
+                    version_min,
+                    version_max,
+                    node_id,
+                    cluster
+                }
+            ),
+            key.clone().prop_map(|key| PeerRequest::Read { key }),
+            (key, prop::collection::vec(any::<u8>(), 0..300))
+                .prop_map(|(key, set)| PeerRequest::Apply { key, set }),
+        ]
+    }
+
+    fn arb_response() -> impl Strategy<Value = PeerResponse> {
+        prop_oneof![
+            (any::<u8>(), any::<u32>(), any::<u16>()).prop_map(|(version, node_id, shards)| {
+                PeerResponse::Hello {
+                    version,
+                    node_id,
+                    shards,
+                }
+            }),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..300)).prop_map(PeerResponse::Set),
+            Just(PeerResponse::Applied),
+            (1u16..20, "[ -~]{0,40}").prop_map(|(c, message)| PeerResponse::Error {
+                code: ErrorCode::from_u16(c),
+                message
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(id in any::<u64>(), req in arb_request()) {
+            let mut out = Vec::new();
+            encode_request(VERSION_MAX, id, &req, &mut out);
+            let (got_id, _, got, used) = decode_request(&out, &Limits::default())
+                .expect("valid").expect("complete");
+            prop_assert_eq!((got_id, got, used), (id, req, out.len()));
+            for cut in 0..out.len() {
+                prop_assert!(decode_request(&out[..cut], &Limits::default()).expect("prefix").is_none());
+            }
+        }
+
+        #[test]
+        fn responses_round_trip(id in any::<u64>(), resp in arb_response()) {
+            let mut out = Vec::new();
+            encode_response(VERSION_MAX, id, &resp, &mut out);
+            let (got_id, got, used) = decode_response(&out, &Limits::default())
+                .expect("valid").expect("complete");
+            prop_assert_eq!((got_id, got, used), (id, resp, out.len()));
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_request(&bytes, &Limits::default());
+            let _ = decode_response(&bytes, &Limits::default());
+        }
+    }
+
+    #[test]
+    fn a_newer_version_gets_a_clear_error_naming_ours() {
+        let mut out = Vec::new();
+        encode_request(
+            VERSION_MAX + 1,
+            7,
+            &PeerRequest::Read { key: b"k".to_vec() },
+            &mut out,
+        );
+        let e = decode_request(&out, &Limits::default()).expect_err("unsupported");
+        assert_eq!(e.code, ErrorCode::UnsupportedVersion);
+        assert_eq!(e.id, Some(7));
+        assert!(e.message.contains("1..=1"), "{}", e.message);
+        assert_eq!(e.skip, Some(out.len()));
+    }
+}
