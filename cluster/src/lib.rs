@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod ring;
 pub mod runtime;
 pub mod server;
 

@@ -66,7 +66,6 @@ impl Engine {
     /// durable (per the sync mode) when this returns. Oversized keys or
     /// values are rejected before anything is written.
     pub async fn put(&self, key: &[u8], value: &[u8], opts: &WriteOptions) -> Result<Version> {
-        self.check_value(value)?;
         let version = self.local_write(key, Some(value.to_vec()), opts).await?;
         self.counters.puts.set(self.counters.puts.get() + 1);
         Ok(version)
@@ -93,6 +92,11 @@ impl Engine {
                 self.check_value(value)?;
             }
         }
+        // Keep this replica's clock above what other replicas issued, so
+        // its later writes order after them (last-writer-wins, overwrite).
+        if let Some(t) = delta.versions().iter().map(|v| v.timestamp).max() {
+            self.clock.borrow_mut().observe(t);
+        }
         self.append(key, delta).await?;
         self.counters.applies.set(self.counters.applies.get() + 1);
         Ok(())
@@ -118,14 +122,22 @@ impl Engine {
         Ok(())
     }
 
-    /// Issues a new version with a fresh dot from this replica's clock.
-    async fn local_write(
+    /// Issues a new version of a write with a fresh dot from this replica's
+    /// clock, without storing it: the delta a coordinator replicates to
+    /// every replica (itself included) with [`Engine::apply`]. Returns the
+    /// version and the delta (the version plus the context it supersedes).
+    /// Oversized keys and values are refused here, before any replica sees
+    /// them.
+    pub fn mint(
         &self,
         key: &[u8],
         value: Option<Vec<u8>>,
         opts: &WriteOptions,
-    ) -> Result<Version> {
+    ) -> Result<(Version, SiblingSet)> {
         self.check_key(key)?;
+        if let Some(v) = &value {
+            self.check_value(v)?;
+        }
         self.check_open()?;
         let (context, timestamp) = {
             let mut clock = self.clock.borrow_mut();
@@ -161,6 +173,17 @@ impl Engine {
             value,
         };
         let delta = SiblingSet::from_write(version.clone(), context);
+        Ok((version, delta))
+    }
+
+    /// Issues a new version and stores it here.
+    async fn local_write(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        opts: &WriteOptions,
+    ) -> Result<Version> {
+        let (version, delta) = self.mint(key, value, opts)?;
         self.append(key, &delta).await?;
         Ok(version)
     }
