@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use corekv_cluster::{NodeConfig, StopHandle};
 use corekv_net::client::Client;
-use corekv_net::native::ResponseBody;
+use corekv_net::native::{Consistency, RequestBody, ResponseBody};
 
 /// mimalloc: the request path allocates small short-lived buffers per
 /// request; glibc malloc spent ~20 % of a shard's CPU on them under load.
@@ -78,9 +78,20 @@ struct ConnArgs {
     /// Connect and request timeout, in seconds.
     #[arg(long, default_value_t = 5)]
     timeout: u64,
+    /// Consistency level: one, two, quorum, all or a replica count
+    /// (default: the cluster's).
+    #[arg(long, short = 'l')]
+    consistency: Option<String>,
 }
 
 impl ConnArgs {
+    fn level(&self) -> Result<Consistency> {
+        match &self.consistency {
+            None => Ok(Consistency::Default),
+            Some(text) => Ok(corekv_cluster::runtime::config::parse_level(text)?),
+        }
+    }
+
     fn connect(&self) -> Result<Client> {
         Client::connect(&self.addr, Duration::from_secs(self.timeout.max(1))).with_context(|| {
             format!(
@@ -135,6 +146,12 @@ struct ServeArgs {
     /// Log filter (e.g. info, debug, corekv_engine=debug).
     #[arg(long)]
     log: Option<String>,
+    /// Internode address (shard i listens on port + i).
+    #[arg(long)]
+    peer_addr: Option<std::net::SocketAddr>,
+    /// This node's id in the cluster (must appear in the config's members).
+    #[arg(long)]
+    node_id: Option<u32>,
 }
 
 impl ServeArgs {
@@ -182,6 +199,12 @@ impl ServeArgs {
         if let Some(v) = self.log {
             c.log = v;
         }
+        if let Some(v) = self.peer_addr {
+            c.peer_addr = v;
+        }
+        if let Some(v) = self.node_id {
+            c.node_id = v;
+        }
         Ok(c)
     }
 }
@@ -211,17 +234,24 @@ fn main() -> Result<()> {
             ttl,
             conn,
         } => {
+            let level = conn.level()?;
             let mut c = conn.connect()?;
-            let context = match c.get(key.as_bytes())? {
-                ResponseBody::Value { context, .. } | ResponseBody::NotFound { context } => context,
-                other => bail!("unexpected answer to GET: {other:?}"),
-            };
+            let context = read_context(&mut c, &key, level)?;
             let ttl_ms = ttl.map_or(0, |s| s.saturating_mul(1000));
-            c.put(key.as_bytes(), value.as_bytes(), ttl_ms, &context)?;
+            c.call(RequestBody::Put {
+                consistency: level,
+                ttl_ms,
+                context,
+                key: key.into_bytes(),
+                value: value.into_bytes(),
+            })?;
             println!("OK");
             Ok(())
         }
-        Command::Get { key, conn } => match conn.connect()?.get(key.as_bytes())? {
+        Command::Get { key, conn } => match conn.connect()?.call(RequestBody::Get {
+            consistency: conn.level()?,
+            key: key.into_bytes(),
+        })? {
             ResponseBody::Value { siblings, .. } => {
                 let many = siblings.len() > 1;
                 for (i, s) in siblings.iter().enumerate() {
@@ -241,12 +271,14 @@ fn main() -> Result<()> {
             other => bail!("unexpected answer to GET: {other:?}"),
         },
         Command::Del { key, conn } => {
+            let level = conn.level()?;
             let mut c = conn.connect()?;
-            let context = match c.get(key.as_bytes())? {
-                ResponseBody::Value { context, .. } | ResponseBody::NotFound { context } => context,
-                other => bail!("unexpected answer to GET: {other:?}"),
-            };
-            c.delete(key.as_bytes(), &context)?;
+            let context = read_context(&mut c, &key, level)?;
+            c.call(RequestBody::Delete {
+                consistency: level,
+                context,
+                key: key.into_bytes(),
+            })?;
             println!("OK");
             Ok(())
         }
@@ -268,6 +300,18 @@ fn main() -> Result<()> {
     }
 }
 
+/// The causal context of a read, so the following write supersedes what
+/// is there (every sibling) instead of adding one.
+fn read_context(c: &mut Client, key: &str, level: Consistency) -> Result<Vec<u8>> {
+    match c.call(RequestBody::Get {
+        consistency: level,
+        key: key.as_bytes().to_vec(),
+    })? {
+        ResponseBody::Value { context, .. } | ResponseBody::NotFound { context } => Ok(context),
+        other => bail!("unexpected answer to GET: {other:?}"),
+    }
+}
+
 /// Prints the STATUS JSON as a table.
 fn print_status(json: &str) -> Result<()> {
     let v: serde_json::Value =
@@ -280,10 +324,41 @@ fn print_status(json: &str) -> Result<()> {
         "commit log sync: {}",
         v["commitlog_sync"].as_str().unwrap_or("?")
     );
+    println!(
+        "cluster:         {} (node {}, N = {})",
+        v["cluster"].as_str().unwrap_or("?"),
+        v["node_id"],
+        v["replication_factor"]
+    );
+    println!();
+    println!(
+        "{:>6} {:<22} {:<22} {:>6} {:<8} {:<8} {:>9} {:<6}",
+        "node", "native", "peer", "shards", "rack", "dc", "owns", "state"
+    );
+    for m in v["members"].as_array().into_iter().flatten() {
+        let down = m["down_from_this_shard"].as_bool().unwrap_or(false);
+        println!(
+            "{:>6} {:<22} {:<22} {:>6} {:<8} {:<8} {:>8.1}% {:<6}",
+            m["id"].to_string(),
+            m["native_addr"].as_str().unwrap_or("?"),
+            m["peer_addr"].as_str().unwrap_or("?"),
+            m["shards"].to_string(),
+            m["rack"].as_str().unwrap_or("?"),
+            m["dc"].as_str().unwrap_or("?"),
+            m["ownership"].as_f64().unwrap_or(0.0) * 100.0,
+            if down { "down" } else { "up" }
+        );
+    }
+    let c = &v["coordinator"];
+    println!(
+        "\nread repairs {} · replica failures {} · unavailable {} · timeouts {} · retries pending {} (delivered {}, dropped {})",
+        c["read_repairs"], c["replica_failures"], c["unavailable"], c["timeouts"],
+        c["retries"]["pending"], c["retries"]["delivered"], c["retries"]["dropped"]
+    );
     println!();
     println!(
         "{:>5} {:>12} {:>14} {:>8} {:>14} {:>10} {:>10}",
-        "shard", "mem keys", "mem bytes", "tables", "table bytes", "puts", "gets"
+        "shard", "mem keys", "mem bytes", "tables", "table bytes", "writes", "gets"
     );
     for s in v["per_shard"].as_array().into_iter().flatten() {
         println!(
@@ -293,7 +368,7 @@ fn print_status(json: &str) -> Result<()> {
             s["memtable_bytes"].to_string(),
             s["sstables"].to_string(),
             s["sstable_bytes"].to_string(),
-            s["puts"].to_string(),
+            s["applies"].to_string(),
             s["gets"].to_string()
         );
     }

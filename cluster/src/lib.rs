@@ -16,10 +16,13 @@
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+pub mod coordinator;
 mod error;
+pub mod links;
 pub mod ring;
 pub mod runtime;
 pub mod server;
+pub mod topology;
 
 pub use error::{Error, Result};
 pub use runtime::config::NodeConfig;

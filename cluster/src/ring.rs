@@ -105,7 +105,7 @@ impl Ring {
             let chosen = ring.spread(&walk);
             ring.replicas.extend(chosen.iter().copied());
             ring.replicas
-                .extend(std::iter::repeat(usize::MAX).take(n - chosen.len()));
+                .extend(std::iter::repeat_n(usize::MAX, n - chosen.len()));
         }
         ring
     }

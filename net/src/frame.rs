@@ -28,7 +28,6 @@ pub struct FrameError {
     pub skip: Option<usize>,
 }
 
-
 pub(crate) struct Reader<'a> {
     pub(crate) b: &'a [u8],
     pub(crate) at: usize,
@@ -88,7 +87,6 @@ pub(crate) fn end(out: &mut [u8], start: usize) {
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
 }
-
 
 /// A frame's header fields once its whole body is buffered.
 pub(crate) struct Frame<'a> {
@@ -158,4 +156,3 @@ pub(crate) fn frame<'a>(
         total: 4 + len,
     }))
 }
-

@@ -107,8 +107,7 @@ impl<E: Exchange> Multiplexed<E> {
             waiters: &self.waiters,
             id,
         };
-        self.exchange
-            .encode(id, req, &mut self.outbox.borrow_mut());
+        self.exchange.encode(id, req, &mut self.outbox.borrow_mut());
         self.outbox_ready.signal(1);
         rx.await.map_err(|_| Closed)
     }

@@ -301,7 +301,8 @@ mod tests {
                     shards,
                 }
             }),
-            prop::option::of(prop::collection::vec(any::<u8>(), 0..300)).prop_map(PeerResponse::Set),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..300))
+                .prop_map(PeerResponse::Set),
             Just(PeerResponse::Applied),
             (1u16..20, "[ -~]{0,40}").prop_map(|(c, message)| PeerResponse::Error {
                 code: ErrorCode::from_u16(c),

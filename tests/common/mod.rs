@@ -33,6 +33,7 @@ pub struct Server {
     pub child: Option<Child>,
     pub native: SocketAddr,
     pub resp: SocketAddr,
+    pub peer: SocketAddr,
     pub data_dir: PathBuf,
     pub shards: usize,
     pub extra: Vec<String>,
@@ -42,11 +43,34 @@ pub struct Server {
 impl Server {
     /// Starts a server on fresh ports over `data_dir`.
     pub fn start(data_dir: &Path, shards: usize, extra: &[&str]) -> Server {
-        let base = free_ports(shards as u16 + 2);
+        let base = free_ports(2 * shards as u16 + 2);
         let mut s = Server {
             child: None,
             native: SocketAddr::from(([127, 0, 0, 1], base)),
             resp: SocketAddr::from(([127, 0, 0, 1], base + shards as u16 + 1)),
+            peer: SocketAddr::from(([127, 0, 0, 1], base + shards as u16 + 2)),
+            data_dir: data_dir.to_path_buf(),
+            shards,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: data_dir.with_extension("log"),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts a server on the given addresses (for clusters, whose members
+    /// must know each other's ports before any starts).
+    pub fn start_at(
+        data_dir: &Path,
+        shards: usize,
+        [native, resp, peer]: [SocketAddr; 3],
+        extra: &[&str],
+    ) -> Server {
+        let mut s = Server {
+            child: None,
+            native,
+            resp,
+            peer,
             data_dir: data_dir.to_path_buf(),
             shards,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -65,6 +89,7 @@ impl Server {
             .args(["--shards", &self.shards.to_string()])
             .args(["--native-addr", &self.native.to_string()])
             .args(["--resp-addr", &self.resp.to_string()])
+            .args(["--peer-addr", &self.peer.to_string()])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -132,7 +157,7 @@ impl Server {
     /// bounded, until nothing listens on our ports.
     fn wait_ports_released(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let ports = [self.native, self.resp];
+        let ports = [self.native, self.resp, self.peer];
         while ports
             .iter()
             .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(100)).is_ok())

@@ -55,6 +55,71 @@ pub struct NodeConfig {
     pub log: String,
     /// CPUs the shards are pinned to (one shard per CPU); empty = all online.
     pub cpus: Vec<usize>,
+    /// Cluster name; nodes refuse internode connections from another one.
+    pub cluster_name: String,
+    /// Internode address: shard `i` listens on `port + i` for replica
+    /// traffic from other nodes' shards.
+    pub peer_addr: SocketAddr,
+    /// This node's rack (replicas of a key spread over racks).
+    pub rack: String,
+    /// This node's data centre.
+    pub dc: String,
+    /// Capacity weight: the node gets `tokens × weight` vnodes.
+    pub weight: f64,
+    /// Vnodes per unit of weight.
+    pub tokens: u32,
+    /// Replicas of every key (N), capped at the number of members.
+    pub replication_factor: usize,
+    /// Default write level when a request names none: "one", "two",
+    /// "quorum", "all" or a number; capped at N.
+    pub write_consistency: String,
+    /// Default read level, as `write_consistency`.
+    pub read_consistency: String,
+    /// A coordinator waits this long for W or R replicas.
+    pub request_timeout_ms: u64,
+    /// Failed replica writes waiting for a retry, per shard; beyond it the
+    /// oldest are dropped (and counted) for anti-entropy to fix.
+    pub retry_queue_max: usize,
+    /// Attempts per failed replica write before it is dropped.
+    pub retry_attempts_max: u32,
+    /// Every member of the cluster, this node included; empty = this node
+    /// alone (N = 1).
+    pub members: Vec<MemberConfig>,
+}
+
+/// One cluster member as the static membership lists it.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Stable node id (unique in the cluster).
+    pub id: u32,
+    /// Its native client address (shard `i` at `port + 1 + i`).
+    pub native_addr: SocketAddr,
+    /// Its internode address (shard `i` at `port + i`).
+    pub peer_addr: SocketAddr,
+    /// Its shard count.
+    pub shards: usize,
+    /// Its rack.
+    #[serde(default = "default_rack")]
+    pub rack: String,
+    /// Its data centre.
+    #[serde(default = "default_dc")]
+    pub dc: String,
+    /// Its capacity weight.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_rack() -> String {
+    "rack1".into()
+}
+
+fn default_dc() -> String {
+    "dc1".into()
+}
+
+fn default_weight() -> f64 {
+    1.0
 }
 
 impl Default for NodeConfig {
@@ -79,6 +144,19 @@ impl Default for NodeConfig {
             node_id: 1,
             log: "info".into(),
             cpus: Vec::new(),
+            cluster_name: "corekv".into(),
+            peer_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            rack: default_rack(),
+            dc: default_dc(),
+            weight: default_weight(),
+            tokens: 256,
+            replication_factor: 3,
+            write_consistency: "two".into(),
+            read_consistency: "two".into(),
+            request_timeout_ms: 2000,
+            retry_queue_max: 10_000,
+            retry_attempts_max: 5,
+            members: Vec::new(),
         }
     }
 }
@@ -158,8 +236,92 @@ impl NodeConfig {
                     .into(),
             ));
         }
+        for level in [&self.write_consistency, &self.read_consistency] {
+            parse_level(level)?;
+        }
+        if !(self.weight > 0.0 && self.weight <= 100.0) || self.tokens == 0 {
+            return Err(Error::Config(
+                "weight must be in (0, 100] and tokens above zero".into(),
+            ));
+        }
+        if self.replication_factor == 0 || self.replication_factor > 15 {
+            return Err(Error::Config("replication_factor must be in 1..=15".into()));
+        }
+        if !self.members.is_empty() {
+            let mut ids: Vec<u32> = self.members.iter().map(|m| m.id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.len() != self.members.len() {
+                return Err(Error::Config("member ids must be unique".into()));
+            }
+            let me = self
+                .members
+                .iter()
+                .find(|m| m.id == self.node_id)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "node_id {} is not in the members list; every node lists all members, itself included",
+                        self.node_id
+                    ))
+                })?;
+            if me.shards != self.shard_count()
+                || me.peer_addr != self.peer_addr
+                || me.native_addr != self.native_addr
+            {
+                return Err(Error::Config(format!(
+                    "this node's members entry (shards {}, native {}, peer {}) differs from its own settings (shards {}, native {}, peer {})",
+                    me.shards, me.native_addr, me.peer_addr, self.shard_count(), self.native_addr, self.peer_addr
+                )));
+            }
+            if let Some(m) = self
+                .members
+                .iter()
+                .find(|m| m.shards == 0 || m.shards > 256)
+            {
+                return Err(Error::Config(format!(
+                    "member {} has {} shards",
+                    m.id, m.shards
+                )));
+            }
+        }
         self.engine_options(0).map(|_| ())
     }
+
+    /// The membership: the configured members, or this node alone.
+    pub fn membership(&self) -> Vec<MemberConfig> {
+        if !self.members.is_empty() {
+            return self.members.clone();
+        }
+        vec![MemberConfig {
+            id: self.node_id,
+            native_addr: self.native_addr,
+            peer_addr: self.peer_addr,
+            shards: self.shard_count(),
+            rack: self.rack.clone(),
+            dc: self.dc.clone(),
+            weight: self.weight,
+        }]
+    }
+}
+
+/// Parses a consistency level name: "one", "two", "quorum", "all" or a
+/// replica count.
+pub fn parse_level(text: &str) -> Result<corekv_net::native::Consistency> {
+    use corekv_net::native::Consistency;
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "one" => Consistency::One,
+        "two" => Consistency::Two,
+        "quorum" => Consistency::Quorum,
+        "all" => Consistency::All,
+        n => match n.parse::<u8>() {
+            Ok(n @ 1..=127) => Consistency::Count(n),
+            _ => {
+                return Err(Error::Config(format!(
+                    "consistency level {text:?} is not one, two, quorum, all or 1..=127"
+                )))
+            }
+        },
+    })
 }
 
 #[cfg(test)]

@@ -12,8 +12,10 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use super::config::NodeConfig;
 use super::datadir;
 use super::router::{serve_forwards, Forward, Router};
+use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::server::{self, Shutdown};
+use crate::topology::Topology;
 
 /// Capacity of each shard-to-shard channel: how many forwarded requests may
 /// queue before the sender waits.
@@ -71,6 +73,14 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
         PoolPlacement::Unbound(shards)
     };
     tracing::info!(shards, native = %config.native_addr, resp = %config.resp_addr, data = %config.data_dir.display(), "starting corekv node");
+    let topology = Arc::new(Topology::from_config(&config));
+    tracing::info!(
+        members = topology.members().len(),
+        replication_factor = topology.replication_factor(),
+        cluster = topology.cluster(),
+        peer = %config.peer_addr,
+        "cluster membership from configuration"
+    );
     let mesh = MeshBuilder::<Forward, _>::full(shards, MESH_CHANNEL_CAPACITY);
     let ready = Arc::new(AtomicUsize::new(0));
     let handles = LocalExecutorPoolBuilder::new(placement)
@@ -79,7 +89,8 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
             let config = config.clone();
             let stop = stop.clone();
             let ready = ready.clone();
-            async move { shard_main(config, mesh, stop, ready, shards).await }
+            let topology = topology.clone();
+            async move { shard_main(config, topology, mesh, stop, ready, shards).await }
         })
         .map_err(|e| Error::Io {
             context: "starting shard executors".into(),
@@ -118,6 +129,11 @@ fn ports_are_free(config: &NodeConfig, shards: usize) -> Result<()> {
         })?;
         a.set_port(port);
         addrs.push(a);
+        let mut p = config.peer_addr;
+        let port = u16::try_from(usize::from(p.port()) + i)
+            .map_err(|_| Error::Config(format!("peer port {} + shard {i} overflows", p.port())))?;
+        p.set_port(port);
+        addrs.push(p);
     }
     for addr in addrs {
         if addr.port() == 0 {
@@ -133,6 +149,7 @@ fn ports_are_free(config: &NodeConfig, shards: usize) -> Result<()> {
 
 async fn shard_main(
     config: NodeConfig,
+    topology: Arc<Topology>,
     mesh: MeshBuilder<Forward, glommio::channels::channel_mesh::Full>,
     stop: StopHandle,
     ready: Arc<AtomicUsize>,
@@ -148,9 +165,12 @@ async fn shard_main(
         corekv_engine::Engine::open(datadir::shard_dir(&config.data_dir, index), opts).await?;
     glommio::spawn_local(serve_forwards(engine.clone(), receivers)).detach();
     let router = Rc::new(Router::new(engine.clone(), senders, shards));
+    let coordinator = Rc::new(Coordinator::new(router, topology, &config)?);
     let shutdown = Shutdown::new();
     let listeners = server::bind_all(&config, index)?;
-    server::spawn_all(listeners, router.clone(), &config, shutdown.clone());
+    server::spawn_all(listeners, coordinator.clone(), &config, shutdown.clone());
+    let stopping = shutdown.clone();
+    glommio::spawn_local(coordinator.run_retries(move || stopping.is_stopping())).detach();
     if ready.fetch_add(1, Ordering::SeqCst) + 1 == shards {
         tracing::info!(
             shards,

@@ -1,11 +1,12 @@
-//! Key-value operations as a shard executes them against its own engine.
-//! Every client protocol maps onto these, and forwarding between shards
-//! ships them as they are.
+//! Operations in two layers: [`KvOp`] is what a client asks of the
+//! cluster (the coordinator runs it against N replicas); [`ReplicaOp`] is
+//! what a coordinator asks of one replica shard, here or on another node.
+//! Replicas only read and merge — they never decide anything.
 
 use std::time::Duration;
 
-use corekv_engine::version::{wall_clock_ms, SiblingSet, VersionVector};
-use corekv_engine::{Engine, EngineStats, WriteContext, WriteOptions};
+use corekv_engine::version::{SiblingSet, VersionVector};
+use corekv_engine::{Engine, EngineStats, WriteContext};
 
 /// Redis-style condition on a put.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,7 +20,7 @@ pub enum PutCondition {
     IfPresent,
 }
 
-/// One operation on one key (or on the whole shard, for `Stats`).
+/// One client operation on one key.
 #[derive(Clone, Debug)]
 pub enum KvOp {
     /// Read the key's sibling set.
@@ -54,21 +55,6 @@ pub enum KvOp {
         /// New time to live.
         ttl: Duration,
     },
-    /// The shard's engine figures.
-    Stats,
-}
-
-impl KvOp {
-    /// The key the operation addresses, which decides the owning shard.
-    pub fn key(&self) -> Option<&[u8]> {
-        match self {
-            KvOp::Get { key }
-            | KvOp::Put { key, .. }
-            | KvOp::Delete { key, .. }
-            | KvOp::Expire { key, .. } => Some(key),
-            KvOp::Stats => None,
-        }
-    }
 }
 
 /// The answer to a [`KvOp`].
@@ -93,107 +79,65 @@ pub enum KvReply {
     },
     /// An expire: whether the key existed.
     Expired(bool),
+}
+
+/// What a coordinator asks of one replica shard.
+#[derive(Clone, Debug)]
+pub enum ReplicaOp {
+    /// The replica's sibling set of the key (tombstones included).
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Merge a sibling set (a new write, or a repair) into the key.
+    Apply {
+        /// The key.
+        key: Vec<u8>,
+        /// What to merge.
+        delta: SiblingSet,
+    },
+    /// The shard's engine figures.
+    Stats,
+}
+
+impl ReplicaOp {
+    /// The key the operation addresses, which decides the owning shard.
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            ReplicaOp::Get { key } | ReplicaOp::Apply { key, .. } => Some(key),
+            ReplicaOp::Stats => None,
+        }
+    }
+}
+
+/// A replica's answer.
+#[derive(Clone, Debug)]
+pub enum ReplicaReply {
+    /// The key's set, or `None` if this replica never saw the key.
+    Set(Option<SiblingSet>),
+    /// The delta is merged and durable.
+    Applied,
     /// Shard figures.
     Stats(Box<EngineStats>),
 }
 
-/// Runs `op` against `engine`. Compound operations (NX/XX, EXPIRE, DEL's
-/// existence check) read then write on this shard's single thread; a
-/// concurrent write in between merges by version rules as usual.
-pub async fn execute(engine: &Engine, op: KvOp) -> corekv_engine::Result<KvReply> {
+/// Runs `op` against this shard's `engine`.
+pub async fn execute(engine: &Engine, op: ReplicaOp) -> corekv_engine::Result<ReplicaReply> {
     match op {
-        KvOp::Get { key } => Ok(KvReply::Value(engine.get(&key).await?)),
-        KvOp::Put {
-            key,
-            value,
-            ttl,
-            context,
-            condition,
-        } => {
-            if condition != PutCondition::Always {
-                let present = engine
-                    .get(&key)
-                    .await?
-                    .is_some_and(|s| s.has_live(wall_clock_ms()));
-                let allowed = match condition {
-                    PutCondition::IfAbsent => !present,
-                    PutCondition::IfPresent => present,
-                    PutCondition::Always => true,
-                };
-                if !allowed {
-                    return Ok(KvReply::Written {
-                        written: false,
-                        context: VersionVector::new(),
-                    });
-                }
-            }
-            let version = engine
-                .put(
-                    &key,
-                    &value,
-                    &WriteOptions {
-                        ttl,
-                        context: context.clone(),
-                    },
-                )
-                .await?;
-            Ok(KvReply::Written {
-                written: true,
-                context: context_after(context, version.dot),
-            })
+        ReplicaOp::Get { key } => Ok(ReplicaReply::Set(engine.get(&key).await?)),
+        ReplicaOp::Apply { key, delta } => {
+            engine.apply(&key, &delta).await?;
+            Ok(ReplicaReply::Applied)
         }
-        KvOp::Delete { key, context } => {
-            let existed = engine
-                .get(&key)
-                .await?
-                .is_some_and(|s| s.has_live(wall_clock_ms()));
-            if !existed && context == WriteContext::Overwrite {
-                // Redis DEL of an absent key: nothing to supersede, nothing to log.
-                return Ok(KvReply::Deleted {
-                    existed,
-                    context: VersionVector::new(),
-                });
-            }
-            let version = engine
-                .delete(
-                    &key,
-                    &WriteOptions {
-                        ttl: None,
-                        context: context.clone(),
-                    },
-                )
-                .await?;
-            Ok(KvReply::Deleted {
-                existed,
-                context: context_after(context, version.dot),
-            })
-        }
-        KvOp::Expire { key, ttl } => {
-            let winner = engine
-                .get(&key)
-                .await?
-                .and_then(|s| s.winner(wall_clock_ms()).and_then(|v| v.value.clone()));
-            match winner {
-                None => Ok(KvReply::Expired(false)),
-                Some(value) => {
-                    let opts = WriteOptions {
-                        ttl: Some(ttl),
-                        context: WriteContext::Overwrite,
-                    };
-                    engine.put(&key, &value, &opts).await?;
-                    Ok(KvReply::Expired(true))
-                }
-            }
-        }
-        KvOp::Stats => Ok(KvReply::Stats(Box::new(engine.stats()))),
+        ReplicaOp::Stats => Ok(ReplicaReply::Stats(Box::new(engine.stats()))),
     }
 }
 
 /// The context a client should hold after its write: what it superseded
 /// plus the new version's dot.
-fn context_after(context: WriteContext, dot: corekv_engine::version::Dot) -> VersionVector {
+pub fn context_after(context: &WriteContext, dot: corekv_engine::version::Dot) -> VersionVector {
     let mut vv = match context {
-        WriteContext::Given(vv) => vv,
+        WriteContext::Given(vv) => vv.clone(),
         _ => VersionVector::new(),
     };
     vv.insert(dot);

@@ -8,14 +8,14 @@ use corekv_engine::{token_of, Engine};
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
-use super::ops::{execute, KvOp, KvReply};
+use super::ops::{execute, ReplicaOp, ReplicaReply};
 use crate::error::Error;
 
 /// A request shipped to another shard, with the channel its answer goes back
 /// on. Everything in it is `Send`: it crosses threads.
 pub struct Forward {
-    op: KvOp,
-    reply: oneshot::Sender<std::result::Result<KvReply, String>>,
+    op: ReplicaOp,
+    reply: oneshot::Sender<std::result::Result<ReplicaReply, String>>,
 }
 
 /// The shard that owns `key` among `shards`: `(token * shards) >> 64`, so
@@ -82,7 +82,7 @@ impl Router {
     }
 
     /// Runs `op` on the shard owning its key: here, or forwarded.
-    pub async fn call(&self, op: KvOp) -> std::result::Result<KvReply, RouteError> {
+    pub async fn call(&self, op: ReplicaOp) -> std::result::Result<ReplicaReply, RouteError> {
         let target = op.key().map_or(self.index, |k| shard_of(k, self.shards));
         self.call_on(target, op).await
     }
@@ -91,8 +91,8 @@ impl Router {
     pub async fn call_on(
         &self,
         target: usize,
-        op: KvOp,
-    ) -> std::result::Result<KvReply, RouteError> {
+        op: ReplicaOp,
+    ) -> std::result::Result<ReplicaReply, RouteError> {
         if target == self.index {
             return Ok(execute(&self.engine, op).await?);
         }

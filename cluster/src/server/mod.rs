@@ -4,6 +4,7 @@
 
 mod context;
 mod native;
+mod peer;
 mod resp;
 mod status;
 
@@ -16,9 +17,9 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::runtime::config::NodeConfig;
-use crate::runtime::router::Router;
 
 /// Shared by a shard's servers: whether the shard is stopping, and how many
 /// connections are open.
@@ -123,6 +124,7 @@ impl ConnectionLimits {
 enum Protocol {
     Native,
     Resp,
+    Peer,
 }
 
 /// The listeners of one shard, each with a duplicate descriptor of its
@@ -160,8 +162,8 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<(TcpListener, socket2::
 }
 
 /// Binds the shared native and RESP ports (SO_REUSEPORT: every shard binds
-/// them and the kernel spreads connections) and this shard's own native port
-/// `native port + 1 + index`.
+/// them and the kernel spreads connections), this shard's own native port
+/// `native port + 1 + index`, and its internode port `peer port + index`.
 pub fn bind_all(config: &NodeConfig, index: usize) -> Result<Listeners> {
     let bind = |addr: std::net::SocketAddr| {
         listen(addr).map_err(|e| Error::Io {
@@ -177,11 +179,20 @@ pub fn bind_all(config: &NodeConfig, index: usize) -> Result<Listeners> {
         ))
     })?;
     own.set_port(port);
+    let mut peer = config.peer_addr;
+    let port = u16::try_from(usize::from(peer.port()) + index).map_err(|_| {
+        Error::Config(format!(
+            "peer port {} + shard {index} overflows",
+            peer.port()
+        ))
+    })?;
+    peer.set_port(port);
     Ok(Listeners {
         list: vec![
             with(Protocol::Native, bind(config.native_addr)?),
             with(Protocol::Native, bind(own)?),
             with(Protocol::Resp, bind(config.resp_addr)?),
+            with(Protocol::Peer, bind(peer)?),
         ],
     })
 }
@@ -197,7 +208,7 @@ fn with(
 /// begins stopping (and then ends by itself).
 pub fn spawn_all(
     listeners: Listeners,
-    router: Rc<Router>,
+    coordinator: Rc<Coordinator>,
     config: &NodeConfig,
     shutdown: Shutdown,
 ) {
@@ -206,18 +217,24 @@ pub fn spawn_all(
         .list
         .into_iter()
         .for_each(|(protocol, listener, control)| {
-            let router = router.clone();
+            let coordinator = coordinator.clone();
             let shutdown = shutdown.clone();
             shutdown.inner.listeners.borrow_mut().push(control);
-            glommio::spawn_local(accept_loop(protocol, listener, router, limits, shutdown))
-                .detach();
+            glommio::spawn_local(accept_loop(
+                protocol,
+                listener,
+                coordinator,
+                limits,
+                shutdown,
+            ))
+            .detach();
         });
 }
 
 async fn accept_loop(
     protocol: Protocol,
     listener: TcpListener,
-    router: Rc<Router>,
+    coordinator: Rc<Coordinator>,
     limits: ConnectionLimits,
     shutdown: Shutdown,
 ) {
@@ -251,16 +268,21 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         shutdown.inner.connections.set(shutdown.connections() + 1);
         let guard = ConnectionGuard(shutdown.clone());
-        let router = router.clone();
+        let coordinator = coordinator.clone();
         let shutdown = shutdown.clone();
         glommio::spawn_local(async move {
             let _guard = guard;
             let peer = stream.peer_addr().ok();
             let result = match protocol {
                 Protocol::Native => {
-                    native::serve_connection(stream, router, limits, shutdown).await
+                    native::serve_connection(stream, coordinator, limits, shutdown).await
                 }
-                Protocol::Resp => resp::serve_connection(stream, router, limits, shutdown).await,
+                Protocol::Resp => {
+                    resp::serve_connection(stream, coordinator, limits, shutdown).await
+                }
+                Protocol::Peer => {
+                    peer::serve_connection(stream, coordinator, limits, shutdown).await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(?peer, error = %e, "connection closed with an error");

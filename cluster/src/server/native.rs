@@ -14,8 +14,9 @@ use glommio::sync::Semaphore;
 use std::cell::{Cell, RefCell};
 
 use super::{context, status, ConnectionLimits, Shutdown, Stream};
+use crate::coordinator::{Coordinator, CoordinatorError};
 use crate::runtime::ops::{KvOp, KvReply, PutCondition};
-use crate::runtime::router::{RouteError, Router};
+use crate::runtime::router::RouteError;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -24,7 +25,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// an unrecoverable frame, or the shard stops.
 pub(super) async fn serve_connection(
     stream: Stream,
-    router: Rc<Router>,
+    coordinator: Rc<Coordinator>,
     limits: ConnectionLimits,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
@@ -63,12 +64,12 @@ pub(super) async fn serve_connection(
                         .acquire_static_permit(1)
                         .await
                         .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    let router = router.clone();
+                    let coordinator = coordinator.clone();
                     let outbox = outbox.clone();
                     let shutdown = shutdown.clone();
                     shutdown.request_started();
                     let mut run = Box::pin(async move {
-                        let resp = handle(&router, req).await;
+                        let resp = handle(&coordinator, req).await;
                         outbox.push(&resp);
                         shutdown.request_finished();
                         drop(permit);
@@ -128,14 +129,14 @@ pub(super) async fn serve_connection(
 /// Encoded responses waiting for the writer task. Bounded by the
 /// connection's in-flight limit: a response is pushed only by a request
 /// holding a permit.
-struct Outbox {
+pub(super) struct Outbox {
     bytes: RefCell<Vec<u8>>,
     closed: Cell<bool>,
     ready: Semaphore,
 }
 
 impl Outbox {
-    fn new() -> Outbox {
+    pub(super) fn new() -> Outbox {
         Outbox {
             bytes: RefCell::new(Vec::new()),
             closed: Cell::new(false),
@@ -144,17 +145,22 @@ impl Outbox {
     }
 
     fn push(&self, resp: &Response) {
-        native::encode_response(resp, &mut self.bytes.borrow_mut());
+        self.push_with(|out| native::encode_response(resp, out));
+    }
+
+    /// Appends whatever `encode` writes and wakes the writer.
+    pub(super) fn push_with(&self, encode: impl FnOnce(&mut Vec<u8>)) {
+        encode(&mut self.bytes.borrow_mut());
         self.ready.signal(1);
     }
 
-    fn close(&self) {
+    pub(super) fn close(&self) {
         self.closed.set(true);
         self.ready.signal(1);
     }
 
     /// Waits for queued bytes; `None` once closed and drained.
-    async fn next(&self) -> Option<Vec<u8>> {
+    pub(super) async fn next(&self) -> Option<Vec<u8>> {
         loop {
             let out = std::mem::take(&mut *self.bytes.borrow_mut());
             if !out.is_empty() {
@@ -169,7 +175,7 @@ impl Outbox {
 }
 
 /// Resolves after `idle` of no traffic or when the shard starts stopping.
-async fn idle_or_stop(idle: Duration, shutdown: &Shutdown) {
+pub(super) async fn idle_or_stop(idle: Duration, shutdown: &Shutdown) {
     let deadline = std::time::Instant::now() + idle;
     while std::time::Instant::now() < deadline && !shutdown.is_stopping() {
         glommio::timer::sleep(Duration::from_millis(50)).await;
@@ -201,6 +207,17 @@ pub(super) fn error_code(e: &RouteError) -> ErrorCode {
     }
 }
 
+/// Maps a coordinator failure to a protocol error code.
+pub(super) fn coordinator_error_code(e: &CoordinatorError) -> ErrorCode {
+    match e {
+        CoordinatorError::Local(e) => error_code(e),
+        CoordinatorError::Unavailable(_) | CoordinatorError::Failed { .. } => {
+            ErrorCode::Unavailable
+        }
+        CoordinatorError::Timeout { .. } => ErrorCode::Timeout,
+    }
+}
+
 fn write_context(bytes: &[u8]) -> Option<WriteContext> {
     if bytes.is_empty() {
         return Some(WriteContext::Blind);
@@ -208,7 +225,7 @@ fn write_context(bytes: &[u8]) -> Option<WriteContext> {
     context::decode(bytes).map(WriteContext::Given)
 }
 
-async fn handle(router: &Router, req: Request) -> Response {
+async fn handle(coordinator: &Rc<Coordinator>, req: Request) -> Response {
     let id = req.id;
     let op = match req.body {
         RequestBody::Ping => {
@@ -220,11 +237,11 @@ async fn handle(router: &Router, req: Request) -> Response {
         RequestBody::Topology => {
             return Response {
                 id,
-                body: ResponseBody::Topology(status::topology_json(router).into_bytes()),
+                body: ResponseBody::Topology(coordinator.topology().to_json().into_bytes()),
             }
         }
         RequestBody::Status => {
-            return match status::status_json(router).await {
+            return match status::status_json(coordinator).await {
                 Ok(json) => Response {
                     id,
                     body: ResponseBody::Status(json.into_bytes()),
@@ -232,8 +249,9 @@ async fn handle(router: &Router, req: Request) -> Response {
                 Err(e) => error(id, error_code(&e), e.to_string()),
             }
         }
-        RequestBody::Get { key, .. } => KvOp::Get { key },
+        RequestBody::Get { key, consistency } => (KvOp::Get { key }, consistency),
         RequestBody::Put {
+            consistency,
             ttl_ms,
             context,
             key,
@@ -247,15 +265,20 @@ async fn handle(router: &Router, req: Request) -> Response {
                     "the causal context is not one this server issued",
                 );
             };
-            KvOp::Put {
+            let op = KvOp::Put {
                 key,
                 value,
                 ttl: (ttl_ms > 0).then(|| Duration::from_millis(ttl_ms)),
                 context,
                 condition: PutCondition::Always,
-            }
+            };
+            (op, consistency)
         }
-        RequestBody::Delete { context, key, .. } => {
+        RequestBody::Delete {
+            context,
+            key,
+            consistency,
+        } => {
             let Some(context) = write_context(&context) else {
                 return error(
                     id,
@@ -263,10 +286,11 @@ async fn handle(router: &Router, req: Request) -> Response {
                     "the causal context is not one this server issued",
                 );
             };
-            KvOp::Delete { key, context }
+            (KvOp::Delete { key, context }, consistency)
         }
     };
-    let body = match router.call(op).await {
+    let (op, level) = op;
+    let body = match coordinator.execute(op, level).await {
         Ok(KvReply::Value(set)) => {
             let now = wall_clock_ms();
             match set {
@@ -301,7 +325,7 @@ async fn handle(router: &Router, req: Request) -> Response {
                 format!("unexpected reply {other:?}"),
             )
         }
-        Err(e) => return error(id, error_code(&e), e.to_string()),
+        Err(e) => return error(id, coordinator_error_code(&e), e.to_string()),
     };
     Response { id, body }
 }

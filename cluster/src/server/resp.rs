@@ -12,8 +12,9 @@ use corekv_net::Limits;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use super::{status, ConnectionLimits, Shutdown, Stream};
+use crate::coordinator::Coordinator;
 use crate::runtime::ops::{KvOp, KvReply, PutCondition};
-use crate::runtime::router::Router;
+use corekv_net::native::Consistency;
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -21,7 +22,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// error, or shard stop.
 pub(super) async fn serve_connection(
     mut stream: Stream,
-    router: Rc<Router>,
+    coordinator: Rc<Coordinator>,
     limits: ConnectionLimits,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
@@ -58,11 +59,11 @@ pub(super) async fn serve_connection(
                     if conflict || pending.len() >= limits.max_in_flight.max(1) {
                         drain(&mut pending, &mut out).await;
                     }
-                    let router = router.clone();
+                    let coordinator = coordinator.clone();
                     let shutdown = shutdown.clone();
                     shutdown.request_started();
                     let mut run = Box::pin(async move {
-                        let reply = execute(&router, cmd).await;
+                        let reply = execute(&coordinator, cmd).await;
                         shutdown.request_finished();
                         reply
                     });
@@ -201,8 +202,14 @@ fn err(e: impl std::fmt::Display) -> Reply {
 }
 
 /// The value a Redis reader sees: the last writer among live siblings.
-async fn read_winner(router: &Router, key: Vec<u8>) -> Result<Option<(Vec<u8>, u64)>, Reply> {
-    match router.call(KvOp::Get { key }).await {
+async fn read_winner(
+    coordinator: &Rc<Coordinator>,
+    key: Vec<u8>,
+) -> Result<Option<(Vec<u8>, u64)>, Reply> {
+    match coordinator
+        .execute(KvOp::Get { key }, Consistency::Default)
+        .await
+    {
         Ok(KvReply::Value(set)) => Ok(set.and_then(|s| {
             s.into_winner(wall_clock_ms())
                 .and_then(|v| v.value.map(|value| (value, v.expires_at_ms)))
@@ -213,7 +220,7 @@ async fn read_winner(router: &Router, key: Vec<u8>) -> Result<Option<(Vec<u8>, u
 }
 
 async fn put(
-    router: &Router,
+    coordinator: &Rc<Coordinator>,
     key: Vec<u8>,
     value: Vec<u8>,
     ttl: Option<Duration>,
@@ -226,7 +233,7 @@ async fn put(
         context: WriteContext::Overwrite,
         condition,
     };
-    match router.call(op).await {
+    match coordinator.execute(op, Consistency::Default).await {
         Ok(KvReply::Written { written: true, .. }) => Reply::ok(),
         Ok(KvReply::Written { written: false, .. }) => Reply::Bulk(None),
         Ok(_) => err("unexpected reply"),
@@ -234,25 +241,23 @@ async fn put(
     }
 }
 
-async fn delete(router: &Router, key: Vec<u8>) -> Result<bool, Reply> {
-    match router
-        .call(KvOp::Delete {
-            key,
-            context: WriteContext::Overwrite,
-        })
-        .await
-    {
+async fn delete(coordinator: &Rc<Coordinator>, key: Vec<u8>) -> Result<bool, Reply> {
+    let op = KvOp::Delete {
+        key,
+        context: WriteContext::Overwrite,
+    };
+    match coordinator.execute(op, Consistency::Default).await {
         Ok(KvReply::Deleted { existed, .. }) => Ok(existed),
         Ok(_) => Err(err("unexpected reply")),
         Err(e) => Err(err(e)),
     }
 }
 
-async fn execute(router: &Router, cmd: Command) -> Reply {
+async fn execute(coordinator: &Rc<Coordinator>, cmd: Command) -> Reply {
     match cmd {
         Command::Ping(None) => Reply::Simple("PONG".into()),
         Command::Ping(Some(msg)) | Command::Echo(msg) => Reply::Bulk(Some(msg)),
-        Command::Get(key) => match read_winner(router, key).await {
+        Command::Get(key) => match read_winner(coordinator, key).await {
             Ok(v) => Reply::Bulk(v.map(|(value, _)| value)),
             Err(reply) => reply,
         },
@@ -271,12 +276,12 @@ async fn execute(router: &Router, cmd: Command) -> Reply {
                 SetCondition::IfAbsent => PutCondition::IfAbsent,
                 SetCondition::IfPresent => PutCondition::IfPresent,
             };
-            put(router, key, value, ttl, condition).await
+            put(coordinator, key, value, ttl, condition).await
         }
         Command::Del(keys) => {
             let mut n = 0;
             for key in keys {
-                match delete(router, key).await {
+                match delete(coordinator, key).await {
                     Ok(existed) => n += i64::from(existed),
                     Err(reply) => return reply,
                 }
@@ -286,14 +291,14 @@ async fn execute(router: &Router, cmd: Command) -> Reply {
         Command::Exists(keys) => {
             let mut n = 0;
             for key in keys {
-                match read_winner(router, key).await {
+                match read_winner(coordinator, key).await {
                     Ok(v) => n += i64::from(v.is_some()),
                     Err(reply) => return reply,
                 }
             }
             Reply::Integer(n)
         }
-        Command::Expire { key, seconds } if seconds <= 0 => match delete(router, key).await {
+        Command::Expire { key, seconds } if seconds <= 0 => match delete(coordinator, key).await {
             Ok(existed) => Reply::Integer(i64::from(existed)),
             Err(reply) => reply,
         },
@@ -302,13 +307,13 @@ async fn execute(router: &Router, cmd: Command) -> Reply {
                 key,
                 ttl: Duration::from_secs(seconds as u64),
             };
-            match router.call(op).await {
+            match coordinator.execute(op, Consistency::Default).await {
                 Ok(KvReply::Expired(found)) => Reply::Integer(i64::from(found)),
                 Ok(_) => err("unexpected reply"),
                 Err(e) => err(e),
             }
         }
-        Command::Ttl(key) => match read_winner(router, key).await {
+        Command::Ttl(key) => match read_winner(coordinator, key).await {
             Ok(None) => Reply::Integer(-2),
             Ok(Some((_, 0))) => Reply::Integer(-1),
             Ok(Some((_, expires))) => {
@@ -320,7 +325,7 @@ async fn execute(router: &Router, cmd: Command) -> Reply {
         Command::Mget(keys) => {
             let mut items = Vec::with_capacity(keys.len());
             for key in keys {
-                match read_winner(router, key).await {
+                match read_winner(coordinator, key).await {
                     Ok(v) => items.push(Reply::Bulk(v.map(|(value, _)| value))),
                     Err(reply) => return reply,
                 }
@@ -329,7 +334,7 @@ async fn execute(router: &Router, cmd: Command) -> Reply {
         }
         Command::Mset(pairs) => {
             for (key, value) in pairs {
-                let r = put(router, key, value, None, PutCondition::Always).await;
+                let r = put(coordinator, key, value, None, PutCondition::Always).await;
                 if r != Reply::ok() {
                     return r;
                 }
@@ -341,7 +346,7 @@ async fn execute(router: &Router, cmd: Command) -> Reply {
             _ => Reply::Array(Some(Vec::new())),
         },
         Command::Info(_) => {
-            let body = match status::status_json(router).await {
+            let body = match status::status_json(coordinator).await {
                 Ok(json) => json,
                 Err(e) => format!("{{\"error\": \"{e}\"}}"),
             };

@@ -3,29 +3,20 @@
 use corekv_engine::SyncMode;
 use serde_json::json;
 
-use crate::runtime::ops::{KvOp, KvReply};
-use crate::runtime::router::{RouteError, Router};
-
-/// The node's shard layout: what a shard-aware client needs to route.
-pub fn topology_json(router: &Router) -> String {
-    json!({
-        "format": 1,
-        "shards": router.shards(),
-        "shard_port_offset": 1,
-        "token_to_shard": "(xxh3_64(key) * shards) >> 64",
-    })
-    .to_string()
-}
+use crate::coordinator::Coordinator;
+use crate::runtime::ops::{ReplicaOp, ReplicaReply};
+use crate::runtime::router::RouteError;
 
 /// Figures of every shard (asked over the mesh) and their totals.
-pub async fn status_json(router: &Router) -> Result<String, RouteError> {
+pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError> {
+    let router = coordinator.router();
     let mut shards = Vec::with_capacity(router.shards());
     let mut keys = 0u64;
     let mut mem = 0u64;
     let mut table_bytes = 0u64;
     let mut sync = String::new();
     for i in 0..router.shards() {
-        let KvReply::Stats(s) = router.call_on(i, KvOp::Stats).await? else {
+        let ReplicaReply::Stats(s) = router.call_on(i, ReplicaOp::Stats).await? else {
             continue;
         };
         keys += s.memtable_keys + s.table_entries;
@@ -44,6 +35,7 @@ pub async fn status_json(router: &Router) -> Result<String, RouteError> {
             "sstable_bytes": s.table_bytes,
             "sstable_entries": s.table_entries,
             "puts": s.puts,
+            "applies": s.applies,
             "gets": s.gets,
             "deletes": s.deletes,
             "flushes": s.flushes,
@@ -54,6 +46,9 @@ pub async fn status_json(router: &Router) -> Result<String, RouteError> {
             "block_cache_misses": s.cache.misses,
         }));
     }
+    let topology = coordinator.topology();
+    let ownership = topology.ring().ownership();
+    let down = coordinator.down_nodes();
     Ok(json!({
         "shards": router.shards(),
         "keys_estimate": keys,
@@ -61,6 +56,20 @@ pub async fn status_json(router: &Router) -> Result<String, RouteError> {
         "sstable_bytes": table_bytes,
         "commitlog_sync": sync,
         "forwards_from_this_shard": router.forwards(),
+        "node_id": topology.me().map(|i| topology.members()[i].id),
+        "cluster": topology.cluster(),
+        "replication_factor": topology.replication_factor(),
+        "members": topology.members().iter().map(|m| json!({
+            "id": m.id,
+            "native_addr": m.native_addr.to_string(),
+            "peer_addr": m.peer_addr.to_string(),
+            "shards": m.shards,
+            "rack": m.rack,
+            "dc": m.dc,
+            "ownership": ownership.get(topology.members().iter().position(|x| x.id == m.id).unwrap_or(0)).copied().unwrap_or(0.0),
+            "down_from_this_shard": down.contains(&m.id),
+        })).collect::<Vec<_>>(),
+        "coordinator": coordinator.stats(),
         "per_shard": shards,
     })
     .to_string())

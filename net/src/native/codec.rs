@@ -363,7 +363,7 @@ mod tests {
     #[test]
     fn unknown_opcode_keeps_the_request_id_and_the_stream() {
         let mut buf = Vec::new();
-        let start = begin(&mut buf, 0x42, 9);
+        let start = begin(&mut buf, VERSION, 0x42, 9);
         end(&mut buf, start);
         encode_request(
             &Request {

@@ -1,0 +1,609 @@
+//! The coordinator: the shard that received a client request runs it
+//! against the key's N replicas — local ones through the channel mesh,
+//! remote ones over this shard's peer links — and answers after W (writes)
+//! or R (reads) of them. The rest finish in the background: failed writes
+//! go to the retry queue, and replicas whose read answers lag behind the
+//! merged state get it written back (read repair).
+//!
+//! A write's version is minted here, once, from this shard's clock; every
+//! replica merges the same delta, so replicas never read before writing.
+
+mod quorum;
+mod retry;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corekv_engine::version::{wall_clock_ms, SiblingSet, VersionVector};
+use corekv_engine::{ConflictMode, WriteContext, WriteOptions};
+use corekv_net::native::Consistency;
+use corekv_net::peer::{PeerRequest, PeerResponse};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+pub use quorum::required;
+pub use retry::{RetryQueue, RetryStats};
+
+use crate::links::PeerLinks;
+use crate::ring::NodeIndex;
+use crate::runtime::config::{parse_level, NodeConfig};
+use crate::runtime::ops::{context_after, KvOp, KvReply, PutCondition, ReplicaOp, ReplicaReply};
+use crate::runtime::router::{RouteError, Router};
+use crate::topology::Topology;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// This node's own storage or shard failed.
+    #[error(transparent)]
+    Local(#[from] RouteError),
+    /// The level asks for more replicas than exist or are up.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Replicas did not answer in time.
+    #[error("timeout: {answered} of the {needed} replicas needed answered within {ms} ms")]
+    Timeout {
+        /// Successful answers received.
+        answered: usize,
+        /// Answers needed.
+        needed: usize,
+        /// The request timeout.
+        ms: u128,
+    },
+    /// Enough replicas answered, but with errors.
+    #[error("{needed} replicas needed, {answered} succeeded; last failure: {last}")]
+    Failed {
+        /// Successful answers.
+        answered: usize,
+        /// Answers needed.
+        needed: usize,
+        /// The last replica error.
+        last: String,
+    },
+}
+
+/// Why one replica did not answer.
+#[derive(Debug, thiserror::Error)]
+enum ReplicaError {
+    /// This node's shard failed (typed, so a lone node reports e.g. a full
+    /// disk as such).
+    #[error(transparent)]
+    Local(#[from] RouteError),
+    /// Another node failed or could not be reached.
+    #[error("{0}")]
+    Remote(String),
+}
+
+impl ReplicaError {
+    fn into_coordinator(self, needed: usize) -> CoordinatorError {
+        match self {
+            ReplicaError::Local(e) => CoordinatorError::Local(e),
+            ReplicaError::Remote(last) => CoordinatorError::Failed {
+                answered: 0,
+                needed,
+                last,
+            },
+        }
+    }
+}
+
+/// Where a replica of a key lives, from this shard's point of view.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// On this node (this shard or another one via the mesh).
+    Local,
+    /// On another node.
+    Remote(NodeIndex),
+}
+
+/// Counters of coordinator work since start.
+#[derive(Default)]
+struct Counters {
+    read_repairs: Cell<u64>,
+    replica_failures: Cell<u64>,
+    unavailable: Cell<u64>,
+    timeouts: Cell<u64>,
+}
+
+/// Coordinator figures for status and metrics.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct CoordinatorStats {
+    /// Repairs sent to stale replicas after reads.
+    pub read_repairs: u64,
+    /// Replica requests that failed or timed out.
+    pub replica_failures: u64,
+    /// Requests refused as unavailable.
+    pub unavailable: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// The retry queue.
+    pub retries: RetryStats,
+}
+
+type Answer<T> = Pin<Box<dyn Future<Output = (usize, Result<T, ReplicaError>)>>>;
+
+/// One shard's coordinator. Shared by the shard's connections via `Rc`.
+pub struct Coordinator {
+    router: Rc<Router>,
+    topology: Arc<Topology>,
+    links: PeerLinks,
+    retries: RetryQueue,
+    timeout: Duration,
+    default_read: Consistency,
+    default_write: Consistency,
+    mode: ConflictMode,
+    counters: Counters,
+}
+
+impl Coordinator {
+    /// A coordinator for the shard behind `router`.
+    pub fn new(
+        router: Rc<Router>,
+        topology: Arc<Topology>,
+        config: &NodeConfig,
+    ) -> crate::Result<Coordinator> {
+        let mode = router.engine().options().conflict;
+        Ok(Coordinator {
+            links: PeerLinks::new(
+                topology.clone(),
+                config.node_id,
+                Duration::from_millis(config.request_timeout_ms.max(1)),
+            ),
+            router,
+            topology,
+            retries: RetryQueue::new(config.retry_queue_max, config.retry_attempts_max),
+            timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
+            default_read: parse_level(&config.read_consistency)?,
+            default_write: parse_level(&config.write_consistency)?,
+            mode,
+            counters: Counters::default(),
+        })
+    }
+
+    /// This shard's router (engine and mesh).
+    pub fn router(&self) -> &Rc<Router> {
+        &self.router
+    }
+
+    /// The cluster topology.
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
+    }
+
+    /// Nodes this shard currently considers down.
+    pub fn down_nodes(&self) -> Vec<u32> {
+        self.links.down_nodes()
+    }
+
+    /// Figures since start.
+    pub fn stats(&self) -> CoordinatorStats {
+        CoordinatorStats {
+            read_repairs: self.counters.read_repairs.get(),
+            replica_failures: self.counters.replica_failures.get(),
+            unavailable: self.counters.unavailable.get(),
+            timeouts: self.counters.timeouts.get(),
+            retries: self.retries.stats(),
+        }
+    }
+
+    /// Runs a client operation at `level`.
+    pub async fn execute(
+        self: &Rc<Self>,
+        op: KvOp,
+        level: Consistency,
+    ) -> Result<KvReply, CoordinatorError> {
+        match op {
+            KvOp::Get { key } => Ok(KvReply::Value(self.read(&key, level).await?)),
+            KvOp::Put {
+                key,
+                value,
+                ttl,
+                context,
+                condition,
+            } => {
+                if condition != PutCondition::Always {
+                    let present = self
+                        .read(&key, level)
+                        .await?
+                        .is_some_and(|s| s.has_live(wall_clock_ms()));
+                    let allowed = match condition {
+                        PutCondition::IfAbsent => !present,
+                        PutCondition::IfPresent => present,
+                        PutCondition::Always => true,
+                    };
+                    if !allowed {
+                        return Ok(KvReply::Written {
+                            written: false,
+                            context: VersionVector::new(),
+                        });
+                    }
+                }
+                let context = self.write(&key, Some(value), ttl, context, level).await?;
+                Ok(KvReply::Written {
+                    written: true,
+                    context,
+                })
+            }
+            KvOp::Delete { key, context } => {
+                // Redis DEL reports whether the key existed, so an overwrite
+                // delete reads first; a native delete does not need to.
+                let mut existed = false;
+                if context == WriteContext::Overwrite {
+                    existed = self
+                        .read(&key, level)
+                        .await?
+                        .is_some_and(|s| s.has_live(wall_clock_ms()));
+                    if !existed {
+                        return Ok(KvReply::Deleted {
+                            existed,
+                            context: VersionVector::new(),
+                        });
+                    }
+                }
+                let context = self.write(&key, None, None, context, level).await?;
+                Ok(KvReply::Deleted { existed, context })
+            }
+            KvOp::Expire { key, ttl } => {
+                let winner = self
+                    .read(&key, level)
+                    .await?
+                    .and_then(|s| s.into_winner(wall_clock_ms()).and_then(|v| v.value));
+                match winner {
+                    None => Ok(KvReply::Expired(false)),
+                    Some(value) => {
+                        self.write(&key, Some(value), Some(ttl), WriteContext::Overwrite, level)
+                            .await?;
+                        Ok(KvReply::Expired(true))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The key's replicas (live ones first in preference order) and how
+    /// many answers `level` needs; `Unavailable` when too few are up.
+    fn plan(
+        &self,
+        key: &[u8],
+        level: Consistency,
+        default: Consistency,
+    ) -> Result<(Vec<Target>, Vec<NodeIndex>, usize), CoordinatorError> {
+        let token = corekv_engine::token_of(key);
+        let replicas = self.topology.ring().replicas(token);
+        let needed = required(level, default, replicas.len()).map_err(|m| {
+            self.counters
+                .unavailable
+                .set(self.counters.unavailable.get() + 1);
+            CoordinatorError::Unavailable(m)
+        })?;
+        let me = self.topology.me();
+        let mut live = Vec::with_capacity(replicas.len());
+        let mut down = Vec::new();
+        for &node in replicas {
+            if Some(node) == me {
+                // Local first: a read at ONE is then answered by this node's
+                // replica whenever it can answer at once.
+                live.insert(0, Target::Local);
+            } else if self.links.is_live(node) {
+                live.push(Target::Remote(node));
+            } else {
+                down.push(node);
+            }
+        }
+        if live.len() < needed {
+            self.counters
+                .unavailable
+                .set(self.counters.unavailable.get() + 1);
+            return Err(CoordinatorError::Unavailable(format!(
+                "{needed} replicas needed, {} of {} are up (down: {})",
+                live.len(),
+                replicas.len(),
+                down.iter()
+                    .map(|&n| self.topology.members()[n].id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok((live, down, needed))
+    }
+
+    /// Reads `key` from its replicas; the merged state of the first R
+    /// answers.
+    pub async fn read(
+        self: &Rc<Self>,
+        key: &[u8],
+        level: Consistency,
+    ) -> Result<Option<SiblingSet>, CoordinatorError> {
+        let (targets, _, needed) = self.plan(key, level, self.default_read)?;
+        if targets.len() == 1 {
+            // A lone replica (a single node): nothing to gather or repair.
+            return self
+                .replica_read(targets[0], key.to_vec())
+                .await
+                .map_err(|e| e.into_coordinator(needed));
+        }
+        let mut pending: FuturesUnordered<Answer<Option<SiblingSet>>> = FuturesUnordered::new();
+        for (i, &t) in targets.iter().enumerate() {
+            let me = self.clone();
+            let key = key.to_vec();
+            pending.push(Box::pin(async move { (i, me.replica_read(t, key).await) }));
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut answers: Vec<(usize, Option<SiblingSet>)> = Vec::with_capacity(targets.len());
+        let outcome = self
+            .gather(&mut pending, &mut answers, needed, deadline)
+            .await;
+        let merged = quorum::merge_all(answers.iter().map(|(_, a)| a), self.mode);
+        let all_in = pending.is_empty();
+        if all_in && !answers.iter().any(|(_, a)| quorum::is_stale(a, &merged)) {
+            outcome?;
+            return Ok(merged);
+        }
+        // Finish in the background: wait for the others, repair the stale.
+        let me = self.clone();
+        let key = key.to_vec();
+        glommio::spawn_local(async move {
+            let mut all = answers;
+            let mut failures = 0;
+            while let Some(next) = next_before(&mut pending, deadline).await {
+                match next {
+                    (i, Ok(a)) => all.push((i, a)),
+                    (_, Err(_)) => failures += 1,
+                }
+            }
+            let bump = &me.counters.replica_failures;
+            bump.set(bump.get() + failures + pending.len() as u64);
+            let merged = quorum::merge_all(all.iter().map(|(_, a)| a), me.mode);
+            me.repair(&key, &targets, &all, merged).await;
+        })
+        .detach();
+        outcome?;
+        Ok(merged)
+    }
+
+    /// Writes a new version of `key` (a value, or a tombstone for `None`)
+    /// to its replicas; the context that covers it once W acknowledged.
+    pub async fn write(
+        self: &Rc<Self>,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        ttl: Option<Duration>,
+        context: WriteContext,
+        level: Consistency,
+    ) -> Result<VersionVector, CoordinatorError> {
+        let (targets, down, needed) = self.plan(key, level, self.default_write)?;
+        let opts = WriteOptions { ttl, context };
+        let (version, delta) = self
+            .router
+            .engine()
+            .mint(key, value, &opts)
+            .map_err(RouteError::from)?;
+        let context = context_after(&opts.context, version.dot);
+        let encoded = Rc::new(if targets.len() + down.len() > 1 {
+            delta.to_bytes()
+        } else {
+            Vec::new()
+        });
+        for node in down {
+            self.retries
+                .push_failed(node, key.to_vec(), encoded.to_vec());
+        }
+        if targets.len() == 1 {
+            self.replica_apply(targets[0], key.to_vec(), delta, encoded)
+                .await
+                .map_err(|e| e.into_coordinator(needed))?;
+            return Ok(context);
+        }
+        let delta = Rc::new(delta);
+        let mut pending: FuturesUnordered<Answer<()>> = FuturesUnordered::new();
+        for (i, &t) in targets.iter().enumerate() {
+            let me = self.clone();
+            let key = key.to_vec();
+            let delta = delta.clone();
+            let encoded = encoded.clone();
+            pending.push(Box::pin(async move {
+                (i, me.replica_apply(t, key, (*delta).clone(), encoded).await)
+            }));
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut acks = Vec::with_capacity(targets.len());
+        let outcome = self.gather(&mut pending, &mut acks, needed, deadline).await;
+        // The rest finish in the background; failures are retried.
+        let me = self.clone();
+        let key = key.to_vec();
+        glommio::spawn_local(async move {
+            let mut answered: Vec<usize> = acks.iter().map(|&(i, ())| i).collect();
+            while let Some((i, result)) = next_before(&mut pending, deadline).await {
+                if result.is_ok() {
+                    answered.push(i);
+                }
+            }
+            for (i, t) in targets.iter().enumerate() {
+                if answered.contains(&i) {
+                    continue;
+                }
+                let bump = &me.counters.replica_failures;
+                bump.set(bump.get() + 1);
+                if let Target::Remote(node) = *t {
+                    me.retries.push_failed(node, key.clone(), encoded.to_vec());
+                }
+            }
+        })
+        .detach();
+        outcome?;
+        Ok(context)
+    }
+
+    /// Waits until `needed` answers succeeded, too many failed, or the
+    /// deadline passed.
+    async fn gather<T>(
+        &self,
+        pending: &mut FuturesUnordered<Answer<T>>,
+        answers: &mut Vec<(usize, T)>,
+        needed: usize,
+        deadline: Instant,
+    ) -> Result<(), CoordinatorError> {
+        let mut last_error = String::new();
+        while answers.len() < needed {
+            if answers.len() + pending.len() < needed {
+                return Err(CoordinatorError::Failed {
+                    answered: answers.len(),
+                    needed,
+                    last: last_error,
+                });
+            }
+            match next_before(pending, deadline).await {
+                Some((i, Ok(a))) => answers.push((i, a)),
+                Some((_, Err(e))) => last_error = e.to_string(),
+                None => {
+                    self.counters.timeouts.set(self.counters.timeouts.get() + 1);
+                    return Err(CoordinatorError::Timeout {
+                        answered: answers.len(),
+                        needed,
+                        ms: self.timeout.as_millis(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the merged state to replicas whose answer lacked part of it.
+    async fn repair(
+        &self,
+        key: &[u8],
+        targets: &[Target],
+        answers: &[(usize, Option<SiblingSet>)],
+        merged: Option<SiblingSet>,
+    ) {
+        let Some(merged) = merged else { return };
+        let merged = Some(merged);
+        let encoded = Rc::new(
+            merged
+                .as_ref()
+                .map(SiblingSet::to_bytes)
+                .unwrap_or_default(),
+        );
+        for (i, answer) in answers {
+            if !quorum::is_stale(answer, &merged) {
+                continue;
+            }
+            let Some(set) = merged.clone() else { continue };
+            self.counters
+                .read_repairs
+                .set(self.counters.read_repairs.get() + 1);
+            if let Err(e) = self
+                .replica_apply(targets[*i], key.to_vec(), set, encoded.clone())
+                .await
+            {
+                tracing::debug!(error = %e, "read repair failed");
+            }
+        }
+    }
+
+    async fn replica_read(
+        &self,
+        target: Target,
+        key: Vec<u8>,
+    ) -> Result<Option<SiblingSet>, ReplicaError> {
+        match target {
+            Target::Local => match self.router.call(ReplicaOp::Get { key }).await? {
+                ReplicaReply::Set(set) => Ok(set),
+                other => Err(ReplicaError::Remote(format!(
+                    "unexpected local reply {other:?}"
+                ))),
+            },
+            Target::Remote(node) => {
+                let shard = self.topology.members()[node].shard_of(corekv_engine::token_of(&key));
+                match self
+                    .links
+                    .call(node, shard, PeerRequest::Read { key })
+                    .await
+                {
+                    Ok(PeerResponse::Set(None)) => Ok(None),
+                    Ok(PeerResponse::Set(Some(bytes))) => SiblingSet::decode(&bytes, self.mode)
+                        .map(Some)
+                        .map_err(|e| {
+                            ReplicaError::Remote(format!("replica sent a bad sibling set: {e}"))
+                        }),
+                    Ok(other) => Err(ReplicaError::Remote(format!(
+                        "unexpected replica reply {other:?}"
+                    ))),
+                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
+                }
+            }
+        }
+    }
+
+    async fn replica_apply(
+        &self,
+        target: Target,
+        key: Vec<u8>,
+        delta: SiblingSet,
+        encoded: Rc<Vec<u8>>,
+    ) -> Result<(), ReplicaError> {
+        match target {
+            Target::Local => {
+                self.router.call(ReplicaOp::Apply { key, delta }).await?;
+                Ok(())
+            }
+            Target::Remote(node) => {
+                let shard = self.topology.members()[node].shard_of(corekv_engine::token_of(&key));
+                let req = PeerRequest::Apply {
+                    key,
+                    set: encoded.to_vec(),
+                };
+                match self.links.call(node, shard, req).await {
+                    Ok(PeerResponse::Applied) => Ok(()),
+                    Ok(other) => Err(ReplicaError::Remote(format!(
+                        "unexpected replica reply {other:?}"
+                    ))),
+                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Sends due retries until the shard stops; runs as a background task.
+    pub async fn run_retries(self: Rc<Self>, stopping: impl Fn() -> bool) {
+        while !stopping() {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            for retry in self.retries.take_due(256) {
+                let node = retry.node;
+                let shard =
+                    self.topology.members()[node].shard_of(corekv_engine::token_of(&retry.key));
+                let req = PeerRequest::Apply {
+                    key: retry.key.clone(),
+                    set: retry.set.clone(),
+                };
+                match self.links.call(node, shard, req).await {
+                    Ok(PeerResponse::Applied) => self.retries.delivered(),
+                    _ => {
+                        let mut r = retry;
+                        r.attempts += 1;
+                        self.retries.requeue(r);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The next answer, or `None` when none are left or the deadline passed.
+async fn next_before<T>(
+    pending: &mut FuturesUnordered<Answer<T>>,
+    deadline: Instant,
+) -> Option<(usize, Result<T, ReplicaError>)> {
+    if pending.is_empty() {
+        return None;
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    futures_lite::future::or(pending.next(), async {
+        glommio::timer::sleep(left).await;
+        None
+    })
+    .await
+}

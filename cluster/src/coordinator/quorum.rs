@@ -1,0 +1,103 @@
+//! Quorum arithmetic and reply merging (sans-io).
+
+use corekv_engine::version::SiblingSet;
+use corekv_engine::ConflictMode;
+use corekv_net::native::Consistency;
+
+/// Replicas a level needs out of `n`. A level left at `Default` takes the
+/// cluster default, capped at `n` (so a single node with the default W=2
+/// still works); an explicit level above `n` is an error naming both.
+pub fn required(level: Consistency, default: Consistency, n: usize) -> Result<usize, String> {
+    let (level, explicit) = match level {
+        Consistency::Default => (default, false),
+        other => (other, true),
+    };
+    let k = match level {
+        Consistency::Default | Consistency::Two => 2,
+        Consistency::One => 1,
+        Consistency::Quorum => n / 2 + 1,
+        Consistency::All => n,
+        Consistency::Count(k) => usize::from(k),
+    };
+    if !explicit {
+        return Ok(k.clamp(1, n.max(1)));
+    }
+    if k == 0 || k > n {
+        return Err(format!(
+            "consistency {level:?} needs {k} replicas but keys have only {n}"
+        ));
+    }
+    Ok(k)
+}
+
+/// Merges replica answers into the state a client should see.
+pub fn merge_all<'a>(
+    answers: impl IntoIterator<Item = &'a Option<SiblingSet>>,
+    mode: ConflictMode,
+) -> Option<SiblingSet> {
+    let mut merged: Option<SiblingSet> = None;
+    for set in answers.into_iter().flatten() {
+        match &mut merged {
+            None => merged = Some(set.clone()),
+            Some(m) => m.merge(set, mode),
+        }
+    }
+    merged
+}
+
+/// Whether a replica that answered `answer` lacks something of `merged`
+/// and should be repaired.
+pub fn is_stale(answer: &Option<SiblingSet>, merged: &Option<SiblingSet>) -> bool {
+    match (answer, merged) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(a), Some(m)) => a != m,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corekv_engine::version::{Dot, Version, VersionVector};
+
+    fn write(replica: u64, counter: u64, value: &[u8]) -> SiblingSet {
+        SiblingSet::from_write(
+            Version {
+                dot: Dot { replica, counter },
+                timestamp: counter,
+                expires_at_ms: 0,
+                value: Some(value.to_vec()),
+            },
+            VersionVector::new(),
+        )
+    }
+
+    #[test]
+    fn levels_map_to_replica_counts() {
+        use Consistency::*;
+        assert_eq!(required(Quorum, Two, 3), Ok(2));
+        assert_eq!(required(Quorum, Two, 5), Ok(3));
+        assert_eq!(required(All, Two, 3), Ok(3));
+        assert_eq!(required(One, Two, 3), Ok(1));
+        assert_eq!(required(Count(3), Two, 3), Ok(3));
+        assert!(required(Count(4), Two, 3).is_err());
+        assert!(required(Two, Two, 1).is_err());
+        // The default is capped: a lone node accepts default writes.
+        assert_eq!(required(Default, Two, 1), Ok(1));
+        assert_eq!(required(Default, All, 3), Ok(3));
+    }
+
+    #[test]
+    fn stale_replicas_are_the_ones_missing_versions() {
+        let a = Some(write(1, 10, b"a"));
+        let b = Some(write(2, 11, b"b"));
+        let answers = [a.clone(), b.clone(), None];
+        let merged = merge_all(&answers, ConflictMode::Siblings);
+        assert_eq!(merged.as_ref().map(|m| m.versions().len()), Some(2));
+        assert!(is_stale(&a, &merged) && is_stale(&b, &merged) && is_stale(&None, &merged));
+        assert!(!is_stale(&merged, &merged));
+        assert!(!is_stale(&None, &None));
+        let lww = merge_all(&answers, ConflictMode::LastWriterWins);
+        assert_eq!(lww.as_ref().map(|m| m.versions().len()), Some(1));
+    }
+}

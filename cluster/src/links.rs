@@ -1,0 +1,286 @@
+//! One shard's connections to other nodes' shards (internode protocol),
+//! and what it has learned about which nodes are reachable.
+//!
+//! Connections are opened on first use, one per (node, shard), each
+//! carrying many requests at once. A node whose connection fails is
+//! considered down for a backoff that doubles from 200 ms to 5 s; the
+//! first request after it tries again. (The gossip layer will replace this
+//! local view with the cluster's failure detector.)
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corekv_net::mux::{Exchange, Multiplexed};
+use corekv_net::native::ErrorCode;
+use corekv_net::native::FrameError;
+use corekv_net::peer::{self, PeerRequest, PeerResponse};
+use corekv_net::Limits;
+use glommio::sync::Semaphore;
+
+use crate::ring::NodeIndex;
+use crate::topology::Topology;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Requests one internode connection carries at once.
+const IN_FLIGHT_MAX: usize = 4096;
+
+/// The internode protocol as a multiplexed connection speaks it.
+pub struct PeerExchange {
+    version: Cell<u8>,
+    limits: Limits,
+}
+
+impl Exchange for PeerExchange {
+    type Request = PeerRequest;
+    type Response = PeerResponse;
+
+    fn encode(&self, id: u64, req: PeerRequest, out: &mut Vec<u8>) {
+        peer::encode_request(self.version.get(), id, &req, out);
+    }
+
+    fn decode(&self, buf: &[u8]) -> Result<Option<(u64, PeerResponse, usize)>, FrameError> {
+        peer::decode_response(buf, &self.limits)
+    }
+}
+
+/// Why a replica could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The node is marked down (a recent connection failed).
+    #[error("node {0} is down")]
+    Down(u32),
+    /// Connecting or the connection failed.
+    #[error("node {id}: {reason}")]
+    Failed {
+        /// The node.
+        id: u32,
+        /// What happened.
+        reason: String,
+    },
+    /// The replica answered with an error.
+    #[error("node {id} answered {code:?}: {message}")]
+    Remote {
+        /// The node.
+        id: u32,
+        /// Its code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+}
+
+#[derive(Default)]
+struct Health {
+    down_until: Cell<Option<Instant>>,
+    backoff: Cell<Duration>,
+}
+
+#[derive(Default)]
+struct Link {
+    conn: RefCell<Option<Rc<Multiplexed<PeerExchange>>>>,
+}
+
+/// A shard's peer connections. Not shared between shards.
+pub struct PeerLinks {
+    topology: Arc<Topology>,
+    my_id: u32,
+    timeout: Duration,
+    links: RefCell<HashMap<(NodeIndex, usize), Rc<Link>>>,
+    health: Vec<Health>,
+    /// One connect at a time per shard keeps a flapping peer from causing
+    /// a storm of parallel connects.
+    connecting: Semaphore,
+}
+
+impl PeerLinks {
+    /// Links for a shard of node `my_id`.
+    /// Requests wait at most `timeout` for their answer.
+    pub fn new(topology: Arc<Topology>, my_id: u32, timeout: Duration) -> PeerLinks {
+        let health = topology
+            .members()
+            .iter()
+            .map(|_| Health::default())
+            .collect();
+        PeerLinks {
+            topology,
+            my_id,
+            timeout,
+            links: RefCell::new(HashMap::new()),
+            health,
+            connecting: Semaphore::new(1),
+        }
+    }
+
+    /// False while `node` is in a down backoff.
+    pub fn is_live(&self, node: NodeIndex) -> bool {
+        self.health
+            .get(node)
+            .and_then(|h| h.down_until.get())
+            .is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Nodes this shard currently considers down.
+    pub fn down_nodes(&self) -> Vec<u32> {
+        (0..self.health.len())
+            .filter(|&i| !self.is_live(i))
+            .map(|i| self.topology.members()[i].id)
+            .collect()
+    }
+
+    fn mark_down(&self, node: NodeIndex) {
+        let h = &self.health[node];
+        let backoff = (h.backoff.get() * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+        h.backoff.set(backoff);
+        if h.down_until.get().is_none() {
+            tracing::warn!(
+                node = self.topology.members()[node].id,
+                "peer unreachable; marking it down"
+            );
+        }
+        h.down_until.set(Some(Instant::now() + backoff));
+    }
+
+    fn mark_up(&self, node: NodeIndex) {
+        let h = &self.health[node];
+        if h.down_until.take().is_some() {
+            tracing::info!(
+                node = self.topology.members()[node].id,
+                "peer reachable again"
+            );
+        }
+        h.backoff.set(Duration::ZERO);
+    }
+
+    /// Sends `req` to shard `shard` of `node` and waits for the answer.
+    pub async fn call(
+        &self,
+        node: NodeIndex,
+        shard: usize,
+        req: PeerRequest,
+    ) -> Result<PeerResponse, LinkError> {
+        let id = self.topology.members()[node].id;
+        if !self.is_live(node) {
+            return Err(LinkError::Down(id));
+        }
+        let conn = self.connection(node, shard).await?;
+        let answer = futures_lite::future::or(async { Some(conn.call(req).await) }, async {
+            glommio::timer::sleep(self.timeout).await;
+            None
+        })
+        .await;
+        match answer {
+            None => Err(LinkError::Failed {
+                id,
+                reason: format!("no answer within {} ms", self.timeout.as_millis()),
+            }),
+            Some(Ok(PeerResponse::Error { code, message })) => {
+                Err(LinkError::Remote { id, code, message })
+            }
+            Some(Ok(resp)) => Ok(resp),
+            Some(Err(_)) => {
+                self.mark_down(node);
+                Err(LinkError::Failed {
+                    id,
+                    reason: "connection lost".into(),
+                })
+            }
+        }
+    }
+
+    async fn connection(
+        &self,
+        node: NodeIndex,
+        shard: usize,
+    ) -> Result<Rc<Multiplexed<PeerExchange>>, LinkError> {
+        let link = self
+            .links
+            .borrow_mut()
+            .entry((node, shard))
+            .or_default()
+            .clone();
+        if let Some(c) = link.conn.borrow().as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let _one = self
+            .connecting
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LinkError::Down(0))?;
+        // Another task may have connected while this one waited.
+        if let Some(c) = link.conn.borrow().as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let member = &self.topology.members()[node];
+        match self.open(node, shard).await {
+            Ok(c) => {
+                self.mark_up(node);
+                *link.conn.borrow_mut() = Some(c.clone());
+                Ok(c)
+            }
+            Err(reason) => {
+                self.mark_down(node);
+                Err(LinkError::Failed {
+                    id: member.id,
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Connects and says HELLO; checks the answer is the member we expect.
+    async fn open(
+        &self,
+        node: NodeIndex,
+        shard: usize,
+    ) -> Result<Rc<Multiplexed<PeerExchange>>, String> {
+        let member = &self.topology.members()[node];
+        let addr = member.peer_shard_addr(shard);
+        let exchange = PeerExchange {
+            version: Cell::new(peer::VERSION_MIN),
+            limits: Limits {
+                max_frame_bytes: 64 << 20,
+                ..Limits::default()
+            },
+        };
+        let connect = Multiplexed::connect(addr, IN_FLIGHT_MAX, exchange);
+        let conn = futures_lite::future::or(async { Some(connect.await) }, async {
+            glommio::timer::sleep(CONNECT_TIMEOUT).await;
+            None
+        })
+        .await
+        .ok_or_else(|| format!("connect to {addr} timed out"))?
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+        let hello = PeerRequest::Hello {
+            version_min: peer::VERSION_MIN,
+            version_max: peer::VERSION_MAX,
+            node_id: self.my_id,
+            cluster: self.topology.cluster().to_string(),
+        };
+        match conn.call(hello).await {
+            Ok(PeerResponse::Hello {
+                version,
+                node_id,
+                shards,
+            }) => {
+                if node_id != member.id || usize::from(shards) != member.shards {
+                    return Err(format!(
+                        "{addr} is node {node_id} with {shards} shards, but the membership says node {} with {} shards",
+                        member.id, member.shards
+                    ));
+                }
+                conn.exchange().version.set(version);
+                Ok(Rc::new(conn))
+            }
+            Ok(PeerResponse::Error { message, .. }) => {
+                Err(format!("{addr} refused HELLO: {message}"))
+            }
+            Ok(other) => Err(format!("{addr} answered HELLO with {other:?}")),
+            Err(_) => Err(format!("{addr} closed the connection during HELLO")),
+        }
+    }
+}

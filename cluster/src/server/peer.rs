@@ -1,0 +1,210 @@
+//! One internode connection: another node's coordinator shard asking this
+//! shard to read or merge keys it replicates. Requests run concurrently
+//! and answers leave in completion order, matched by request id.
+
+use std::rc::Rc;
+
+use corekv_engine::version::SiblingSet;
+use corekv_net::native::ErrorCode;
+use corekv_net::peer::{self, PeerRequest, PeerResponse};
+use corekv_net::Limits;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::sync::Semaphore;
+
+use super::native::{error_code, idle_or_stop, Outbox};
+use super::{ConnectionLimits, Shutdown, Stream};
+use crate::coordinator::Coordinator;
+use crate::runtime::ops::{ReplicaOp, ReplicaReply};
+
+const READ_CHUNK: usize = 64 * 1024;
+/// Requests one peer connection may have running here at once.
+const IN_FLIGHT_MAX: u64 = 4096;
+
+/// Serves one internode connection until it closes or the shard stops.
+pub(super) async fn serve_connection(
+    stream: Stream,
+    coordinator: Rc<Coordinator>,
+    limits: ConnectionLimits,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let codec_limits = Limits {
+        max_frame_bytes: 2 * (limits.max_key_bytes + limits.max_value_bytes) + 64 * 1024,
+        max_key_bytes: limits.max_key_bytes,
+        max_value_bytes: limits.max_value_bytes,
+        ..Limits::default()
+    };
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let outbox = Rc::new(Outbox::new());
+    let writer_outbox = outbox.clone();
+    let writer_task = glommio::spawn_local(async move {
+        while let Some(out) = writer_outbox.next().await {
+            if writer.write_all(&out).await.is_err() {
+                writer_outbox.close();
+                break;
+            }
+        }
+        let _ = writer.close().await;
+    });
+    let permits = Rc::new(Semaphore::new(IN_FLIGHT_MAX));
+    let mut version = peer::VERSION_MIN;
+    let mut greeted = false;
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    'conn: loop {
+        loop {
+            match peer::decode_request(&buf, &codec_limits) {
+                Ok(Some((id, frame_version, req, used))) => {
+                    buf.drain(..used);
+                    if let PeerRequest::Hello {
+                        version_min,
+                        version_max,
+                        node_id,
+                        cluster,
+                    } = &req
+                    {
+                        let answer =
+                            hello(&coordinator, *version_min, *version_max, *node_id, cluster);
+                        if let PeerResponse::Hello { version: v, .. } = answer {
+                            version = v;
+                            greeted = true;
+                        }
+                        outbox.push_with(|out| {
+                            peer::encode_response(frame_version, id, &answer, out)
+                        });
+                        continue;
+                    }
+                    if !greeted {
+                        let answer = PeerResponse::Error {
+                            code: ErrorCode::BadFrame,
+                            message: "HELLO must open an internode connection".into(),
+                        };
+                        outbox.push_with(|out| peer::encode_response(version, id, &answer, out));
+                        break 'conn;
+                    }
+                    let permit = permits
+                        .clone()
+                        .acquire_static_permit(1)
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    let coordinator = coordinator.clone();
+                    let outbox = outbox.clone();
+                    let shutdown = shutdown.clone();
+                    shutdown.request_started();
+                    let mut run = Box::pin(async move {
+                        let answer = serve(&coordinator, req).await;
+                        outbox.push_with(|out| peer::encode_response(version, id, &answer, out));
+                        shutdown.request_finished();
+                        drop(permit);
+                    });
+                    if future::poll_once(&mut run).await.is_none() {
+                        glommio::spawn_local(run).detach();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let answer = PeerResponse::Error {
+                        code: e.code,
+                        message: e.message.clone(),
+                    };
+                    let id = e.id.unwrap_or(0);
+                    outbox.push_with(|out| peer::encode_response(version, id, &answer, out));
+                    match e.skip {
+                        Some(n) => {
+                            buf.drain(..n.min(buf.len()));
+                        }
+                        None => break 'conn,
+                    }
+                }
+            }
+        }
+        if shutdown.is_stopping() {
+            break;
+        }
+        let read = future::or(async { Some(reader.read(&mut chunk).await) }, async {
+            idle_or_stop(limits.idle_timeout, &shutdown).await;
+            None
+        })
+        .await;
+        match read {
+            Some(Ok(0)) | None => break,
+            Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Some(Err(e)) => return Err(e),
+        }
+    }
+    let _ = permits.acquire(IN_FLIGHT_MAX).await;
+    outbox.close();
+    writer_task.await;
+    Ok(())
+}
+
+/// Answers HELLO: the newest version both ends speak, or why not.
+fn hello(
+    coordinator: &Coordinator,
+    their_min: u8,
+    their_max: u8,
+    their_id: u32,
+    cluster: &str,
+) -> PeerResponse {
+    let topology = coordinator.topology();
+    if cluster != topology.cluster() {
+        return PeerResponse::Error {
+            code: ErrorCode::BadFrame,
+            message: format!(
+                "node {their_id} belongs to cluster {cluster:?}, this node to {:?}",
+                topology.cluster()
+            ),
+        };
+    }
+    let version = their_max.min(peer::VERSION_MAX);
+    if version < their_min.max(peer::VERSION_MIN) {
+        return PeerResponse::Error {
+            code: ErrorCode::UnsupportedVersion,
+            message: format!(
+                "internode versions {their_min}..={their_max} requested, this node speaks {}..={}",
+                peer::VERSION_MIN,
+                peer::VERSION_MAX
+            ),
+        };
+    }
+    let me = topology.me().map_or(0, |i| topology.members()[i].id);
+    PeerResponse::Hello {
+        version,
+        node_id: me,
+        shards: coordinator.router().shards() as u16,
+    }
+}
+
+/// Runs one replica request against this node (the owning shard).
+async fn serve(coordinator: &Coordinator, req: PeerRequest) -> PeerResponse {
+    let mode = coordinator.router().engine().options().conflict;
+    let op = match req {
+        PeerRequest::Hello { .. } => {
+            return PeerResponse::Error {
+                code: ErrorCode::BadFrame,
+                message: "HELLO was already exchanged".into(),
+            }
+        }
+        PeerRequest::Read { key } => ReplicaOp::Get { key },
+        PeerRequest::Apply { key, set } => match SiblingSet::decode(&set, mode) {
+            Ok(delta) => ReplicaOp::Apply { key, delta },
+            Err(e) => {
+                return PeerResponse::Error {
+                    code: ErrorCode::BadFrame,
+                    message: format!("sibling set: {e}"),
+                }
+            }
+        },
+    };
+    match coordinator.router().call(op).await {
+        Ok(ReplicaReply::Set(set)) => PeerResponse::Set(set.map(|s| s.to_bytes())),
+        Ok(ReplicaReply::Applied) => PeerResponse::Applied,
+        Ok(ReplicaReply::Stats(_)) => PeerResponse::Error {
+            code: ErrorCode::Internal,
+            message: "unexpected stats reply".into(),
+        },
+        Err(e) => PeerResponse::Error {
+            code: error_code(&e),
+            message: e.to_string(),
+        },
+    }
+}

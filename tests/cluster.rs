@@ -1,0 +1,267 @@
+//! End-to-end tests of a cluster: three real `corekv serve` processes on
+//! loopback with static membership, N = 3.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{free_ports, Server};
+use corekv_net::client::{Client, ClientError};
+use corekv_net::native::{Consistency, ErrorCode, RequestBody, ResponseBody};
+
+/// A cluster of `n` one-shard nodes; node `i` (0-based) has id `i + 1`
+/// and rack `r{i}`.
+struct Cluster {
+    nodes: Vec<Server>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(n: usize, settings: &str) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addrs: Vec<[SocketAddr; 3]> = (0..n)
+            .map(|_| {
+                let base = free_ports(4);
+                let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+                [at(base), at(base + 2), at(base + 3)]
+            })
+            .collect();
+        let mut members = String::new();
+        for (i, [native, _, peer]) in addrs.iter().enumerate() {
+            members.push_str(&format!(
+                "[[members]]\nid = {}\nnative_addr = \"{native}\"\npeer_addr = \"{peer}\"\nshards = 1\nrack = \"r{i}\"\n\n",
+                i + 1
+            ));
+        }
+        let nodes = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &addrs)| {
+                let config = dir.path().join(format!("node{}.toml", i + 1));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "node_id = {}\nreplication_factor = 3\nrequest_timeout_ms = 2000\n{settings}\n{members}",
+                        i + 1
+                    ),
+                )
+                .expect("write config");
+                let data = dir.path().join(format!("node{}", i + 1));
+                let config = config.to_string_lossy().into_owned();
+                Server::start_at(&data, 1, addrs, &["--config", &config])
+            })
+            .collect();
+        Cluster { nodes, _dir: dir }
+    }
+
+    fn client(&self, node: usize) -> Client {
+        Client::connect(self.nodes[node].native, Duration::from_secs(10)).expect("connect")
+    }
+}
+
+fn get(c: &mut Client, key: &str, level: Consistency) -> Result<ResponseBody, ClientError> {
+    c.call(RequestBody::Get {
+        consistency: level,
+        key: key.as_bytes().to_vec(),
+    })
+}
+
+fn put(
+    c: &mut Client,
+    key: &str,
+    value: &str,
+    context: Vec<u8>,
+    level: Consistency,
+) -> Result<ResponseBody, ClientError> {
+    c.call(RequestBody::Put {
+        consistency: level,
+        ttl_ms: 0,
+        context,
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+    })
+}
+
+/// The live values of a GET answer, sorted.
+fn values(body: &ResponseBody) -> Vec<String> {
+    let mut v: Vec<String> = match body {
+        ResponseBody::Value { siblings, .. } => siblings
+            .iter()
+            .filter_map(|s| s.value.as_ref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect(),
+        _ => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+fn context(body: &ResponseBody) -> Vec<u8> {
+    match body {
+        ResponseBody::Value { context, .. } | ResponseBody::NotFound { context } => context.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn status(node: &Server) -> serde_json::Value {
+    let mut c = Client::connect(node.native, Duration::from_secs(5)).expect("connect");
+    let ResponseBody::Status(json) = c.call(RequestBody::Status).expect("status") else {
+        panic!("not a status answer");
+    };
+    serde_json::from_slice(&json).expect("status JSON")
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn quorum_survives_a_dead_node_and_reads_repair_it() {
+    // Failed replica writes are not retried here, so only read repair can
+    // bring the restarted node up to date.
+    let mut cluster = Cluster::start(3, "retry_attempts_max = 1");
+    let quorum = Consistency::Quorum;
+    // QUORUM writes through one node are seen by QUORUM reads through another.
+    for i in 0..60 {
+        let mut writer = cluster.client(i % 3);
+        let mut reader = cluster.client((i + 1) % 3);
+        let key = format!("k{i}");
+        put(&mut writer, &key, &format!("v{i}"), Vec::new(), quorum).expect("quorum put");
+        let got = get(&mut reader, &key, quorum).expect("quorum get");
+        assert_eq!(values(&got), [format!("v{i}")], "key {key}");
+    }
+    // Every replica holds every key: N = 3 on three nodes.
+    for node in 0..3 {
+        let keys = status(&cluster.nodes[node])["keys_estimate"].as_u64();
+        assert_eq!(keys, Some(60), "node {}", node + 1);
+    }
+
+    cluster.nodes[2].signal_and_wait("-KILL");
+    let mut c = cluster.client(0);
+    put(&mut c, "while-down", "fresh", Vec::new(), quorum).expect("QUORUM with one node down");
+    assert_eq!(
+        values(&get(&mut c, "while-down", quorum).expect("get")),
+        ["fresh"]
+    );
+    assert_eq!(values(&get(&mut c, "k7", quorum).expect("get")), ["v7"]);
+    match put(&mut c, "all", "x", Vec::new(), Consistency::All) {
+        Err(ClientError::Server { code, message }) => {
+            assert_eq!(code, ErrorCode::Unavailable, "{message}");
+        }
+        other => panic!("ALL with a node down must fail as unavailable: {other:?}"),
+    }
+    // Now the node is known down: refused up front, naming it.
+    match get(&mut c, "k1", Consistency::All) {
+        Err(ClientError::Server { code, message }) => {
+            assert_eq!(code, ErrorCode::Unavailable);
+            assert!(message.contains("down: 3"), "{message}");
+        }
+        other => panic!("ALL read with a node down must fail: {other:?}"),
+    }
+
+    cluster.nodes[2].restart();
+    // A QUORUM read coordinated by the restarted node finds its own copy
+    // stale and repairs it in the background.
+    let mut c3 = cluster.client(2);
+    let got = get(&mut c3, "while-down", quorum).expect("quorum get on the restarted node");
+    assert_eq!(values(&got), ["fresh"]);
+    wait_for("a read repair on node 3", || {
+        status(&cluster.nodes[2])["coordinator"]["read_repairs"].as_u64() >= Some(1)
+    });
+    // With the two others gone, a read at ONE can only be served by node
+    // 3's own replica: the repaired value must be there.
+    cluster.nodes[0].signal_and_wait("-KILL");
+    cluster.nodes[1].signal_and_wait("-KILL");
+    let mut c3 = cluster.client(2);
+    let got = get(&mut c3, "while-down", Consistency::One).expect("ONE on node 3 alone");
+    assert_eq!(values(&got), ["fresh"]);
+    match get(&mut c3, "while-down", quorum) {
+        Err(ClientError::Server { code, .. }) => {
+            assert!(matches!(code, ErrorCode::Unavailable | ErrorCode::Timeout))
+        }
+        other => panic!("QUORUM with two nodes down must fail: {other:?}"),
+    }
+}
+
+#[test]
+fn concurrent_writes_become_siblings_and_a_context_resolves_them() {
+    let cluster = Cluster::start(3, "");
+    let mut a = cluster.client(0);
+    let mut b = cluster.client(1);
+    let all = Consistency::All;
+    put(&mut a, "cart", "apple", Vec::new(), all).expect("put a");
+    put(&mut b, "cart", "pear", Vec::new(), all).expect("put b");
+    let got = get(&mut a, "cart", all).expect("get");
+    assert_eq!(values(&got), ["apple", "pear"], "blind writes are siblings");
+    // Writing back with the context of that read supersedes both.
+    put(&mut b, "cart", "apple+pear", context(&got), all).expect("resolve");
+    for node in 0..3 {
+        let mut c = cluster.client(node);
+        let got = get(&mut c, "cart", Consistency::One).expect("get");
+        assert_eq!(values(&got), ["apple+pear"], "node {}", node + 1);
+    }
+    // The CLI shows siblings too.
+    put(&mut a, "cli", "x", Vec::new(), all).expect("put");
+    put(&mut b, "cli", "y", Vec::new(), all).expect("put");
+    let out = cluster.nodes[2].cli(&["get", "cli", "--consistency", "all"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("sibling 1: x") && text.contains("sibling 2: y"),
+        "{text}"
+    );
+    // RESP GET answers the last writer.
+    assert_eq!(common::redis_cli(&cluster.nodes[0], &["GET", "cli"]), "y");
+}
+
+#[test]
+fn last_writer_wins_keeps_one_value() {
+    let cluster = Cluster::start(3, "conflict = \"lww\"");
+    let mut a = cluster.client(0);
+    let mut b = cluster.client(1);
+    put(&mut a, "k", "first", Vec::new(), Consistency::All).expect("put");
+    std::thread::sleep(Duration::from_millis(5));
+    put(&mut b, "k", "second", Vec::new(), Consistency::All).expect("put");
+    for node in 0..3 {
+        let got = get(&mut cluster.client(node), "k", Consistency::One).expect("get");
+        assert_eq!(values(&got), ["second"], "node {}", node + 1);
+    }
+}
+
+#[test]
+fn levels_beyond_n_and_membership_mistakes_are_clear_errors() {
+    let cluster = Cluster::start(3, "");
+    let mut c = cluster.client(0);
+    match put(&mut c, "k", "v", Vec::new(), Consistency::Count(4)) {
+        Err(ClientError::Server { code, message }) => {
+            assert_eq!(code, ErrorCode::Unavailable);
+            assert!(message.contains("only 3"), "{message}");
+        }
+        other => panic!("W=4 with N=3 must fail: {other:?}"),
+    }
+    // A node whose id is not in the member list refuses to start.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "node_id = 9\n[[members]]\nid = 1\nnative_addr = \"127.0.0.1:1\"\npeer_addr = \"127.0.0.1:2\"\nshards = 1\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(common::corekv())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node_id 9 is not in the members list"),
+        "{err}"
+    );
+}
