@@ -349,11 +349,11 @@ fn print_status(json: &str) -> Result<()> {
             if down { "down" } else { "up" }
         );
     }
-    let c = &v["coordinator"];
+    let c = &v["totals"];
     println!(
         "\nread repairs {} · replica failures {} · unavailable {} · timeouts {} · retries pending {} (delivered {}, dropped {})",
         c["read_repairs"], c["replica_failures"], c["unavailable"], c["timeouts"],
-        c["retries"]["pending"], c["retries"]["delivered"], c["retries"]["dropped"]
+        c["retries_pending"], c["retries_delivered"], c["retries_dropped"]
     );
     println!();
     println!(

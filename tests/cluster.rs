@@ -19,18 +19,22 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: usize, settings: &str) -> Cluster {
+        Cluster::start_sharded(n, 1, settings)
+    }
+
+    fn start_sharded(n: usize, shards: u16, settings: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let addrs: Vec<[SocketAddr; 3]> = (0..n)
             .map(|_| {
-                let base = free_ports(4);
+                let base = free_ports(2 * shards + 2);
                 let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-                [at(base), at(base + 2), at(base + 3)]
+                [at(base), at(base + shards + 1), at(base + shards + 2)]
             })
             .collect();
         let mut members = String::new();
         for (i, [native, _, peer]) in addrs.iter().enumerate() {
             members.push_str(&format!(
-                "[[members]]\nid = {}\nnative_addr = \"{native}\"\npeer_addr = \"{peer}\"\nshards = 1\nrack = \"r{i}\"\n\n",
+                "[[members]]\nid = {}\nnative_addr = \"{native}\"\npeer_addr = \"{peer}\"\nshards = {shards}\nrack = \"r{i}\"\n\n",
                 i + 1
             ));
         }
@@ -49,7 +53,7 @@ impl Cluster {
                 .expect("write config");
                 let data = dir.path().join(format!("node{}", i + 1));
                 let config = config.to_string_lossy().into_owned();
-                Server::start_at(&data, 1, addrs, &["--config", &config])
+                Server::start_at(&data, shards as usize, addrs, &["--config", &config])
             })
             .collect();
         Cluster { nodes, _dir: dir }
@@ -171,7 +175,7 @@ fn quorum_survives_a_dead_node_and_reads_repair_it() {
     let got = get(&mut c3, "while-down", quorum).expect("quorum get on the restarted node");
     assert_eq!(values(&got), ["fresh"]);
     wait_for("a read repair on node 3", || {
-        status(&cluster.nodes[2])["coordinator"]["read_repairs"].as_u64() >= Some(1)
+        status(&cluster.nodes[2])["totals"]["read_repairs"].as_u64() >= Some(1)
     });
     // With the two others gone, a read at ONE can only be served by node
     // 3's own replica: the repaired value must be there.
@@ -263,5 +267,57 @@ fn levels_beyond_n_and_membership_mistakes_are_clear_errors() {
     assert!(
         err.contains("node_id 9 is not in the members list"),
         "{err}"
+    );
+}
+
+#[test]
+fn the_shard_aware_client_never_makes_a_node_cross_cores() {
+    use corekv_cluster::client::ShardAwareClient;
+    let cluster = Cluster::start_sharded(3, 2, "");
+    let seed = cluster.nodes[1].native;
+    let outcome = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let client = ShardAwareClient::connect(seed, 64).await.expect("topology");
+            assert_eq!(client.topology().members().len(), 3);
+            for i in 0..300 {
+                let key = format!("sa{i}").into_bytes();
+                client
+                    .call(RequestBody::Put {
+                        consistency: Consistency::Quorum,
+                        ttl_ms: 0,
+                        context: Vec::new(),
+                        key: key.clone(),
+                        value: b"v".to_vec(),
+                    })
+                    .await
+                    .expect("put");
+                let got = client
+                    .call(RequestBody::Get {
+                        consistency: Consistency::Quorum,
+                        key,
+                    })
+                    .await
+                    .expect("get");
+                assert!(matches!(got, ResponseBody::Value { .. }));
+            }
+        })
+        .expect("executor")
+        .join();
+    outcome.expect("client run");
+    let mut writes = 0;
+    let mut repairs = 0;
+    for node in &cluster.nodes {
+        let s = status(node);
+        repairs += s["totals"]["read_repairs"].as_u64().unwrap_or(0);
+        for shard in s["per_shard"].as_array().expect("shards") {
+            assert_eq!(shard["forwards"].as_u64(), Some(0), "{s}");
+            writes += shard["applies"].as_u64().unwrap_or(0);
+        }
+    }
+    // Every put reached all three replicas; a read that raced the third
+    // replica's write repaired it once more.
+    assert!(
+        (900..=900 + repairs).contains(&writes),
+        "{writes} applies, {repairs} repairs"
     );
 }

@@ -284,7 +284,7 @@ fn keys_are_forwarded_between_shards() {
         "both shards own keys: {puts:?}"
     );
     assert!(
-        status["forwards_from_this_shard"].as_u64().unwrap_or(0) > 0,
+        status["totals"]["forwards"].as_u64().unwrap_or(0) > 0,
         "{status}"
     );
 }

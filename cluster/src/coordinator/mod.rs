@@ -11,7 +11,6 @@
 mod quorum;
 mod retry;
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -25,11 +24,12 @@ use corekv_net::peer::{PeerRequest, PeerResponse};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 pub use quorum::required;
-pub use retry::{RetryQueue, RetryStats};
+pub use retry::RetryQueue;
 
 use crate::links::PeerLinks;
 use crate::ring::NodeIndex;
 use crate::runtime::config::{parse_level, NodeConfig};
+use crate::runtime::metrics::bump;
 use crate::runtime::ops::{context_after, KvOp, KvReply, PutCondition, ReplicaOp, ReplicaReply};
 use crate::runtime::router::{RouteError, Router};
 use crate::topology::Topology;
@@ -99,30 +99,6 @@ enum Target {
     Remote(NodeIndex),
 }
 
-/// Counters of coordinator work since start.
-#[derive(Default)]
-struct Counters {
-    read_repairs: Cell<u64>,
-    replica_failures: Cell<u64>,
-    unavailable: Cell<u64>,
-    timeouts: Cell<u64>,
-}
-
-/// Coordinator figures for status and metrics.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub struct CoordinatorStats {
-    /// Repairs sent to stale replicas after reads.
-    pub read_repairs: u64,
-    /// Replica requests that failed or timed out.
-    pub replica_failures: u64,
-    /// Requests refused as unavailable.
-    pub unavailable: u64,
-    /// Requests that timed out.
-    pub timeouts: u64,
-    /// The retry queue.
-    pub retries: RetryStats,
-}
-
 type Answer<T> = Pin<Box<dyn Future<Output = (usize, Result<T, ReplicaError>)>>>;
 
 /// One shard's coordinator. Shared by the shard's connections via `Rc`.
@@ -135,7 +111,6 @@ pub struct Coordinator {
     default_read: Consistency,
     default_write: Consistency,
     mode: ConflictMode,
-    counters: Counters,
 }
 
 impl Coordinator {
@@ -146,6 +121,7 @@ impl Coordinator {
         config: &NodeConfig,
     ) -> crate::Result<Coordinator> {
         let mode = router.engine().options().conflict;
+        let metrics = router.metrics().clone();
         Ok(Coordinator {
             links: PeerLinks::new(
                 topology.clone(),
@@ -154,12 +130,11 @@ impl Coordinator {
             ),
             router,
             topology,
-            retries: RetryQueue::new(config.retry_queue_max, config.retry_attempts_max),
+            retries: RetryQueue::new(config.retry_queue_max, config.retry_attempts_max, metrics),
             timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
             default_read: parse_level(&config.read_consistency)?,
             default_write: parse_level(&config.write_consistency)?,
             mode,
-            counters: Counters::default(),
         })
     }
 
@@ -176,17 +151,6 @@ impl Coordinator {
     /// Nodes this shard currently considers down.
     pub fn down_nodes(&self) -> Vec<u32> {
         self.links.down_nodes()
-    }
-
-    /// Figures since start.
-    pub fn stats(&self) -> CoordinatorStats {
-        CoordinatorStats {
-            read_repairs: self.counters.read_repairs.get(),
-            replica_failures: self.counters.replica_failures.get(),
-            unavailable: self.counters.unavailable.get(),
-            timeouts: self.counters.timeouts.get(),
-            retries: self.retries.stats(),
-        }
     }
 
     /// Runs a client operation at `level`.
@@ -274,9 +238,7 @@ impl Coordinator {
         let token = corekv_engine::token_of(key);
         let replicas = self.topology.ring().replicas(token);
         let needed = required(level, default, replicas.len()).map_err(|m| {
-            self.counters
-                .unavailable
-                .set(self.counters.unavailable.get() + 1);
+            bump(&self.router.metrics().unavailable);
             CoordinatorError::Unavailable(m)
         })?;
         let me = self.topology.me();
@@ -294,9 +256,7 @@ impl Coordinator {
             }
         }
         if live.len() < needed {
-            self.counters
-                .unavailable
-                .set(self.counters.unavailable.get() + 1);
+            bump(&self.router.metrics().unavailable);
             return Err(CoordinatorError::Unavailable(format!(
                 "{needed} replicas needed, {} of {} are up (down: {})",
                 live.len(),
@@ -354,8 +314,8 @@ impl Coordinator {
                     (_, Err(_)) => failures += 1,
                 }
             }
-            let bump = &me.counters.replica_failures;
-            bump.set(bump.get() + failures + pending.len() as u64);
+            let failed = &me.router.metrics().replica_failures;
+            failed.set(failed.get() + failures + pending.len() as u64);
             let merged = quorum::merge_all(all.iter().map(|(_, a)| a), me.mode);
             me.repair(&key, &targets, &all, merged).await;
         })
@@ -425,8 +385,7 @@ impl Coordinator {
                 if answered.contains(&i) {
                     continue;
                 }
-                let bump = &me.counters.replica_failures;
-                bump.set(bump.get() + 1);
+                bump(&me.router.metrics().replica_failures);
                 if let Target::Remote(node) = *t {
                     me.retries.push_failed(node, key.clone(), encoded.to_vec());
                 }
@@ -459,7 +418,7 @@ impl Coordinator {
                 Some((i, Ok(a))) => answers.push((i, a)),
                 Some((_, Err(e))) => last_error = e.to_string(),
                 None => {
-                    self.counters.timeouts.set(self.counters.timeouts.get() + 1);
+                    bump(&self.router.metrics().timeouts);
                     return Err(CoordinatorError::Timeout {
                         answered: answers.len(),
                         needed,
@@ -492,9 +451,7 @@ impl Coordinator {
                 continue;
             }
             let Some(set) = merged.clone() else { continue };
-            self.counters
-                .read_repairs
-                .set(self.counters.read_repairs.get() + 1);
+            bump(&self.router.metrics().read_repairs);
             if let Err(e) = self
                 .replica_apply(targets[*i], key.to_vec(), set, encoded.clone())
                 .await

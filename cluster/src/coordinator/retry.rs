@@ -6,11 +6,13 @@
 //! is full the oldest entry is dropped and counted — anti-entropy repairs
 //! what it loses. (Hinted handoff will make these durable.)
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::ring::NodeIndex;
+use crate::runtime::metrics::{bump, ShardMetrics};
 
 /// First retry delay; doubles per attempt.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -32,40 +34,23 @@ pub struct Retry {
     pub due: Instant,
 }
 
-/// Figures of the queue since start.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub struct RetryStats {
-    /// Entries waiting now.
-    pub pending: u64,
-    /// Entries ever queued.
-    pub queued: u64,
-    /// Entries delivered on a retry.
-    pub delivered: u64,
-    /// Entries given up (attempts exhausted or queue full).
-    pub dropped: u64,
-}
-
 /// A shard's retry queue.
 pub struct RetryQueue {
     items: RefCell<VecDeque<Retry>>,
     capacity: usize,
     attempts_max: u32,
-    queued: Cell<u64>,
-    delivered: Cell<u64>,
-    dropped: Cell<u64>,
+    metrics: Rc<ShardMetrics>,
 }
 
 impl RetryQueue {
     /// An empty queue holding at most `capacity` entries, each tried at
-    /// most `attempts_max` times in all.
-    pub fn new(capacity: usize, attempts_max: u32) -> RetryQueue {
+    /// most `attempts_max` times in all; counted in `metrics`.
+    pub fn new(capacity: usize, attempts_max: u32, metrics: Rc<ShardMetrics>) -> RetryQueue {
         RetryQueue {
             items: RefCell::new(VecDeque::new()),
             capacity,
             attempts_max,
-            queued: Cell::new(0),
-            delivered: Cell::new(0),
-            dropped: Cell::new(0),
+            metrics,
         }
     }
 
@@ -78,14 +63,14 @@ impl RetryQueue {
             attempts: 1,
             due: Instant::now(),
         });
-        self.queued.set(self.queued.get() + 1);
+        bump(&self.metrics.retries_queued);
     }
 
     /// Puts back an entry whose retry failed, or drops it when its attempts
     /// are used up.
     pub fn requeue(&self, mut retry: Retry) {
         if retry.attempts >= self.attempts_max {
-            self.dropped.set(self.dropped.get() + 1);
+            bump(&self.metrics.retries_dropped);
             return;
         }
         let shift = retry.attempts.saturating_sub(1).min(16);
@@ -93,13 +78,14 @@ impl RetryQueue {
         let mut items = self.items.borrow_mut();
         if items.len() >= self.capacity {
             items.pop_front();
-            self.dropped.set(self.dropped.get() + 1);
+            bump(&self.metrics.retries_dropped);
         }
         if self.capacity > 0 {
             items.push_back(retry);
         } else {
-            self.dropped.set(self.dropped.get() + 1);
+            bump(&self.metrics.retries_dropped);
         }
+        self.metrics.retries_pending.set(items.len() as u64);
     }
 
     /// Takes up to `max` entries that are due.
@@ -117,22 +103,13 @@ impl RetryQueue {
                 i += 1;
             }
         }
+        self.metrics.retries_pending.set(items.len() as u64);
         due
     }
 
     /// Records a successful retry.
     pub fn delivered(&self) {
-        self.delivered.set(self.delivered.get() + 1);
-    }
-
-    /// The queue's figures.
-    pub fn stats(&self) -> RetryStats {
-        RetryStats {
-            pending: self.items.borrow().len() as u64,
-            queued: self.queued.get(),
-            delivered: self.delivered.get(),
-            dropped: self.dropped.get(),
-        }
+        bump(&self.metrics.retries_delivered);
     }
 }
 
@@ -142,12 +119,16 @@ mod tests {
 
     #[test]
     fn bounded_in_size_and_attempts() {
-        let q = RetryQueue::new(2, 3);
+        let metrics = Rc::new(ShardMetrics::default());
+        let q = RetryQueue::new(2, 3, metrics.clone());
         for i in 0..3u8 {
             q.push_failed(0, vec![i], vec![]);
         }
-        let s = q.stats();
-        assert_eq!((s.pending, s.queued, s.dropped), (2, 3, 1));
+        let s = metrics.snapshot();
+        assert_eq!(
+            (s.retries_pending, s.retries_queued, s.retries_dropped),
+            (2, 3, 1)
+        );
         // The first retry waits for the first backoff step.
         assert!(q.take_due(10).is_empty());
         std::thread::sleep(Duration::from_millis(150));
@@ -166,7 +147,7 @@ mod tests {
             r.attempts += 1; // third attempt failed: given up
             q.requeue(r);
         }
-        assert_eq!(q.stats().pending, 0);
-        assert_eq!(q.stats().dropped, 3);
+        assert_eq!(metrics.snapshot().retries_pending, 0);
+        assert_eq!(metrics.snapshot().retries_dropped, 3);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod datadir;
+pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod router;

@@ -163,8 +163,13 @@ async fn shard_main(
     let opts = config.engine_options(index)?;
     let engine =
         corekv_engine::Engine::open(datadir::shard_dir(&config.data_dir, index), opts).await?;
-    glommio::spawn_local(serve_forwards(engine.clone(), receivers)).detach();
     let router = Rc::new(Router::new(engine.clone(), senders, shards));
+    glommio::spawn_local(serve_forwards(
+        engine.clone(),
+        receivers,
+        router.metrics().clone(),
+    ))
+    .detach();
     let coordinator = Rc::new(Coordinator::new(router, topology, &config)?);
     let shutdown = Shutdown::new();
     let listeners = server::bind_all(&config, index)?;

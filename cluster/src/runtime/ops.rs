@@ -8,6 +8,8 @@ use std::time::Duration;
 use corekv_engine::version::{SiblingSet, VersionVector};
 use corekv_engine::{Engine, EngineStats, WriteContext};
 
+use super::metrics::{MetricsSnapshot, ShardMetrics};
+
 /// Redis-style condition on a put.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PutCondition {
@@ -118,18 +120,34 @@ pub enum ReplicaReply {
     /// The delta is merged and durable.
     Applied,
     /// Shard figures.
-    Stats(Box<EngineStats>),
+    Stats(Box<ShardStats>),
 }
 
-/// Runs `op` against this shard's `engine`.
-pub async fn execute(engine: &Engine, op: ReplicaOp) -> corekv_engine::Result<ReplicaReply> {
+/// One shard's figures.
+#[derive(Clone, Debug)]
+pub struct ShardStats {
+    /// The engine's.
+    pub engine: EngineStats,
+    /// The shard's counters.
+    pub metrics: MetricsSnapshot,
+}
+
+/// Runs `op` against this shard's `engine` (`metrics` for `Stats`).
+pub async fn execute(
+    engine: &Engine,
+    op: ReplicaOp,
+    metrics: &ShardMetrics,
+) -> corekv_engine::Result<ReplicaReply> {
     match op {
         ReplicaOp::Get { key } => Ok(ReplicaReply::Set(engine.get(&key).await?)),
         ReplicaOp::Apply { key, delta } => {
             engine.apply(&key, &delta).await?;
             Ok(ReplicaReply::Applied)
         }
-        ReplicaOp::Stats => Ok(ReplicaReply::Stats(Box::new(engine.stats()))),
+        ReplicaOp::Stats => Ok(ReplicaReply::Stats(Box::new(ShardStats {
+            engine: engine.stats(),
+            metrics: metrics.snapshot(),
+        }))),
     }
 }
 

@@ -1,13 +1,13 @@
 //! Routing a key to its owning shard, and forwarding over the channel mesh
 //! when that shard is another core's.
 
-use std::cell::Cell;
 use std::rc::Rc;
 
 use corekv_engine::{token_of, Engine};
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
+use super::metrics::{bump, ShardMetrics};
 use super::ops::{execute, ReplicaOp, ReplicaReply};
 use crate::error::Error;
 
@@ -46,7 +46,7 @@ pub struct Router {
     shards: usize,
     engine: Rc<Engine>,
     senders: Senders<Forward>,
-    forwards: Cell<u64>,
+    metrics: Rc<ShardMetrics>,
 }
 
 impl Router {
@@ -57,7 +57,7 @@ impl Router {
             shards,
             engine,
             senders,
-            forwards: Cell::new(0),
+            metrics: Rc::new(ShardMetrics::default()),
         }
     }
 
@@ -76,9 +76,9 @@ impl Router {
         &self.engine
     }
 
-    /// Requests this shard forwarded to others since start.
-    pub fn forwards(&self) -> u64 {
-        self.forwards.get()
+    /// This shard's counters.
+    pub fn metrics(&self) -> &Rc<ShardMetrics> {
+        &self.metrics
     }
 
     /// Runs `op` on the shard owning its key: here, or forwarded.
@@ -94,9 +94,12 @@ impl Router {
         op: ReplicaOp,
     ) -> std::result::Result<ReplicaReply, RouteError> {
         if target == self.index {
-            return Ok(execute(&self.engine, op).await?);
+            return Ok(execute(&self.engine, op, &self.metrics).await?);
         }
-        self.forwards.set(self.forwards.get() + 1);
+        if op.key().is_some() {
+            // Data requests only: STATUS asks every shard, by design.
+            bump(&self.metrics.forwards);
+        }
         let (tx, rx) = oneshot::channel();
         self.senders
             .send_to(target, Forward { op, reply: tx })
@@ -117,12 +120,17 @@ const FORWARDS_IN_FLIGHT_MAX: u64 = 1024;
 /// Serves requests other shards forward to this one until they all hang up.
 /// Each request runs in its own task so a slow disk read does not hold up
 /// the others, at most `FORWARDS_IN_FLIGHT_MAX` at a time.
-pub async fn serve_forwards(engine: Rc<Engine>, mut receivers: Receivers<Forward>) {
+pub async fn serve_forwards(
+    engine: Rc<Engine>,
+    mut receivers: Receivers<Forward>,
+    metrics: Rc<ShardMetrics>,
+) {
     let slots = Rc::new(glommio::sync::Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
     let mut loops = Vec::new();
     for (_, stream) in receivers.streams() {
         let engine = engine.clone();
         let slots = slots.clone();
+        let metrics = metrics.clone();
         loops.push(glommio::spawn_local(async move {
             use futures_lite::StreamExt;
             let mut stream = stream;
@@ -131,8 +139,11 @@ pub async fn serve_forwards(engine: Rc<Engine>, mut receivers: Receivers<Forward
                     break;
                 };
                 let engine = engine.clone();
+                let metrics = metrics.clone();
                 glommio::spawn_local(async move {
-                    let result = execute(&engine, op).await.map_err(|e| e.to_string());
+                    let result = execute(&engine, op, &metrics)
+                        .await
+                        .map_err(|e| e.to_string());
                     let _ = reply.send(result);
                     drop(slot);
                 })

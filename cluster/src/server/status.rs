@@ -4,6 +4,7 @@ use corekv_engine::SyncMode;
 use serde_json::json;
 
 use crate::coordinator::Coordinator;
+use crate::runtime::metrics::MetricsSnapshot;
 use crate::runtime::ops::{ReplicaOp, ReplicaReply};
 use crate::runtime::router::RouteError;
 
@@ -15,10 +16,13 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
     let mut mem = 0u64;
     let mut table_bytes = 0u64;
     let mut sync = String::new();
+    let mut totals = MetricsSnapshot::default();
     for i in 0..router.shards() {
-        let ReplicaReply::Stats(s) = router.call_on(i, ReplicaOp::Stats).await? else {
+        let ReplicaReply::Stats(shard) = router.call_on(i, ReplicaOp::Stats).await? else {
             continue;
         };
+        let s = &shard.engine;
+        totals += shard.metrics;
         keys += s.memtable_keys + s.table_entries;
         mem += s.memtable_bytes;
         table_bytes += s.table_bytes;
@@ -44,6 +48,8 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
             "commitlog_records": s.log.records,
             "block_cache_hits": s.cache.hits,
             "block_cache_misses": s.cache.misses,
+            "forwards": shard.metrics.forwards,
+            "metrics": shard.metrics,
         }));
     }
     let topology = coordinator.topology();
@@ -55,7 +61,7 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
         "memtable_bytes": mem,
         "sstable_bytes": table_bytes,
         "commitlog_sync": sync,
-        "forwards_from_this_shard": router.forwards(),
+
         "node_id": topology.me().map(|i| topology.members()[i].id),
         "cluster": topology.cluster(),
         "replication_factor": topology.replication_factor(),
@@ -69,7 +75,7 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
             "ownership": ownership.get(topology.members().iter().position(|x| x.id == m.id).unwrap_or(0)).copied().unwrap_or(0.0),
             "down_from_this_shard": down.contains(&m.id),
         })).collect::<Vec<_>>(),
-        "coordinator": coordinator.stats(),
+        "totals": totals,
         "per_shard": shards,
     })
     .to_string())
