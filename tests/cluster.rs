@@ -117,7 +117,7 @@ fn status(node: &Server) -> serde_json::Value {
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
@@ -319,5 +319,29 @@ fn the_shard_aware_client_never_makes_a_node_cross_cores() {
     assert!(
         (900..=900 + repairs).contains(&writes),
         "{writes} applies, {repairs} repairs"
+    );
+}
+
+#[test]
+fn failed_replica_writes_are_retried_when_the_node_returns() {
+    let mut cluster = Cluster::start(3, "retry_attempts_max = 12");
+    cluster.nodes[2].signal_and_wait("-KILL");
+    let mut c = cluster.client(0);
+    put(&mut c, "retry-me", "late", Vec::new(), Consistency::Quorum).expect("quorum put");
+    wait_for("the failed replica write to be queued", || {
+        status(&cluster.nodes[0])["totals"]["retries_queued"].as_u64() >= Some(1)
+    });
+    cluster.nodes[2].restart();
+    wait_for("the retry to reach node 3", || {
+        status(&cluster.nodes[0])["totals"]["retries_delivered"].as_u64() >= Some(1)
+    });
+    // Node 3 alone must now hold the write (no read touched it before).
+    cluster.nodes[0].signal_and_wait("-KILL");
+    cluster.nodes[1].signal_and_wait("-KILL");
+    let got = get(&mut cluster.client(2), "retry-me", Consistency::One).expect("ONE");
+    assert_eq!(values(&got), ["late"]);
+    assert_eq!(
+        status(&cluster.nodes[2])["totals"]["read_repairs"].as_u64(),
+        Some(0)
     );
 }
