@@ -80,9 +80,21 @@ struct Health {
     backoff: Cell<Duration>,
 }
 
-#[derive(Default)]
+/// One (node, shard) connection slot. One connect at a time per slot keeps
+/// a flapping peer from causing a storm of parallel connects, without one
+/// unreachable node delaying connects to the others.
 struct Link {
     conn: RefCell<Option<Rc<Multiplexed<PeerExchange>>>>,
+    connecting: Semaphore,
+}
+
+impl Default for Link {
+    fn default() -> Link {
+        Link {
+            conn: RefCell::new(None),
+            connecting: Semaphore::new(1),
+        }
+    }
 }
 
 /// A shard's peer connections. Not shared between shards.
@@ -92,9 +104,6 @@ pub struct PeerLinks {
     timeout: Duration,
     links: RefCell<HashMap<(NodeIndex, usize), Rc<Link>>>,
     health: Vec<Health>,
-    /// One connect at a time per shard keeps a flapping peer from causing
-    /// a storm of parallel connects.
-    connecting: Semaphore,
 }
 
 impl PeerLinks {
@@ -112,7 +121,6 @@ impl PeerLinks {
             timeout,
             links: RefCell::new(HashMap::new()),
             health,
-            connecting: Semaphore::new(1),
         }
     }
 
@@ -206,11 +214,12 @@ impl PeerLinks {
         if let Some(c) = link.conn.borrow().as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let _one = self
+        let member_id = self.topology.members()[node].id;
+        let _one = link
             .connecting
             .acquire_permit(1)
             .await
-            .map_err(|_| LinkError::Down(0))?;
+            .map_err(|_| LinkError::Down(member_id))?;
         // Another task may have connected while this one waited.
         if let Some(c) = link.conn.borrow().as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
