@@ -7,6 +7,14 @@
 //!
 //! A write's version is minted here, once, from this shard's clock; every
 //! replica merges the same delta, so replicas never read before writing.
+//!
+//! Known limit of the causal contexts: a context is a version vector whose
+//! entries are clock readings, so it covers every dot of a writer up to a
+//! reading. Two concurrent writes coordinated by the same shard, where a
+//! client read only the later one, are both superseded by that client's
+//! write (full dotted version vectors would keep the earlier as a
+//! sibling). Writes coordinated by different shards or nodes are
+//! unaffected.
 
 mod quorum;
 mod retry;
