@@ -351,9 +351,9 @@ fn print_status(json: &str) -> Result<()> {
     }
     let c = &v["totals"];
     println!(
-        "\nread repairs {} · replica failures {} · unavailable {} · timeouts {} · retries pending {} (delivered {}, dropped {})",
+        "\nread repairs {} · replica failures {} · unavailable {} · timeouts {} · hints pending {} (stored {}, delivered {}, dropped {})",
         c["read_repairs"], c["replica_failures"], c["unavailable"], c["timeouts"],
-        c["retries_pending"], c["retries_delivered"], c["retries_dropped"]
+        c["hints_pending"], c["hints_stored"], c["hints_delivered"], c["hints_dropped"]
     );
     println!();
     println!(

@@ -1,9 +1,10 @@
 //! The coordinator: the shard that received a client request runs it
 //! against the key's N replicas — local ones through the channel mesh,
 //! remote ones over this shard's peer links — and answers after W (writes)
-//! or R (reads) of them. The rest finish in the background: failed writes
-//! go to the retry queue, and replicas whose read answers lag behind the
-//! merged state get it written back (read repair).
+//! or R (reads) of them. The rest finish in the background: writes a
+//! replica missed become durable hints, replayed when it is back, and
+//! replicas whose read answers lag behind the merged state get it written
+//! back (read repair).
 //!
 //! A write's version is minted here, once, from this shard's clock; every
 //! replica merges the same delta, so replicas never read before writing.
@@ -16,8 +17,8 @@
 //! sibling). Writes coordinated by different shards or nodes are
 //! unaffected.
 
+mod hints;
 mod quorum;
-mod retry;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,8 +32,8 @@ use corekv_net::native::Consistency;
 use corekv_net::peer::{PeerRequest, PeerResponse};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
+pub use hints::{Hint, HintStore};
 pub use quorum::required;
-pub use retry::RetryQueue;
 
 use crate::links::PeerLinks;
 use crate::ring::NodeIndex;
@@ -114,7 +115,8 @@ pub struct Coordinator {
     router: Rc<Router>,
     topology: Arc<Topology>,
     links: PeerLinks,
-    retries: RetryQueue,
+    hints: Rc<HintStore>,
+    hint_replay_per_s: u32,
     timeout: Duration,
     default_read: Consistency,
     default_write: Consistency,
@@ -126,10 +128,10 @@ impl Coordinator {
     pub fn new(
         router: Rc<Router>,
         topology: Arc<Topology>,
+        hints: Rc<HintStore>,
         config: &NodeConfig,
     ) -> crate::Result<Coordinator> {
         let mode = router.engine().options().conflict;
-        let metrics = router.metrics().clone();
         Ok(Coordinator {
             links: PeerLinks::new(
                 topology.clone(),
@@ -138,7 +140,8 @@ impl Coordinator {
             ),
             router,
             topology,
-            retries: RetryQueue::new(config.retry_queue_max, config.retry_attempts_max, metrics),
+            hints,
+            hint_replay_per_s: config.hint_replay_per_s.max(1),
             timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
             default_read: parse_level(&config.read_consistency)?,
             default_write: parse_level(&config.write_consistency)?,
@@ -355,11 +358,13 @@ impl Coordinator {
         } else {
             Vec::new()
         });
-        for node in down {
-            self.retries
-                .push_failed(node, key.to_vec(), encoded.to_vec());
-        }
         if targets.len() == 1 {
+            if !down.is_empty() {
+                let me = self.clone();
+                let (key, encoded) = (key.to_vec(), encoded.clone());
+                glommio::spawn_local(async move { me.store_hints(&down, &key, &encoded).await })
+                    .detach();
+            }
             self.replica_apply(targets[0], key.to_vec(), delta, encoded)
                 .await
                 .map_err(|e| e.into_coordinator(needed))?;
@@ -379,10 +384,12 @@ impl Coordinator {
         let deadline = Instant::now() + self.timeout;
         let mut acks = Vec::with_capacity(targets.len());
         let outcome = self.gather(&mut pending, &mut acks, needed, deadline).await;
-        // The rest finish in the background; failures are retried.
+        // The rest finish in the background; what a replica missed becomes
+        // a hint.
         let me = self.clone();
         let key = key.to_vec();
         glommio::spawn_local(async move {
+            let mut missed = down;
             let mut answered: Vec<usize> = acks.iter().map(|&(i, ())| i).collect();
             while let Some((i, result)) = next_before(&mut pending, deadline).await {
                 if result.is_ok() {
@@ -395,9 +402,10 @@ impl Coordinator {
                 }
                 bump(&me.router.metrics().replica_failures);
                 if let Target::Remote(node) = *t {
-                    me.retries.push_failed(node, key.clone(), encoded.to_vec());
+                    missed.push(node);
                 }
             }
+            me.store_hints(&missed, &key, &encoded).await;
         })
         .detach();
         outcome?;
@@ -532,28 +540,83 @@ impl Coordinator {
         }
     }
 
-    /// Sends due retries until the shard stops; runs as a background task.
-    pub async fn run_retries(self: Rc<Self>, stopping: impl Fn() -> bool) {
+    /// Stores, durably, the write each of `nodes` missed.
+    async fn store_hints(&self, nodes: &[NodeIndex], key: &[u8], set: &[u8]) {
+        for &node in nodes {
+            let id = self.topology.members()[node].id;
+            if let Err(e) = self.hints.store(id, key, set).await {
+                // Anti-entropy is left to bring the replica up to date.
+                tracing::warn!(node = id, error = %e, "could not store a hint");
+            }
+        }
+    }
+
+    /// Delivers hints to nodes that are reachable again, at most
+    /// `hint_replay_per_s` per second, until the shard stops; runs as a
+    /// background task. Each pass walks the whole store in batches.
+    pub async fn run_hint_replay(self: Rc<Self>, stopping: impl Fn() -> bool) {
+        const BATCH: usize = 128;
+        let mut after: Option<Vec<u8>> = None;
         while !stopping() {
-            glommio::timer::sleep(Duration::from_millis(50)).await;
-            for retry in self.retries.take_due(256) {
-                let node = retry.node;
-                let shard =
-                    self.topology.members()[node].shard_of(corekv_engine::token_of(&retry.key));
-                let req = PeerRequest::Apply {
-                    key: retry.key.clone(),
-                    set: retry.set.clone(),
+            if self.router.metrics().hints_pending.get() == 0 {
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let started = Instant::now();
+            let (batch, next) = match self.hints.next_batch(after.as_deref(), BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading hints failed");
+                    glommio::timer::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut sent = 0u32;
+            for hint in batch {
+                if stopping() {
+                    return;
+                }
+                let Some(node) = self
+                    .topology
+                    .members()
+                    .iter()
+                    .position(|m| m.id == hint.node_id)
+                else {
+                    continue; // no longer a member; the window will drop it
                 };
-                match self.links.call(node, shard, req).await {
-                    Ok(PeerResponse::Applied) => self.retries.delivered(),
-                    _ => {
-                        let mut r = retry;
-                        r.attempts += 1;
-                        self.retries.requeue(r);
+                if !self.links.is_live(node) {
+                    continue;
+                }
+                let shard =
+                    self.topology.members()[node].shard_of(corekv_engine::token_of(&hint.key));
+                let req = PeerRequest::Apply {
+                    key: hint.key.clone(),
+                    set: hint.set.clone(),
+                };
+                sent += 1;
+                if let Ok(PeerResponse::Applied) = self.links.call(node, shard, req).await {
+                    if let Err(e) = self.hints.delivered(&hint).await {
+                        tracing::warn!(error = %e, "could not delete a delivered hint");
                     }
                 }
             }
+            // Throttle: this batch may take at least sent / rate seconds.
+            let floor =
+                Duration::from_secs_f64(f64::from(sent) / f64::from(self.hint_replay_per_s));
+            let pause = floor.saturating_sub(started.elapsed());
+            after = next;
+            let idle = if after.is_none() {
+                Duration::from_millis(200) // a full pass: wait before the next
+            } else {
+                Duration::ZERO
+            };
+            glommio::timer::sleep(pause.max(idle)).await;
         }
+    }
+
+    /// Flushes and closes the hint store (at shutdown, after draining).
+    pub async fn close(&self) -> corekv_engine::Result<()> {
+        self.hints.close().await
     }
 }
 

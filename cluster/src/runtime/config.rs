@@ -77,11 +77,12 @@ pub struct NodeConfig {
     pub read_consistency: String,
     /// A coordinator waits this long for W or R replicas.
     pub request_timeout_ms: u64,
-    /// Failed replica writes waiting for a retry, per shard; beyond it the
-    /// oldest are dropped (and counted) for anti-entropy to fix.
-    pub retry_queue_max: usize,
-    /// Attempts per failed replica write before it is dropped.
-    pub retry_attempts_max: u32,
+    /// Hints (writes a replica missed) older than this are dropped, leaving
+    /// the key to anti-entropy.
+    pub hint_window_s: u64,
+    /// Hints a shard replays per second at most, so a returning node is not
+    /// flooded.
+    pub hint_replay_per_s: u32,
     /// Every member of the cluster, this node included; empty = this node
     /// alone (N = 1).
     pub members: Vec<MemberConfig>,
@@ -154,8 +155,8 @@ impl Default for NodeConfig {
             write_consistency: "two".into(),
             read_consistency: "two".into(),
             request_timeout_ms: 2000,
-            retry_queue_max: 10_000,
-            retry_attempts_max: 5,
+            hint_window_s: 3 * 3600,
+            hint_replay_per_s: 2000,
             members: Vec::new(),
         }
     }

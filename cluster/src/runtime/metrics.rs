@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 
-/// Counters, bumped by the router, the coordinator and the retry queue.
+/// Counters, bumped by the router, the coordinator and the hint store.
 #[derive(Default, Debug)]
 pub struct ShardMetrics {
     /// Data requests forwarded to another local shard.
@@ -17,14 +17,14 @@ pub struct ShardMetrics {
     pub unavailable: Cell<u64>,
     /// Requests that timed out waiting for W or R replicas.
     pub timeouts: Cell<u64>,
-    /// Failed replica writes waiting for a retry now.
-    pub retries_pending: Cell<u64>,
-    /// Failed replica writes ever queued for a retry.
-    pub retries_queued: Cell<u64>,
-    /// Retries that reached their replica.
-    pub retries_delivered: Cell<u64>,
-    /// Retries given up (attempts used up, or the queue was full).
-    pub retries_dropped: Cell<u64>,
+    /// Hints waiting for their node now.
+    pub hints_pending: Cell<u64>,
+    /// Hints ever stored (replica writes that failed or found the node down).
+    pub hints_stored: Cell<u64>,
+    /// Hints delivered to their node.
+    pub hints_delivered: Cell<u64>,
+    /// Hints dropped as older than the hint window (anti-entropy's job then).
+    pub hints_dropped: Cell<u64>,
 }
 
 /// A copy of [`ShardMetrics`] at one instant.
@@ -40,14 +40,14 @@ pub struct MetricsSnapshot {
     pub unavailable: u64,
     /// See [`ShardMetrics::timeouts`].
     pub timeouts: u64,
-    /// See [`ShardMetrics::retries_pending`].
-    pub retries_pending: u64,
-    /// See [`ShardMetrics::retries_queued`].
-    pub retries_queued: u64,
-    /// See [`ShardMetrics::retries_delivered`].
-    pub retries_delivered: u64,
-    /// See [`ShardMetrics::retries_dropped`].
-    pub retries_dropped: u64,
+    /// See [`ShardMetrics::hints_pending`].
+    pub hints_pending: u64,
+    /// See [`ShardMetrics::hints_stored`].
+    pub hints_stored: u64,
+    /// See [`ShardMetrics::hints_delivered`].
+    pub hints_delivered: u64,
+    /// See [`ShardMetrics::hints_dropped`].
+    pub hints_dropped: u64,
 }
 
 /// Adds one to a counter.
@@ -64,10 +64,10 @@ impl ShardMetrics {
             replica_failures: self.replica_failures.get(),
             unavailable: self.unavailable.get(),
             timeouts: self.timeouts.get(),
-            retries_pending: self.retries_pending.get(),
-            retries_queued: self.retries_queued.get(),
-            retries_delivered: self.retries_delivered.get(),
-            retries_dropped: self.retries_dropped.get(),
+            hints_pending: self.hints_pending.get(),
+            hints_stored: self.hints_stored.get(),
+            hints_delivered: self.hints_delivered.get(),
+            hints_dropped: self.hints_dropped.get(),
         }
     }
 }
@@ -79,9 +79,9 @@ impl std::ops::AddAssign for MetricsSnapshot {
         self.replica_failures += o.replica_failures;
         self.unavailable += o.unavailable;
         self.timeouts += o.timeouts;
-        self.retries_pending += o.retries_pending;
-        self.retries_queued += o.retries_queued;
-        self.retries_delivered += o.retries_delivered;
-        self.retries_dropped += o.retries_dropped;
+        self.hints_pending += o.hints_pending;
+        self.hints_stored += o.hints_stored;
+        self.hints_delivered += o.hints_delivered;
+        self.hints_dropped += o.hints_dropped;
     }
 }

@@ -12,7 +12,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use super::config::NodeConfig;
 use super::datadir;
 use super::router::{serve_forwards, Forward, Router};
-use crate::coordinator::Coordinator;
+use crate::coordinator::{Coordinator, HintStore};
 use crate::error::{Error, Result};
 use crate::server::{self, Shutdown};
 use crate::topology::Topology;
@@ -170,12 +170,24 @@ async fn shard_main(
         router.metrics().clone(),
     ))
     .detach();
-    let coordinator = Rc::new(Coordinator::new(router, topology, &config)?);
+    let hints = HintStore::open(
+        &datadir::shard_dir(&config.data_dir, index).join("hints"),
+        engine.options(),
+        Duration::from_secs(config.hint_window_s),
+        router.metrics().clone(),
+    )
+    .await?;
+    let coordinator = Rc::new(Coordinator::new(router, topology, Rc::new(hints), &config)?);
     let shutdown = Shutdown::new();
     let listeners = server::bind_all(&config, index)?;
     server::spawn_all(listeners, coordinator.clone(), &config, shutdown.clone());
     let stopping = shutdown.clone();
-    glommio::spawn_local(coordinator.run_retries(move || stopping.is_stopping())).detach();
+    glommio::spawn_local(
+        coordinator
+            .clone()
+            .run_hint_replay(move || stopping.is_stopping()),
+    )
+    .detach();
     if ready.fetch_add(1, Ordering::SeqCst) + 1 == shards {
         tracing::info!(
             shards,
@@ -194,6 +206,7 @@ async fn shard_main(
     );
     shutdown.begin();
     shutdown.drained(DRAIN_TIMEOUT).await;
+    coordinator.close().await?;
     engine.close().await?;
     tracing::info!(shard = index, "flushed and closed");
     Ok(())
