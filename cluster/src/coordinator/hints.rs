@@ -45,6 +45,7 @@ pub struct Hint {
 pub struct HintStore {
     engine: Rc<Engine>,
     window_ms: u64,
+    max: u64,
     seq: Cell<u64>,
     metrics: Rc<ShardMetrics>,
 }
@@ -70,11 +71,13 @@ fn decode_key(k: &[u8]) -> Option<(u32, u64, &[u8])> {
 
 impl HintStore {
     /// Opens (or creates) the store in `dir` with the data engine's
-    /// durability settings, and counts the hints already there.
+    /// durability settings, and counts the hints already there. It keeps
+    /// at most `max` hints.
     pub async fn open(
         dir: &Path,
         data: &Options,
         window: Duration,
+        max: u64,
         metrics: Rc<ShardMetrics>,
     ) -> corekv_engine::Result<HintStore> {
         let opts = Options {
@@ -92,6 +95,7 @@ impl HintStore {
         let store = HintStore {
             engine,
             window_ms: window.as_millis() as u64,
+            max,
             seq: Cell::new(0),
             metrics,
         };
@@ -116,8 +120,13 @@ impl HintStore {
         Ok(store)
     }
 
-    /// Stores a hint durably (per the sync mode) for `node_id`.
+    /// Stores a hint durably (per the sync mode) for `node_id`; drops it
+    /// (counted) when the store is full.
     pub async fn store(&self, node_id: u32, key: &[u8], set: &[u8]) -> corekv_engine::Result<()> {
+        if self.metrics.hints_pending.get() >= self.max {
+            bump(&self.metrics.hints_dropped);
+            return Ok(());
+        }
         let seq = self.seq.get();
         self.seq.set(seq + 1);
         let k = encode_key(node_id, wall_clock_ms(), seq, key);
@@ -209,15 +218,17 @@ mod tests {
                 let metrics = Rc::new(ShardMetrics::default());
                 let opts = Options::default();
                 let window = Duration::from_secs(3600);
-                let store = HintStore::open(&path, &opts, window, metrics.clone())
+                let store = HintStore::open(&path, &opts, window, 10, metrics.clone())
                     .await
                     .expect("open");
-                for i in 0..10u8 {
+                for i in 0..12u8 {
                     store.store(7, &[b'k', i], b"set").await.expect("store");
                 }
+                // Bounded: the two beyond the cap are dropped, and counted.
+                assert_eq!(metrics.hints_dropped.get(), 2);
                 store.close().await.expect("close");
                 let metrics = Rc::new(ShardMetrics::default());
-                let store = HintStore::open(&path, &opts, window, metrics.clone())
+                let store = HintStore::open(&path, &opts, window, 100, metrics.clone())
                     .await
                     .expect("reopen");
                 assert_eq!(metrics.hints_pending.get(), 10, "hints survive a reopen");
@@ -233,7 +244,7 @@ mod tests {
                 // With a zero window everything left is too old.
                 store.close().await.expect("close");
                 let metrics = Rc::new(ShardMetrics::default());
-                let store = HintStore::open(&path, &opts, Duration::ZERO, metrics.clone())
+                let store = HintStore::open(&path, &opts, Duration::ZERO, 100, metrics.clone())
                     .await
                     .expect("reopen");
                 glommio::timer::sleep(Duration::from_millis(5)).await;

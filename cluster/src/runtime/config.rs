@@ -83,6 +83,9 @@ pub struct NodeConfig {
     /// Hints a shard replays per second at most, so a returning node is not
     /// flooded.
     pub hint_replay_per_s: u32,
+    /// Hints a shard keeps at most; beyond it new ones are dropped (and
+    /// counted), bounding the disk a long outage can take.
+    pub hints_max_per_shard: u64,
     /// Every member of the cluster, this node included; empty = this node
     /// alone (N = 1).
     pub members: Vec<MemberConfig>,
@@ -157,6 +160,7 @@ impl Default for NodeConfig {
             request_timeout_ms: 2000,
             hint_window_s: 3 * 3600,
             hint_replay_per_s: 2000,
+            hints_max_per_shard: 1_000_000,
             members: Vec::new(),
         }
     }

@@ -174,6 +174,7 @@ async fn shard_main(
         &datadir::shard_dir(&config.data_dir, index).join("hints"),
         engine.options(),
         Duration::from_secs(config.hint_window_s),
+        config.hints_max_per_shard,
         router.metrics().clone(),
     )
     .await?;
