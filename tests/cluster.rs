@@ -362,3 +362,63 @@ fn missed_writes_become_hints_that_survive_a_restart_and_are_delivered() {
         Some(0)
     );
 }
+
+#[test]
+fn sloppy_quorum_writes_through_a_stand_in_and_hands_off_later() {
+    use corekv_cluster::topology::Topology;
+    let mut cluster = Cluster::start(4, "");
+    let mut c = cluster.client(0);
+    let ResponseBody::Topology(json) = c.call(RequestBody::Topology).expect("topology") else {
+        panic!("not a topology answer");
+    };
+    let topology = Topology::from_json(&json).expect("parses");
+    // Keys whose replicas are nodes 1, 2 and 3 (so node 4 is the stand-in).
+    let keys: Vec<String> = (0..400)
+        .map(|i| format!("s{i}"))
+        .filter(|k| {
+            let token = corekv_engine::token_of(k.as_bytes());
+            let mut ids: Vec<u32> = topology
+                .ring()
+                .replicas(token)
+                .iter()
+                .map(|&n| topology.members()[n].id)
+                .collect();
+            ids.sort_unstable();
+            ids == [1, 2, 3]
+        })
+        .take(10)
+        .collect();
+    assert_eq!(keys.len(), 10);
+    cluster.nodes[1].signal_and_wait("-KILL");
+    cluster.nodes[2].signal_and_wait("-KILL");
+    for k in &keys {
+        // Two of three replicas are down: W = 2 holds via node 4.
+        put(&mut c, k, "sloppy", Vec::new(), Consistency::Two).expect("sloppy write");
+    }
+    let hints = |nodes: &[Server], node: usize, what: &str| {
+        status(&nodes[node])["totals"][what].as_u64().unwrap_or(0)
+    };
+    wait_for("hints for both owners", || {
+        hints(&cluster.nodes, 0, "hints_stored") + hints(&cluster.nodes, 3, "hints_stored") >= 20
+    });
+    assert!(
+        hints(&cluster.nodes, 3, "hints_stored") >= 10,
+        "node 4 stood in"
+    );
+    // A strict read cannot use the stand-in.
+    assert!(get(&mut c, &keys[0], Consistency::Two).is_err());
+    cluster.nodes[1].restart();
+    cluster.nodes[2].restart();
+    wait_for("the hints to be handed off", || {
+        hints(&cluster.nodes, 0, "hints_delivered") + hints(&cluster.nodes, 3, "hints_delivered")
+            >= 20
+    });
+    for node in [1, 2] {
+        let keys_there = status(&cluster.nodes[node])["keys_estimate"].as_u64();
+        assert_eq!(keys_there, Some(10), "node {} got every write", node + 1);
+    }
+    for k in &keys {
+        let got = get(&mut c, k, Consistency::All).expect("all replicas agree");
+        assert_eq!(values(&got), ["sloppy"]);
+    }
+}

@@ -176,6 +176,14 @@ impl PeerLinks {
             return Err(LinkError::Down(id));
         }
         let conn = self.connection(node, shard).await?;
+        if matches!(req, PeerRequest::Hint { .. })
+            && conn.exchange().version.get() < peer::VERSION_HINT
+        {
+            return Err(LinkError::Failed {
+                id,
+                reason: "the node speaks an internode version without HINT".into(),
+            });
+        }
         let answer = futures_lite::future::or(async { Some(conn.call(req).await) }, async {
             glommio::timer::sleep(self.timeout).await;
             None

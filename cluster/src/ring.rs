@@ -44,6 +44,8 @@ pub struct Ring {
     members: Vec<RingMember>,
     /// Sorted vnode tokens.
     tokens: Vec<u64>,
+    /// The member owning each vnode.
+    owners: Vec<NodeIndex>,
     /// For vnode `i`, its preference list at `replicas[i*n .. i*n + n_i]`
     /// (padded with `usize::MAX` when fewer than n nodes exist).
     replicas: Vec<NodeIndex>,
@@ -86,15 +88,16 @@ impl Ring {
         let mut ring = Ring {
             members,
             tokens: vnodes.iter().map(|&(t, _)| t).collect(),
+            owners: vnodes.iter().map(|&(_, i)| i).collect(),
             replicas: Vec::with_capacity(vnodes.len() * n),
             n,
         };
-        let owners: Vec<NodeIndex> = vnodes.iter().map(|&(_, i)| i).collect();
         let mut walk = Vec::with_capacity(ring.members.len());
-        for start in 0..owners.len() {
+        let count = ring.owners.len();
+        for start in 0..count {
             walk.clear();
-            for step in 0..owners.len() {
-                let node = owners[(start + step) % owners.len()];
+            for step in 0..count {
+                let node = ring.owners[(start + step) % count];
                 if !walk.contains(&node) {
                     walk.push(node);
                     if walk.len() == ring.members.len() {
@@ -183,6 +186,28 @@ impl Ring {
         &list[..len]
     }
 
+    /// The members after the preference list of `token`, clockwise: where
+    /// a sloppy quorum sends the writes of replicas that are down.
+    pub fn fallbacks(&self, token: u64) -> Vec<NodeIndex> {
+        let replicas = self.replicas(token);
+        let others = self.members.len() - replicas.len();
+        let mut out = Vec::with_capacity(others);
+        if self.owners.is_empty() {
+            return out;
+        }
+        let v = self.vnode_of(token);
+        for step in 0..self.owners.len() {
+            if out.len() == others {
+                break;
+            }
+            let node = self.owners[(v + step) % self.owners.len()];
+            if !replicas.contains(&node) && !out.contains(&node) {
+                out.push(node);
+            }
+        }
+        out
+    }
+
     /// Share of the token space each member holds a replica of (sums to N).
     pub fn ownership(&self) -> Vec<f64> {
         let mut owned = vec![0f64; self.members.len()];
@@ -266,6 +291,11 @@ mod tests {
             assert_eq!(r.len(), 3);
             assert!(r[0] != r[1] && r[1] != r[2] && r[0] != r[2]);
         }
+        let fallbacks = ring.fallbacks(key_token(1));
+        assert_eq!(fallbacks.len(), 2);
+        assert!(fallbacks
+            .iter()
+            .all(|f| !ring.replicas(key_token(1)).contains(f)));
         // Fewer nodes than N: every node, once.
         let small = ring_of(&[7, 8], 3);
         assert_eq!(small.replication_factor(), 2);

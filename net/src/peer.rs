@@ -17,8 +17,10 @@ use crate::Limits;
 
 /// Oldest internode version this build speaks.
 pub const VERSION_MIN: u8 = 1;
-/// Newest internode version this build speaks.
-pub const VERSION_MAX: u8 = 1;
+/// Newest internode version this build speaks (2 added HINT).
+pub const VERSION_MAX: u8 = 2;
+/// The first version with HINT.
+pub const VERSION_HINT: u8 = 2;
 
 /// A request from a coordinator shard to a replica shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,15 +48,26 @@ pub enum PeerRequest {
         /// Encoded sibling set (engine codec).
         set: Vec<u8>,
     },
+    /// Keep a write for node `owner`, which is down, and hand it over when
+    /// it is back (sloppy quorum). Version 2 and later.
+    Hint {
+        /// The replica the write is meant for.
+        owner: u32,
+        /// The key.
+        key: Vec<u8>,
+        /// Encoded sibling set (engine codec).
+        set: Vec<u8>,
+    },
 }
 
 impl PeerRequest {
-    /// The opcode byte: HELLO 0x41, READ 0x42, APPLY 0x43.
+    /// The opcode byte: HELLO 0x41, READ 0x42, APPLY 0x43, HINT 0x44.
     pub fn opcode(&self) -> u8 {
         match self {
             PeerRequest::Hello { .. } => 0x41,
             PeerRequest::Read { .. } => 0x42,
             PeerRequest::Apply { .. } => 0x43,
+            PeerRequest::Hint { .. } => 0x44,
         }
     }
 }
@@ -120,6 +133,11 @@ pub fn encode_request(version: u8, id: u64, req: &PeerRequest, out: &mut Vec<u8>
         }
         PeerRequest::Read { key } => put_bytes(out, key),
         PeerRequest::Apply { key, set } => {
+            put_bytes(out, key);
+            put_bytes(out, set);
+        }
+        PeerRequest::Hint { owner, key, set } => {
+            out.extend_from_slice(&owner.to_le_bytes());
             put_bytes(out, key);
             put_bytes(out, set);
         }
@@ -214,6 +232,15 @@ pub fn decode_request(
                 .to_vec();
             PeerRequest::Apply { key, set }
         }
+        0x44 if f.version >= VERSION_HINT => {
+            let owner = r.u32().ok_or_else(|| bad(truncated("hint")))?;
+            let key = key_field(&mut r, limits).map_err(bad)?.to_vec();
+            let set = r
+                .bytes(usize::MAX)
+                .map_err(|m| bad((ErrorCode::BadFrame, format!("sibling set: {m}"))))?
+                .to_vec();
+            PeerRequest::Hint { owner, key, set }
+        }
         other => {
             return Err(bad((
                 ErrorCode::UnknownOpcode,
@@ -287,8 +314,14 @@ mod tests {
                 }
             ),
             key.clone().prop_map(|key| PeerRequest::Read { key }),
-            (key, prop::collection::vec(any::<u8>(), 0..300))
+            (key.clone(), prop::collection::vec(any::<u8>(), 0..300))
                 .prop_map(|(key, set)| PeerRequest::Apply { key, set }),
+            (
+                any::<u32>(),
+                key,
+                prop::collection::vec(any::<u8>(), 0..300)
+            )
+                .prop_map(|(owner, key, set)| PeerRequest::Hint { owner, key, set }),
         ]
     }
 
@@ -352,7 +385,26 @@ mod tests {
         let e = decode_request(&out, &Limits::default()).expect_err("unsupported");
         assert_eq!(e.code, ErrorCode::UnsupportedVersion);
         assert_eq!(e.id, Some(7));
-        assert!(e.message.contains("1..=1"), "{}", e.message);
+        assert!(e.message.contains("1..=2"), "{}", e.message);
         assert_eq!(e.skip, Some(out.len()));
+    }
+
+    #[test]
+    fn hint_is_unknown_in_version_1() {
+        let hint = PeerRequest::Hint {
+            owner: 3,
+            key: b"k".to_vec(),
+            set: vec![1],
+        };
+        let mut out = Vec::new();
+        encode_request(1, 5, &hint, &mut out);
+        let e = decode_request(&out, &Limits::default()).expect_err("v1 has no HINT");
+        assert_eq!(e.code, ErrorCode::UnknownOpcode);
+        out.clear();
+        encode_request(VERSION_HINT, 5, &hint, &mut out);
+        let (_, _, got, _) = decode_request(&out, &Limits::default())
+            .expect("v2")
+            .expect("complete");
+        assert_eq!(got, hint);
     }
 }

@@ -76,7 +76,7 @@ pub enum CoordinatorError {
 
 /// Why one replica did not answer.
 #[derive(Debug, thiserror::Error)]
-enum ReplicaError {
+pub enum ReplicaError {
     /// This node's shard failed (typed, so a lone node reports e.g. a full
     /// disk as such).
     #[error(transparent)]
@@ -106,6 +106,19 @@ enum Target {
     Local,
     /// On another node.
     Remote(NodeIndex),
+    /// Another node stands in for replica `owner`, which is down, and keeps
+    /// the write as a hint for it (sloppy quorum).
+    Fallback {
+        /// The stand-in.
+        node: NodeIndex,
+        /// The replica it stands in for.
+        owner: NodeIndex,
+    },
+    /// This node stands in for replica `owner` (a local hint).
+    LocalHint {
+        /// The replica it stands in for.
+        owner: NodeIndex,
+    },
 }
 
 type Answer<T> = Pin<Box<dyn Future<Output = (usize, Result<T, ReplicaError>)>>>;
@@ -117,6 +130,7 @@ pub struct Coordinator {
     links: PeerLinks,
     hints: Rc<HintStore>,
     hint_replay_per_s: u32,
+    sloppy_quorum: bool,
     timeout: Duration,
     default_read: Consistency,
     default_write: Consistency,
@@ -142,6 +156,7 @@ impl Coordinator {
             topology,
             hints,
             hint_replay_per_s: config.hint_replay_per_s.max(1),
+            sloppy_quorum: config.sloppy_quorum,
             timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
             default_read: parse_level(&config.read_consistency)?,
             default_write: parse_level(&config.write_consistency)?,
@@ -240,11 +255,15 @@ impl Coordinator {
 
     /// The key's replicas (live ones first in preference order) and how
     /// many answers `level` needs; `Unavailable` when too few are up.
+    /// With `sloppy`, each replica that is down is stood in for by the next
+    /// live node after the preference list, which keeps the write as a hint
+    /// for it and counts toward W.
     fn plan(
         &self,
         key: &[u8],
         level: Consistency,
         default: Consistency,
+        sloppy: bool,
     ) -> Result<(Vec<Target>, Vec<NodeIndex>, usize), CoordinatorError> {
         let token = corekv_engine::token_of(key);
         let replicas = self.topology.ring().replicas(token);
@@ -265,6 +284,25 @@ impl Coordinator {
             } else {
                 down.push(node);
             }
+        }
+        if sloppy && !down.is_empty() {
+            let mut stand_ins = self
+                .topology
+                .ring()
+                .fallbacks(token)
+                .into_iter()
+                .filter(|&f| Some(f) == me || self.links.is_live(f));
+            down.retain(|&owner| match stand_ins.next() {
+                Some(f) if Some(f) == me => {
+                    live.push(Target::LocalHint { owner });
+                    false
+                }
+                Some(node) => {
+                    live.push(Target::Fallback { node, owner });
+                    false
+                }
+                None => true,
+            });
         }
         if live.len() < needed {
             bump(&self.router.metrics().unavailable);
@@ -288,7 +326,7 @@ impl Coordinator {
         key: &[u8],
         level: Consistency,
     ) -> Result<Option<SiblingSet>, CoordinatorError> {
-        let (targets, _, needed) = self.plan(key, level, self.default_read)?;
+        let (targets, _, needed) = self.plan(key, level, self.default_read, false)?;
         if targets.len() == 1 {
             // A lone replica (a single node): nothing to gather or repair.
             return self
@@ -345,7 +383,8 @@ impl Coordinator {
         context: WriteContext,
         level: Consistency,
     ) -> Result<VersionVector, CoordinatorError> {
-        let (targets, down, needed) = self.plan(key, level, self.default_write)?;
+        let (targets, down, needed) =
+            self.plan(key, level, self.default_write, self.sloppy_quorum)?;
         let opts = WriteOptions { ttl, context };
         let (version, delta) = self
             .router
@@ -371,14 +410,42 @@ impl Coordinator {
             return Ok(context);
         }
         let delta = Rc::new(delta);
+        // With a sloppy quorum, each remote replica gets a spare stand-in in
+        // case it turns out to be unreachable during this very write.
+        let mut spares = if self.sloppy_quorum {
+            self.spare_stand_ins(key, &targets)
+        } else {
+            Vec::new()
+        }
+        .into_iter();
         let mut pending: FuturesUnordered<Answer<()>> = FuturesUnordered::new();
         for (i, &t) in targets.iter().enumerate() {
             let me = self.clone();
             let key = key.to_vec();
             let delta = delta.clone();
             let encoded = encoded.clone();
+            let spare = match t {
+                Target::Remote(owner) => spares.next().map(|node| (node, owner)),
+                _ => None,
+            };
             pending.push(Box::pin(async move {
-                (i, me.replica_apply(t, key, (*delta).clone(), encoded).await)
+                let first = me
+                    .replica_apply(t, key.clone(), (*delta).clone(), encoded.clone())
+                    .await;
+                let result = match (first, spare) {
+                    (Err(ReplicaError::Remote(why)), Some((node, owner))) => {
+                        tracing::debug!(%why, "replica unreachable; writing to a stand-in");
+                        let stand_in = if Some(node) == me.topology.me() {
+                            Target::LocalHint { owner }
+                        } else {
+                            Target::Fallback { node, owner }
+                        };
+                        me.replica_apply(stand_in, key, (*delta).clone(), encoded)
+                            .await
+                    }
+                    (first, _) => first,
+                };
+                (i, result)
             }));
         }
         let deadline = Instant::now() + self.timeout;
@@ -401,8 +468,11 @@ impl Coordinator {
                     continue;
                 }
                 bump(&me.router.metrics().replica_failures);
-                if let Target::Remote(node) = *t {
-                    missed.push(node);
+                match *t {
+                    Target::Remote(node)
+                    | Target::Fallback { owner: node, .. }
+                    | Target::LocalHint { owner: node } => missed.push(node),
+                    Target::Local => {}
                 }
             }
             me.store_hints(&missed, &key, &encoded).await;
@@ -508,6 +578,9 @@ impl Coordinator {
                     Err(e) => Err(ReplicaError::Remote(e.to_string())),
                 }
             }
+            Target::Fallback { .. } | Target::LocalHint { .. } => Err(ReplicaError::Remote(
+                "a stand-in does not serve reads".into(),
+            )),
         }
     }
 
@@ -537,7 +610,59 @@ impl Coordinator {
                     Err(e) => Err(ReplicaError::Remote(e.to_string())),
                 }
             }
+            Target::Fallback { node, owner } => {
+                let shard = self.topology.members()[node].shard_of(corekv_engine::token_of(&key));
+                let req = PeerRequest::Hint {
+                    owner: self.topology.members()[owner].id,
+                    key,
+                    set: encoded.to_vec(),
+                };
+                match self.links.call(node, shard, req).await {
+                    Ok(PeerResponse::Applied) => Ok(()),
+                    Ok(other) => Err(ReplicaError::Remote(format!(
+                        "unexpected stand-in reply {other:?}"
+                    ))),
+                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
+                }
+            }
+            Target::LocalHint { owner } => {
+                let id = self.topology.members()[owner].id;
+                self.store_hint(id, &key, &encoded).await
+            }
         }
+    }
+
+    /// Keeps a write for node `owner_id` as a durable hint on this shard
+    /// (this node stands in for it).
+    pub async fn store_hint(
+        &self,
+        owner_id: u32,
+        key: &[u8],
+        set: &[u8],
+    ) -> Result<(), ReplicaError> {
+        self.hints
+            .store(owner_id, key, set)
+            .await
+            .map_err(|e| ReplicaError::Local(RouteError::Engine(e)))
+    }
+
+    /// Live nodes after the preference list that are not already standing
+    /// in for a replica of this write, in ring order.
+    fn spare_stand_ins(&self, key: &[u8], targets: &[Target]) -> Vec<NodeIndex> {
+        let me = self.topology.me();
+        self.topology
+            .ring()
+            .fallbacks(corekv_engine::token_of(key))
+            .into_iter()
+            .filter(|&f| Some(f) == me || self.links.is_live(f))
+            .filter(|&f| {
+                !targets.iter().any(|t| match *t {
+                    Target::Fallback { node, .. } => node == f,
+                    Target::LocalHint { .. } => Some(f) == me,
+                    _ => false,
+                })
+            })
+            .collect()
     }
 
     /// Stores, durably, the write each of `nodes` missed.

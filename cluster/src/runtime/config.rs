@@ -86,6 +86,10 @@ pub struct NodeConfig {
     /// Hints a shard keeps at most; beyond it new ones are dropped (and
     /// counted), bounding the disk a long outage can take.
     pub hints_max_per_shard: u64,
+    /// Sloppy quorum: a write whose replica is down goes to the next live
+    /// node after the preference list, which keeps it as a hint and counts
+    /// toward W. False = strict quorum (only true replicas count).
+    pub sloppy_quorum: bool,
     /// Every member of the cluster, this node included; empty = this node
     /// alone (N = 1).
     pub members: Vec<MemberConfig>,
@@ -161,6 +165,7 @@ impl Default for NodeConfig {
             hint_window_s: 3 * 3600,
             hint_replay_per_s: 2000,
             hints_max_per_shard: 1_000_000,
+            sloppy_quorum: true,
             members: Vec::new(),
         }
     }

@@ -185,6 +185,17 @@ async fn serve(coordinator: &Coordinator, req: PeerRequest) -> PeerResponse {
             }
         }
         PeerRequest::Read { key } => ReplicaOp::Get { key },
+        PeerRequest::Hint { owner, key, set } => {
+            // A hint for a node that is down: kept here, durably, and
+            // handed over when it is back.
+            return match coordinator.store_hint(owner, &key, &set).await {
+                Ok(()) => PeerResponse::Applied,
+                Err(e) => PeerResponse::Error {
+                    code: ErrorCode::Storage,
+                    message: e.to_string(),
+                },
+            };
+        }
         PeerRequest::Apply { key, set } => match SiblingSet::decode(&set, mode) {
             Ok(delta) => ReplicaOp::Apply { key, delta },
             Err(e) => {
