@@ -255,8 +255,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => {
-            let config = args.into_config()?;
-            corekv_bench::run(&config, &mut std::io::stdout().lock())?;
+            args.run(&mut std::io::stdout().lock())?;
             Ok(())
         }
         Command::Status { json, conn } => {

@@ -80,6 +80,12 @@ pub struct BenchArgs {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Instead of generating load, run the in-process null server (canned
+    /// replies) at this `native://` or `resp://` 127.0.0.1 address for
+    /// --duration, pinned to the first --pin CPU: to measure a load
+    /// generator itself.
+    #[arg(long, hide = true)]
+    pub serve_null: Option<String>,
 }
 
 /// Parses `10s`, `250ms`, `2m`, `1h` or a plain number of seconds.
@@ -107,6 +113,31 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl BenchArgs {
+    /// Runs `corekv bench`: the benchmark (summaries to `out`), or the null
+    /// server with `--serve-null`.
+    pub fn run(self, out: &mut dyn std::io::Write) -> Result<(), BenchError> {
+        if let Some(url) = &self.serve_null {
+            let t = Target::parse(url)?;
+            if !t.addr.ip().is_loopback() {
+                return Err(BenchError::Config("the null server only binds 127.0.0.1".into()));
+            }
+            let srv = crate::null_server::NullServer::start(crate::null_server::NullServerOptions {
+                cpu: self.pin.first().copied(),
+                port: t.addr.port(),
+                ..crate::null_server::NullServerOptions::new(t.protocol)
+            })
+            .map_err(|e| BenchError::Io(format!("starting the null server on {}: {e}", t.addr)))?;
+            let _ = writeln!(out, "null server on {} for {:?}", t.url(), self.duration);
+            let _ = out.flush();
+            std::thread::sleep(self.duration);
+            let _ = writeln!(out, "answered {} requests", srv.served());
+            return Ok(());
+        }
+        let cfg = self.into_config()?;
+        crate::run(&cfg, out)?;
+        Ok(())
+    }
+
     /// Checks the flags and builds the run's configuration.
     pub fn into_config(self) -> Result<BenchConfig, BenchError> {
         let targets = self

@@ -81,12 +81,19 @@ pub struct TargetSummary {
     pub error_samples: Vec<String>,
     /// Per-interval figures.
     pub intervals: Vec<IntervalPoint>,
+    /// Latencies of every op kind together.
+    #[serde(skip)]
+    pub hist: hdrhistogram::Histogram<u64>,
+    /// The HDR interval log.
+    #[serde(skip)]
+    pub hlog: Vec<u8>,
 }
 
 impl TargetSummary {
     /// Summarises a run.
     pub fn new(target: &Target, mode: Mode, run: &TargetRun) -> TargetSummary {
         let el = run.elapsed.as_secs_f64();
+        let all = run.stats.all();
         let ops = OpKind::ALL
             .iter()
             .filter(|k| run.stats.op(**k).total() > 0)
@@ -97,10 +104,12 @@ impl TargetSummary {
             mode,
             elapsed_s: el,
             ops,
-            all: OpSummary::new("all", &run.stats.all(), el),
+            all: OpSummary::new("all", &all, el),
             unsent: run.stats.unsent,
             error_samples: run.stats.error_samples.clone(),
             intervals: run.intervals.clone(),
+            hist: all.hist,
+            hlog: run.hlog.clone(),
         }
     }
 }
@@ -271,6 +280,7 @@ mod tests {
             stats,
             elapsed: Duration::from_secs(1),
             intervals: vec![],
+            hlog: vec![],
         };
         let t = Target::parse(&format!("{name}=resp://127.0.0.1:1")).unwrap();
         TargetSummary::new(&t, Mode::Closed, &run)

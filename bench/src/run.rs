@@ -7,9 +7,12 @@ use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
 use crate::stats::Stats;
+use crate::workload::OpKind;
 use crate::worker::{pin_and_tune, Interval, RunSpec, Shared, Worker};
 use crate::BenchError;
 
@@ -36,9 +39,6 @@ pub struct IntervalPoint {
     pub p999_us: f64,
     /// Maximum, µs.
     pub max_us: f64,
-    /// The interval's stats per op (for the HDR interval log).
-    #[serde(skip)]
-    pub stats: Stats,
 }
 
 /// Everything measured for one target.
@@ -50,6 +50,9 @@ pub struct TargetRun {
     pub elapsed: Duration,
     /// Per-interval figures.
     pub intervals: Vec<IntervalPoint>,
+    /// HDR histogram interval log (one tagged histogram per op kind and
+    /// interval, latencies in ns).
+    pub hlog: Vec<u8>,
 }
 
 /// Latency at quantile `q` of `h`, in µs.
@@ -95,10 +98,38 @@ pub fn run_target(
     let start = Instant::now() + Duration::from_millis(20);
     let (tx, rx) = mpsc::channel::<Interval>();
     let interval_s = spec.interval.as_secs_f64();
+    // Two pre-faulted spare interval Stats per worker, recycled through
+    // `back`, so workers never allocate while measuring.
+    let mut back = Vec::new();
+    let mut recycle_rx = Vec::new();
+    for _ in 0..threads {
+        let (btx, brx) = mpsc::channel::<Stats>();
+        for _ in 0..3 {
+            let mut s = Stats::default();
+            s.reset();
+            let _ = btx.send(s);
+        }
+        back.push(btx);
+        recycle_rx.push(brx);
+    }
+    let wall_start = std::time::SystemTime::now();
+    let mut hlog = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut log = IntervalLogWriterBuilder::new()
+        .add_comment(&format!(
+            "corekv bench: target {} ({}); latencies in ns; tags are op kinds",
+            spec.target.name,
+            spec.target.url()
+        ))
+        .with_start_time(wall_start)
+        .with_base_time(wall_start)
+        .with_max_value_divisor(1e6)
+        .begin_log_with(&mut hlog, &mut serializer)
+        .map_err(|e| BenchError::Io(format!("starting the HDR log: {e}")))?;
 
     let (stats, elapsed, intervals) = std::thread::scope(|scope| {
         let mut handles = Vec::new();
-        for (id, conns) in streams.into_iter().enumerate() {
+        for ((id, conns), recycle) in streams.into_iter().enumerate().zip(recycle_rx) {
             let tx = tx.clone();
             let spec = &spec;
             let shared = &shared;
@@ -108,9 +139,10 @@ pub fn run_target(
                     .name(format!("bench-{id}"))
                     .spawn_scoped(scope, move || {
                         pin_and_tune(cpu);
-                        let w = Worker::new(id, spec, shared, conns, start, tx)
+                        let w = Worker::new(id, spec, shared, conns, start, tx, recycle)
                             .map_err(|e| BenchError::Io(format!("setting up a connection: {e}")))?;
-                        Ok::<Stats, BenchError>(w.run())
+                        w.run();
+                        Ok::<(), BenchError>(())
                     })
                     .map_err(|e| BenchError::Io(format!("spawning a worker: {e}"))),
             );
@@ -123,10 +155,17 @@ pub fn run_target(
         let mut points = Vec::new();
         let mut next_emit = 0u64;
         let mut finish_s = f64::MAX;
-        while let Ok(iv) = rx.recv() {
+        let mut total = Stats::default();
+        let mut log_error = None;
+        while let Ok(mut iv) = rx.recv() {
             let e = pending.entry(iv.index).or_default();
             e.0.merge(&iv.stats);
             e.1 += 1;
+            total.merge(&iv.stats);
+            iv.stats.reset();
+            if let Some(b) = back.get(iv.worker) {
+                let _ = b.send(iv.stats);
+            }
             if iv.last {
                 done_at[iv.worker] = Some(iv.index);
                 if done_at.iter().all(Option::is_some) {
@@ -153,6 +192,21 @@ pub fn run_target(
                 let end_s = ((next_emit + 1) as f64 * interval_s).min(finish_s.max(start_s));
                 let all = stats.all();
                 let span = (end_s - start_s).max(1e-3);
+                for k in OpKind::ALL {
+                    let h = &stats.op(k).hist;
+                    if h.is_empty() {
+                        continue;
+                    }
+                    let r = log.write_histogram(
+                        h,
+                        Duration::from_secs_f64(start_s),
+                        Duration::from_secs_f64(span),
+                        Tag::new(k.name()),
+                    );
+                    if let Err(e) = r {
+                        log_error.get_or_insert(format!("writing the HDR log: {e}"));
+                    }
+                }
                 let p = IntervalPoint {
                     index: next_emit,
                     start_s,
@@ -168,7 +222,6 @@ pub fn run_target(
                     } else {
                         all.hist.max() as f64 / 1000.0
                     },
-                    stats,
                 };
                 progress(&p);
                 points.push(p);
@@ -176,8 +229,7 @@ pub fn run_target(
             }
         }
         let elapsed = start.elapsed();
-        let mut total = Stats::default();
-        let mut first_err = None;
+        let mut first_err = log_error.map(BenchError::Io);
         for h in handles {
             let r = match h {
                 Ok(h) => h
@@ -185,11 +237,8 @@ pub fn run_target(
                     .unwrap_or_else(|_| Err(BenchError::Io("a worker panicked".into()))),
                 Err(e) => Err(e),
             };
-            match r {
-                Ok(s) => total.merge(&s),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
             }
         }
         match first_err {
@@ -197,9 +246,11 @@ pub fn run_target(
             None => Ok((total, elapsed, points)),
         }
     })?;
+    drop(log);
     Ok(TargetRun {
         stats,
         elapsed,
         intervals,
+        hlog,
     })
 }

@@ -16,7 +16,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use crate::keys::KeyChooser;
@@ -188,9 +188,9 @@ pub struct Worker<'a> {
     keys: KeyChooser,
     value: Vec<u8>,
     start: Instant,
-    total: Stats,
     interval: Stats,
     tx: Sender<Interval>,
+    recycle: Receiver<Stats>,
 }
 
 fn set_affinity(cpu: usize) {
@@ -215,7 +215,10 @@ pub fn pin_and_tune(cpu: Option<usize>) {
 }
 
 impl<'a> Worker<'a> {
-    /// A worker `id` over `streams`; the run starts at `start`.
+    /// A worker `id` over `streams`; the run starts at `start`. Each
+    /// interval's stats go out on `tx`; `recycle` hands back cleared ones,
+    /// so switching intervals costs the worker no allocation or page faults
+    /// (which would show as a latency blip once a second).
     pub fn new(
         id: usize,
         spec: &'a RunSpec,
@@ -223,6 +226,7 @@ impl<'a> Worker<'a> {
         streams: Vec<TcpStream>,
         start: Instant,
         tx: Sender<Interval>,
+        recycle: Receiver<Stats>,
     ) -> std::io::Result<Worker<'a>> {
         let depth = spec.pipeline.max(1);
         let conns = streams
@@ -242,9 +246,9 @@ impl<'a> Worker<'a> {
             keys: KeyChooser::new(spec.workload.dist, spec.workload.key_count),
             value,
             start,
-            total: Stats::default(),
-            interval: Stats::default(),
+            interval: recycle.try_recv().unwrap_or_default(),
             tx,
+            recycle,
         })
     }
 
@@ -258,8 +262,8 @@ impl<'a> Worker<'a> {
         total / t + u64::from((self.id as u64) < total % t)
     }
 
-    /// Runs to completion and returns this worker's statistics.
-    pub fn run(mut self) -> Stats {
+    /// Runs to completion; all statistics go out as [`Interval`]s.
+    pub fn run(mut self) {
         let spec = self.spec;
         let interval_ns = spec.interval.as_nanos().max(1) as u64;
         let end_ns = spec.duration.as_nanos() as u64;
@@ -311,7 +315,7 @@ impl<'a> Worker<'a> {
                 if stop {
                     issuing = false;
                     if schedule.is_some() && !spec.load && total != u64::MAX {
-                        self.total.unsent += total - sent;
+                        self.interval.unsent += total - sent;
                     }
                     drain_deadline = now + timeout_ns;
                 }
@@ -425,12 +429,11 @@ impl<'a> Worker<'a> {
             }
         }
         self.report(report_index, true);
-        self.total
     }
 
     fn report(&mut self, index: u64, last: bool) {
-        let stats = std::mem::take(&mut self.interval);
-        self.total.merge(&stats);
+        let fresh = self.recycle.try_recv().unwrap_or_default();
+        let stats = std::mem::replace(&mut self.interval, fresh);
         let _ = self.tx.send(Interval {
             worker: self.id,
             index,
