@@ -22,9 +22,10 @@ use crate::worker::pin_and_tune;
 /// Pause the whole server once.
 #[derive(Clone, Copy, Debug)]
 pub struct Stall {
-    /// After this many requests have been answered…
+    /// Once this many requests have been read (and before their answers
+    /// are sent)…
     pub after_requests: u64,
-    /// …sleep this long before reading anything else.
+    /// …sleep this long.
     pub duration: Duration,
 }
 
@@ -159,7 +160,7 @@ fn serve(listener: TcpListener, opts: NullServerOptions, stop: &AtomicBool, serv
                 continue;
             }
             let ok = if f.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                read_and_answer(p, opts.protocol, &mut count)
+                read_and_answer(p, opts.protocol, &mut count, &mut stall)
             } else {
                 true
             };
@@ -171,12 +172,6 @@ fn serve(listener: TcpListener, opts: NullServerOptions, stop: &AtomicBool, serv
             peers.swap_remove(i);
         }
         served.store(count, Ordering::Relaxed);
-        if let Some(s) = stall {
-            if count >= s.after_requests {
-                std::thread::sleep(s.duration);
-                stall = None;
-            }
-        }
     }
 }
 
@@ -195,7 +190,12 @@ fn flush(p: &mut Peer) -> bool {
     true
 }
 
-fn read_and_answer(p: &mut Peer, protocol: Protocol, count: &mut u64) -> bool {
+fn read_and_answer(
+    p: &mut Peer,
+    protocol: Protocol,
+    count: &mut u64,
+    stall: &mut Option<Stall>,
+) -> bool {
     loop {
         if p.rlen == p.rbuf.len() {
             let n = p.rbuf.len() * 2;
@@ -215,6 +215,12 @@ fn read_and_answer(p: &mut Peer, protocol: Protocol, count: &mut u64) -> bool {
         let Some(used) = used else { return false };
         p.rbuf.copy_within(used..p.rlen, 0);
         p.rlen -= used;
+        if let Some(s) = *stall {
+            if *count >= s.after_requests {
+                std::thread::sleep(s.duration);
+                *stall = None;
+            }
+        }
         if !flush(p) {
             return false;
         }
