@@ -53,7 +53,14 @@ fn bench_corekv_against_redis() {
         .args(["--target", &format!("corekv=native://{}", server.native)])
         .args(["--target", &format!("corekv-resp=resp://{}", server.resp)])
         .args(["--target", &format!("redis=resp://{}", redis.addr)])
-        .args(["--workload", "f", "--keys", "2000", "--value-size", "50..150"])
+        .args([
+            "--workload",
+            "f",
+            "--keys",
+            "2000",
+            "--value-size",
+            "50..150",
+        ])
         .args(["--rate", "2000", "--duration", "2s", "--threads", "1"])
         .args(["--load", "--quiet", "--out"])
         .arg(&out)
@@ -63,7 +70,10 @@ fn bench_corekv_against_redis() {
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(res.status.success(), "{stdout}\n{stderr}");
     for name in ["corekv", "corekv-resp", "redis"] {
-        assert!(stdout.contains(&format!("{name}: loaded 2000 keys")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("{name}: loaded 2000 keys")),
+            "{stdout}"
+        );
     }
     assert!(stdout.contains("redis/corekv"), "no ratios: {stdout}");
     assert!(stdout.contains("×"), "{stdout}");
@@ -88,7 +98,10 @@ fn bench_corekv_against_redis() {
         assert_eq!(ops, ["read", "rmw"], "{name}");
         assert!(all["p99_us"].as_f64().unwrap() > 0.0);
         let hlog = std::fs::read_to_string(out.join(format!("{name}.hlog"))).unwrap();
-        assert!(hlog.contains("Tag=read") && hlog.contains("Tag=rmw"), "{name}: {hlog}");
+        assert!(
+            hlog.contains("Tag=read") && hlog.contains("Tag=rmw"),
+            "{name}: {hlog}"
+        );
     }
     for svg in ["latency.svg", "timeline.svg"] {
         let s = std::fs::read_to_string(out.join(svg)).unwrap();
@@ -110,5 +123,8 @@ fn bench_reports_a_refused_connection_clearly() {
         .unwrap();
     assert!(!res.status.success());
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(err.contains("cannot connect") && err.contains("refused"), "{err}");
+    assert!(
+        err.contains("cannot connect") && err.contains("refused"),
+        "{err}"
+    );
 }

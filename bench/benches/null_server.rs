@@ -18,7 +18,14 @@ use corekv_bench::target::{Protocol, Target};
 use corekv_bench::worker::{Mode, RunSpec};
 use corekv_bench::workload::{Mix, ValueSize, Workload};
 
-fn spec(addr: std::net::SocketAddr, protocol: Protocol, conns: usize, depth: usize, mode: Mode, secs: f64) -> RunSpec {
+fn spec(
+    addr: std::net::SocketAddr,
+    protocol: Protocol,
+    conns: usize,
+    depth: usize,
+    mode: Mode,
+    secs: f64,
+) -> RunSpec {
     RunSpec {
         target: Target {
             name: "null".into(),
@@ -63,7 +70,10 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
     println!("generator pinned to CPU 1, null server to CPU 0, {secs} s each, 50 % GET / 50 % SET, 3-byte values");
-    println!("{:<8} {:<28} {:>12} {:>9} {:>9}", "proto", "shape", "req/s", "p50", "p99");
+    println!(
+        "{:<8} {:<28} {:>12} {:>9} {:>9}",
+        "proto", "shape", "req/s", "p50", "p99"
+    );
     for protocol in [Protocol::Native, Protocol::Resp] {
         let srv = NullServer::start(NullServerOptions {
             cpu: Some(0),
@@ -74,7 +84,12 @@ fn main() {
             ("closed, 1 conn × 256 deep", 1, 256, Mode::Closed),
             ("closed, 4 conns × 64 deep", 4, 64, Mode::Closed),
             ("closed, 50 conns × 1", 50, 1, Mode::Closed),
-            ("open 50 k/s, 50 conns × 1", 50, 1, Mode::Open { rate: 50_000.0 }),
+            (
+                "open 50 k/s, 50 conns × 1",
+                50,
+                1,
+                Mode::Open { rate: 50_000.0 },
+            ),
         ];
         for (name, conns, depth, mode) in shapes {
             let sp = spec(srv.addr(), protocol, conns, depth, mode, secs);

@@ -119,14 +119,19 @@ impl BenchArgs {
         if let Some(url) = &self.serve_null {
             let t = Target::parse(url)?;
             if !t.addr.ip().is_loopback() {
-                return Err(BenchError::Config("the null server only binds 127.0.0.1".into()));
+                return Err(BenchError::Config(
+                    "the null server only binds 127.0.0.1".into(),
+                ));
             }
-            let srv = crate::null_server::NullServer::start(crate::null_server::NullServerOptions {
-                cpu: self.pin.first().copied(),
-                port: t.addr.port(),
-                ..crate::null_server::NullServerOptions::new(t.protocol)
-            })
-            .map_err(|e| BenchError::Io(format!("starting the null server on {}: {e}", t.addr)))?;
+            let srv =
+                crate::null_server::NullServer::start(crate::null_server::NullServerOptions {
+                    cpu: self.pin.first().copied(),
+                    port: t.addr.port(),
+                    ..crate::null_server::NullServerOptions::new(t.protocol)
+                })
+                .map_err(|e| {
+                    BenchError::Io(format!("starting the null server on {}: {e}", t.addr))
+                })?;
             let _ = writeln!(out, "null server on {} for {:?}", t.url(), self.duration);
             let _ = out.flush();
             std::thread::sleep(self.duration);
@@ -160,7 +165,11 @@ impl BenchArgs {
             ),
             None => {
                 let (mix, d) = ycsb(&self.workload, self.theta)?;
-                (format!("ycsb-{}", self.workload.to_ascii_lowercase()), mix, d)
+                (
+                    format!("ycsb-{}", self.workload.to_ascii_lowercase()),
+                    mix,
+                    d,
+                )
             }
         };
         let dist = match &self.distribution {
@@ -271,7 +280,13 @@ mod tests {
 
         let e = T::parse_from(["x", "--workload", "e"]).a.into_config();
         assert!(e.is_err());
-        let dup = T::parse_from(["x", "--target", "a=resp://127.0.0.1:1", "--target", "a=resp://127.0.0.1:2"]);
+        let dup = T::parse_from([
+            "x",
+            "--target",
+            "a=resp://127.0.0.1:1",
+            "--target",
+            "a=resp://127.0.0.1:2",
+        ]);
         assert!(dup.a.into_config().is_err());
     }
 }

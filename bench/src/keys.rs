@@ -186,7 +186,9 @@ mod tests {
 
     fn expected_zipf(n: u64, theta: f64) -> Vec<f64> {
         let z = zeta(0, n, theta, 0.0);
-        (0..n).map(|i| 1.0 / ((i + 1) as f64).powf(theta) / z).collect()
+        (0..n)
+            .map(|i| 1.0 / ((i + 1) as f64).powf(theta) / z)
+            .collect()
     }
 
     #[test]
@@ -260,10 +262,7 @@ mod tests {
             counts[k.next(&mut rng, buckets) as usize] += 1;
         }
         let e = samples as f64 / buckets as f64;
-        let chi2: f64 = counts
-            .iter()
-            .map(|&c| (c as f64 - e).powi(2) / e)
-            .sum();
+        let chi2: f64 = counts.iter().map(|&c| (c as f64 - e).powi(2) / e).sum();
         // 99 degrees of freedom: the 0.999 quantile is ~148.
         assert!(chi2 < 148.0, "chi-square {chi2}");
     }
@@ -287,11 +286,18 @@ mod tests {
         sorted.sort_unstable_by(|a, b| b.cmp(a));
         let exp = expected_zipf(n, 0.99);
         let got0 = sorted[0] as f64 / samples as f64;
-        assert!((got0 - exp[0]).abs() / exp[0] < 0.05, "{got0} vs {}", exp[0]);
+        assert!(
+            (got0 - exp[0]).abs() / exp[0] < 0.05,
+            "{got0} vs {}",
+            exp[0]
+        );
         let top100: u64 = sorted[..100].iter().sum();
         let exp100: f64 = exp[..100].iter().sum();
         let got100 = top100 as f64 / samples as f64;
-        assert!((got100 - exp100).abs() / exp100 < 0.1, "{got100} vs {exp100}");
+        assert!(
+            (got100 - exp100).abs() / exp100 < 0.1,
+            "{got100} vs {exp100}"
+        );
     }
 
     #[test]

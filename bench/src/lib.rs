@@ -24,6 +24,7 @@
 //! The entry points are [`cli::BenchArgs`] (the `corekv bench` flags) and
 //! [`run`].
 #![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
 pub mod cli;

@@ -338,7 +338,8 @@ mod tests {
     fn resp_answers_whole_commands_only() {
         let mut out = Vec::new();
         let mut n = 0;
-        let cmds = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\nPING\r\n";
+        let cmds =
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\nPING\r\n";
         for cut in 0..cmds.len() {
             out.clear();
             let used = answer_resp(&cmds[..cut], &mut out, &mut n).unwrap();
@@ -355,7 +356,10 @@ mod tests {
         crate::proto::native_get(&mut req, 77, b"key");
         let mut out = Vec::new();
         let mut n = 0;
-        assert_eq!(answer_native(&req[..req.len() - 1], &mut out, &mut n), Some(0));
+        assert_eq!(
+            answer_native(&req[..req.len() - 1], &mut out, &mut n),
+            Some(0)
+        );
         assert_eq!(answer_native(&req, &mut out, &mut n), Some(req.len()));
         let s = crate::proto::native_scan(&out, 1 << 20).unwrap().unwrap();
         assert_eq!(s.id, 77);

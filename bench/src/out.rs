@@ -5,8 +5,8 @@
 //! `latency.svg` (latency by percentile, log scales, one line per target)
 //! and `timeline.svg` (throughput and p99 over time).
 
-use std::path::Path;
 use plotters::prelude::*;
+use std::path::Path;
 
 use crate::report::TargetSummary;
 use crate::{BenchConfig, BenchError};
@@ -54,7 +54,13 @@ fn write_json(dir: &Path, cfg: &BenchConfig, all: &[TargetSummary]) -> Result<()
 /// A file-name-safe version of a target name.
 fn file_stem(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -130,7 +136,7 @@ pub fn plot_latency(path: &Path, all: &[TargetSummary]) -> Result<(), BenchError
                 format!("{}%", trim(p))
             }
         })
-        .y_label_formatter(&|y| format!("{}", trim(*y)))
+        .y_label_formatter(&|y| trim(*y))
         .draw()
         .map_err(draw)?;
     for (i, (name, pts)) in series.into_iter().enumerate() {

@@ -237,28 +237,32 @@ fn resp_scan_at(
             }
             Ok(Some((ReplyKind::Value, pos, 0..0)))
         }
-        other => Err(ProtoError(format!("unexpected RESP type byte {other:#04x}"))),
+        other => Err(ProtoError(format!(
+            "unexpected RESP type byte {other:#04x}"
+        ))),
     }
 }
 
 /// Scans one RESP reply at the start of `buf`: `Ok(None)` when more bytes
 /// are needed.
 pub fn resp_scan(buf: &[u8]) -> Result<Option<Scanned>, ProtoError> {
-    Ok(resp_scan_at(buf, 0, 0)?.map(|(kind, len, message)| Scanned {
-        id: 0,
-        kind,
-        len,
-        context: 0..0,
-        message,
-    }))
+    Ok(
+        resp_scan_at(buf, 0, 0)?.map(|(kind, len, message)| Scanned {
+            id: 0,
+            kind,
+            len,
+            context: 0..0,
+            message,
+        }),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use corekv_net::native::{
-        decode_request, encode_request, encode_response, ErrorCode, Request, RequestBody,
-        Response, ResponseBody,
+        decode_request, encode_request, encode_response, ErrorCode, Request, RequestBody, Response,
+        ResponseBody,
     };
     use corekv_net::Limits;
 
@@ -368,7 +372,11 @@ mod tests {
         ];
         for (bytes, kind) in replies {
             for cut in 0..bytes.len() {
-                assert_eq!(resp_scan(&bytes[..cut]).unwrap(), None, "{bytes:?} cut {cut}");
+                assert_eq!(
+                    resp_scan(&bytes[..cut]).unwrap(),
+                    None,
+                    "{bytes:?} cut {cut}"
+                );
             }
             let s = resp_scan(bytes).unwrap().unwrap();
             assert_eq!((s.kind, s.len), (*kind, bytes.len()));

@@ -57,7 +57,11 @@ impl OpSummary {
             p99_us: quantile_us(h, 0.99),
             p999_us: quantile_us(h, 0.999),
             p9999_us: quantile_us(h, 0.9999),
-            max_us: if h.is_empty() { 0.0 } else { h.max() as f64 / 1000.0 },
+            max_us: if h.is_empty() {
+                0.0
+            } else {
+                h.max() as f64 / 1000.0
+            },
         }
     }
 }
@@ -129,14 +133,17 @@ pub fn fmt_us(us: f64) -> String {
 
 /// A rate with thousands separators.
 pub fn fmt_rate(r: f64) -> String {
-    let n = r.round() as u64;
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
+    let s = (r.round() as u64).to_string();
+    let first = match s.len() % 3 {
+        0 => 3,
+        n => n,
+    };
+    let mut out = String::from(&s[..first.min(s.len())]);
+    let mut i = first;
+    while i < s.len() {
+        out.push(',');
+        out.push_str(&s[i..i + 3]);
+        i += 3;
     }
     out
 }
@@ -174,7 +181,10 @@ pub fn format_summary(s: &TargetSummary) -> String {
         "{:<7} {:>10} {:>7} {:>8} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "op", "count", "errors", "timeouts", "req/s", "p50", "p90", "p99", "p99.9", "p99.99", "max"
     );
-    let rows = s.ops.iter().chain(std::iter::once(&s.all).filter(|_| s.ops.len() > 1));
+    let rows = s
+        .ops
+        .iter()
+        .chain(std::iter::once(&s.all).filter(|_| s.ops.len() > 1));
     for o in rows {
         let _ = writeln!(
             out,
@@ -221,7 +231,11 @@ pub fn format_comparison(all: &[TargetSummary]) -> String {
         let _ = write!(header, " {:>12}", truncate(&s.target.name, 12));
     }
     for s in &all[1..] {
-        let _ = write!(header, " {:>14}", truncate(&format!("{}/{}", s.target.name, base.target.name), 14));
+        let _ = write!(
+            header,
+            " {:>14}",
+            truncate(&format!("{}/{}", s.target.name, base.target.name), 14)
+        );
     }
     let _ = writeln!(out, "{header}");
     type Pick = fn(&OpSummary) -> f64;
@@ -239,11 +253,7 @@ pub fn format_comparison(all: &[TargetSummary]) -> String {
         let mut line = format!("{name:<11}");
         for s in all {
             let v = pick(&s.all);
-            let cell = if is_latency {
-                fmt_us(v)
-            } else {
-                fmt_rate(v)
-            };
+            let cell = if is_latency { fmt_us(v) } else { fmt_rate(v) };
             let _ = write!(line, " {cell:>12}");
         }
         for s in &all[1..] {

@@ -12,8 +12,8 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
 use crate::stats::Stats;
-use crate::workload::OpKind;
 use crate::worker::{pin_and_tune, Interval, RunSpec, Shared, Worker};
+use crate::workload::OpKind;
 use crate::BenchError;
 
 /// One second (or `interval`) of a run, all workers merged.

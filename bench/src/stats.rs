@@ -95,12 +95,15 @@ impl Stats {
     /// Records a success.
     #[inline]
     pub fn record(&mut self, k: OpKind, latency_ns: u64) {
-        self.ops[k.index()].hist.saturating_record(latency_ns.max(1));
+        self.ops[k.index()]
+            .hist
+            .saturating_record(latency_ns.max(1));
     }
 
     /// Notes an error message, keeping a few distinct ones.
     pub fn sample_error(&mut self, msg: &str) {
-        if self.error_samples.len() < Self::MAX_SAMPLES && !self.error_samples.iter().any(|m| m == msg)
+        if self.error_samples.len() < Self::MAX_SAMPLES
+            && !self.error_samples.iter().any(|m| m == msg)
         {
             self.error_samples.push(msg.to_string());
         }

@@ -341,7 +341,9 @@ impl<'a> Worker<'a> {
                     }
                     _ => {
                         for c in 0..self.conns.len() {
-                            while self.conns[c].alive && self.conns[c].inflight < depth && sent < total
+                            while self.conns[c].alive
+                                && self.conns[c].inflight < depth
+                                && sent < total
                             {
                                 self.issue(c, now, sent);
                                 sent += 1;
@@ -355,7 +357,12 @@ impl<'a> Worker<'a> {
                 self.flush(c);
             }
             // Done?
-            let inflight: usize = self.conns.iter().filter(|c| c.alive).map(|c| c.inflight).sum();
+            let inflight: usize = self
+                .conns
+                .iter()
+                .filter(|c| c.alive)
+                .map(|c| c.inflight)
+                .sum();
             if !issuing && inflight == 0 {
                 break;
             }
@@ -408,8 +415,8 @@ impl<'a> Worker<'a> {
                 )
             };
             if ready > 0 {
-                for c in 0..self.conns.len() {
-                    let r = pollfds[c].revents;
+                for (c, p) in pollfds.iter().enumerate() {
+                    let r = p.revents;
                     if r == 0 {
                         continue;
                     }
@@ -447,10 +454,7 @@ impl<'a> Worker<'a> {
         let spec = self.spec;
         let key_count = spec.workload.key_count;
         let (op, key) = if spec.load {
-            (
-                OpKind::Update,
-                self.id as u64 + seq * spec.threads as u64,
-            )
+            (OpKind::Update, self.id as u64 + seq * spec.threads as u64)
         } else {
             let op = spec.workload.mix.pick(&mut self.rng);
             let key = if op == OpKind::Insert {
@@ -606,10 +610,9 @@ impl<'a> Worker<'a> {
             };
             let s = conn.slots[slot as usize];
             if kind == ReplyKind::Error {
-                let msg = String::from_utf8_lossy(
-                    &conn.rbuf[base + message.start..base + message.end],
-                )
-                .into_owned();
+                let msg =
+                    String::from_utf8_lossy(&conn.rbuf[base + message.start..base + message.end])
+                        .into_owned();
                 conn.release(slot);
                 self.interval.ops[s.op.index()].errors += 1;
                 self.interval.sample_error(&msg);

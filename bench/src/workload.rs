@@ -246,7 +246,9 @@ mod tests {
         assert_eq!(m.weight(OpKind::Update), 10);
         assert_eq!(m.describe(), "read=90,update=10");
         let mut rng = Rng::new(1);
-        let reads = (0..100_000).filter(|_| m.pick(&mut rng) == OpKind::Read).count();
+        let reads = (0..100_000)
+            .filter(|_| m.pick(&mut rng) == OpKind::Read)
+            .count();
         assert!((89_000..91_000).contains(&reads), "{reads}");
         assert!(Mix::parse("get=0").is_err());
         assert!(Mix::parse("scan=5").is_err());

@@ -84,7 +84,12 @@ fn a_server_stall_shows_in_the_tail() {
         ..NullServerOptions::new(Protocol::Resp)
     })
     .unwrap();
-    let mut sp = spec(&srv, Protocol::Resp, Mode::Open { rate }, Duration::from_secs(3));
+    let mut sp = spec(
+        &srv,
+        Protocol::Resp,
+        Mode::Open { rate },
+        Duration::from_secs(3),
+    );
     sp.pipeline = 1;
     sp.connections = 4;
     let r = run_target(&sp, &mut |_| {}).unwrap();
@@ -117,19 +122,32 @@ fn closed_loop_pipelines_on_both_protocols() {
         assert!(ok(&r.stats) > 10_000, "{protocol:?}: {}", ok(&r.stats));
         assert!(r.stats.op(OpKind::Rmw).ok() > 0);
         // Every GET on the null server finds nothing.
-        assert_eq!(r.stats.op(OpKind::Read).not_found, r.stats.op(OpKind::Read).ok());
+        assert_eq!(
+            r.stats.op(OpKind::Read).not_found,
+            r.stats.op(OpKind::Read).ok()
+        );
     }
 }
 
 #[test]
 fn request_cap_and_load_phase() {
     let srv = server(Protocol::Native);
-    let mut sp = spec(&srv, Protocol::Native, Mode::Closed, Duration::from_secs(10));
+    let mut sp = spec(
+        &srv,
+        Protocol::Native,
+        Mode::Closed,
+        Duration::from_secs(10),
+    );
     sp.requests = Some(12_345);
     sp.threads = 2;
     let r = run_target(&sp, &mut |_| {}).unwrap();
     assert_eq!(ok(&r.stats), 12_345);
-    let mut load = spec(&srv, Protocol::Native, Mode::Closed, Duration::from_secs(3600));
+    let mut load = spec(
+        &srv,
+        Protocol::Native,
+        Mode::Closed,
+        Duration::from_secs(3600),
+    );
     load.load = true;
     load.threads = 2;
     let before = srv.served();
@@ -146,7 +164,12 @@ fn refused_connection_is_a_clear_error() {
     };
     let t = Target::parse(&format!("gone=native://127.0.0.1:{port}")).unwrap();
     let srv = server(Protocol::Native);
-    let mut sp = spec(&srv, Protocol::Native, Mode::Closed, Duration::from_millis(100));
+    let mut sp = spec(
+        &srv,
+        Protocol::Native,
+        Mode::Closed,
+        Duration::from_millis(100),
+    );
     sp.target = t;
     let e = run_target(&sp, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("cannot connect to gone"), "{e}");
@@ -156,7 +179,12 @@ fn refused_connection_is_a_clear_error() {
 #[test]
 fn a_server_that_goes_away_is_counted_not_hidden() {
     let srv = server(Protocol::Resp);
-    let mut sp = spec(&srv, Protocol::Resp, Mode::Open { rate: 5000.0 }, Duration::from_secs(2));
+    let mut sp = spec(
+        &srv,
+        Protocol::Resp,
+        Mode::Open { rate: 5000.0 },
+        Duration::from_secs(2),
+    );
     sp.timeout = Duration::from_millis(300);
     let h = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(500));
