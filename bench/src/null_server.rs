@@ -261,8 +261,16 @@ fn answer_native(buf: &[u8], out: &mut Vec<u8>, count: &mut u64) -> Option<usize
 }
 
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    let rel = buf.get(from..)?.windows(2).position(|w| w == b"\r\n")?;
-    Some(from + rel)
+    let mut at = from;
+    loop {
+        let rel = buf.get(at..)?.iter().position(|&b| b == b'\r')?;
+        let i = at + rel;
+        match buf.get(i + 1) {
+            Some(b'\n') => return Some(i),
+            Some(_) => at = i + 1,
+            None => return None,
+        }
+    }
 }
 
 fn parse_len(b: &[u8]) -> Option<usize> {

@@ -34,7 +34,7 @@ fn spec(server: &NullServer, protocol: Protocol, mode: Mode, duration: Duration)
         timeout: Duration::from_secs(5),
         seed: 7,
         pin: vec![],
-        interval: Duration::from_millis(250),
+        interval: Duration::from_millis(500),
         load: false,
     }
 }
@@ -63,7 +63,7 @@ fn open_loop_holds_the_rate_within_two_percent() {
         assert_eq!(n, 40_000, "{protocol:?}");
         // …and they went out at the rate: every full interval within 2 %.
         let full = &points[..points.len() - 1];
-        assert!(full.len() >= 6, "{points:?}");
+        assert!(full.len() >= 3, "{points:?}");
         for p in full {
             assert!((p - rate).abs() / rate < 0.02, "{protocol:?}: {points:?}");
         }
