@@ -165,6 +165,10 @@ fn trim(v: f64) -> String {
 
 /// Throughput (top) and p99 (bottom) over time, one line per target.
 pub fn plot_timeline(path: &Path, all: &[TargetSummary]) -> Result<(), BenchError> {
+    let interval = all
+        .iter()
+        .flat_map(|s| s.intervals.first().map(|p| p.end_s - p.start_s))
+        .fold(0.0f64, f64::max);
     let tmax = all
         .iter()
         .flat_map(|s| s.intervals.iter().map(|p| p.end_s))
@@ -192,6 +196,7 @@ pub fn plot_timeline(path: &Path, all: &[TargetSummary]) -> Result<(), BenchErro
         .configure_mesh()
         .x_desc("seconds")
         .y_desc("requests/s")
+        .y_label_formatter(&|y| crate::report::fmt_rate(*y))
         .draw()
         .map_err(draw)?;
     let mut lat_chart = ChartBuilder::on(&bottom)
@@ -205,14 +210,18 @@ pub fn plot_timeline(path: &Path, all: &[TargetSummary]) -> Result<(), BenchErro
         .configure_mesh()
         .x_desc("seconds")
         .y_desc("p99 (µs)")
+        .y_label_formatter(&|y| crate::report::fmt_rate(*y))
         .draw()
         .map_err(draw)?;
     for (i, s) in all.iter().enumerate() {
         let c = color(i);
         let mid = |p: &crate::run::IntervalPoint| (p.start_s + p.end_s) / 2.0;
+        // A short last interval (the drain after sending stopped) would
+        // plot as a misleading dip.
+        let full = |p: &&crate::run::IntervalPoint| p.end_s - p.start_s >= 0.5 * interval;
         rate_chart
             .draw_series(LineSeries::new(
-                s.intervals.iter().map(|p| (mid(p), p.rate)),
+                s.intervals.iter().filter(full).map(|p| (mid(p), p.rate)),
                 c.stroke_width(2),
             ))
             .map_err(draw)?
@@ -220,7 +229,7 @@ pub fn plot_timeline(path: &Path, all: &[TargetSummary]) -> Result<(), BenchErro
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         lat_chart
             .draw_series(LineSeries::new(
-                s.intervals.iter().map(|p| (mid(p), p.p99_us)),
+                s.intervals.iter().filter(full).map(|p| (mid(p), p.p99_us)),
                 c.stroke_width(2),
             ))
             .map_err(draw)?;
