@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+mod conn;
 pub mod keys;
 pub mod null_server;
 pub mod out;
@@ -37,6 +38,7 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod stats;
+mod sys;
 pub mod target;
 pub mod worker;
 pub mod workload;

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::sys::pin_and_tune;
 use crate::target::Protocol;
-use crate::worker::pin_and_tune;
 
 /// Pause the whole server once.
 #[derive(Clone, Copy, Debug)]

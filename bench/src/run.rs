@@ -12,7 +12,8 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
 use crate::stats::Stats;
-use crate::worker::{pin_and_tune, Interval, RunSpec, Shared, Worker};
+use crate::sys::pin_and_tune;
+use crate::worker::{Interval, RunSpec, Shared, Worker};
 use crate::workload::OpKind;
 use crate::BenchError;
 

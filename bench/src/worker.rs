@@ -11,14 +11,15 @@
 //! connection keeps `pipeline` requests in flight and latency is measured
 //! from when each request was queued for sending.
 
-use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
+use crate::conn::Conn;
 use crate::keys::KeyChooser;
 use crate::proto::{self, ReplyKind, Scanned};
 use crate::rate::Schedule;
@@ -95,88 +96,10 @@ pub struct Shared {
     pub stop: AtomicBool,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Slot {
-    op: OpKind,
-    t0: u64,
-    key: u64,
-    gen: u32,
-    /// Read-modify-write: the write half is under way.
-    writing: bool,
-    /// In flight (not on the free list).
-    busy: bool,
-}
-
-struct Conn {
-    stream: TcpStream,
-    alive: bool,
-    wbuf: Vec<u8>,
-    wpos: usize,
-    rbuf: Vec<u8>,
-    rstart: usize,
-    rend: usize,
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    /// RESP: slots in send order (replies come back in order).
-    fifo: VecDeque<u32>,
-    inflight: usize,
-}
-
-const READ_BUF: usize = 256 * 1024;
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Below this wait the loop polls without sleeping (timer wake-ups are
 /// not precise enough for microsecond send times).
 const SPIN_NS: u64 = 30_000;
-
-impl Conn {
-    fn new(stream: TcpStream, depth: usize) -> std::io::Result<Conn> {
-        stream.set_nonblocking(true)?;
-        stream.set_nodelay(true)?;
-        Ok(Conn {
-            stream,
-            alive: true,
-            wbuf: Vec::with_capacity(64 * 1024),
-            wpos: 0,
-            rbuf: vec![0; READ_BUF],
-            rstart: 0,
-            rend: 0,
-            slots: Vec::with_capacity(depth),
-            free: Vec::with_capacity(depth),
-            fifo: VecDeque::with_capacity(depth),
-            inflight: 0,
-        })
-    }
-
-    fn alloc(&mut self, op: OpKind, t0: u64, key: u64) -> u32 {
-        self.inflight += 1;
-        if let Some(i) = self.free.pop() {
-            let s = &mut self.slots[i as usize];
-            s.op = op;
-            s.t0 = t0;
-            s.key = key;
-            s.gen = s.gen.wrapping_add(1);
-            s.writing = false;
-            s.busy = true;
-            i
-        } else {
-            self.slots.push(Slot {
-                op,
-                t0,
-                key,
-                gen: 0,
-                writing: false,
-                busy: true,
-            });
-            (self.slots.len() - 1) as u32
-        }
-    }
-
-    fn release(&mut self, i: u32) {
-        self.inflight -= 1;
-        self.slots[i as usize].busy = false;
-        self.free.push(i);
-    }
-}
 
 /// A worker's run over connections already established by the caller.
 pub struct Worker<'a> {
@@ -191,27 +114,6 @@ pub struct Worker<'a> {
     interval: Stats,
     tx: Sender<Interval>,
     recycle: Receiver<Stats>,
-}
-
-fn set_affinity(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// Pins the calling thread to `cpu` (best effort) and makes its timer
-/// wake-ups precise (1 ns slack instead of 50 µs).
-pub fn pin_and_tune(cpu: Option<usize>) {
-    if let Some(cpu) = cpu {
-        set_affinity(cpu);
-    }
-    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and touches no memory.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
-    }
 }
 
 impl<'a> Worker<'a> {
