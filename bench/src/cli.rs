@@ -19,6 +19,9 @@ pub struct BenchArgs {
     pub targets: Vec<String>,
     /// YCSB workload: a (50/50 read/update), b (95/5), c (read only),
     /// d (95 read / 5 insert, latest keys), f (50 read / 50 read-modify-write).
+    /// Native updates are PUTs without a causal context: against a node in
+    /// `siblings` conflict mode they pile up siblings, so run it with
+    /// `--conflict lww` (F's read-modify-writes carry the read's context).
     #[arg(long, default_value = "a", conflicts_with = "mix")]
     pub workload: String,
     /// A custom mix instead of a YCSB workload, e.g. `get=90,put=10`
