@@ -36,6 +36,8 @@ pub(crate) struct Conn {
     /// RESP: slots in send order (replies come back in order).
     pub(crate) fifo: VecDeque<u32>,
     pub(crate) inflight: usize,
+    /// Output readiness is being watched (a write would have blocked).
+    pub(crate) want_out: bool,
 }
 
 impl Conn {
@@ -54,6 +56,7 @@ impl Conn {
             free: Vec::with_capacity(depth),
             fifo: VecDeque::with_capacity(depth),
             inflight: 0,
+            want_out: false,
         })
     }
 

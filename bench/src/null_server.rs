@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::sys::pin_and_tune;
+use crate::sys::{pin_and_tune, Epoll};
 use crate::target::Protocol;
 
 /// Pause the whole server once.
@@ -112,64 +112,54 @@ struct Peer {
 
 fn serve(listener: TcpListener, opts: NullServerOptions, stop: &AtomicBool, served: &AtomicU64) {
     pin_and_tune(opts.cpu);
-    let mut peers: Vec<Peer> = Vec::new();
+    let Ok(epoll) = Epoll::new() else { return };
+    const LISTENER: u64 = u64::MAX;
+    if epoll.add(listener.as_raw_fd(), LISTENER, false).is_err() {
+        return;
+    }
+    let mut peers: Vec<Option<Peer>> = Vec::new();
     let mut stall = opts.stall;
     let mut count: u64 = 0;
-    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut ready = Vec::with_capacity(256);
     while !stop.load(Ordering::Relaxed) {
-        fds.clear();
-        fds.push(libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        for p in &peers {
-            let out = if p.wpos < p.wbuf.len() {
-                libc::POLLOUT
-            } else {
-                0
-            };
-            fds.push(libc::pollfd {
-                fd: p.stream.as_raw_fd(),
-                events: libc::POLLIN | out,
-                revents: 0,
-            });
-        }
-        // SAFETY: fds is a valid pollfd array of the given length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
-        if n <= 0 {
-            continue;
-        }
-        if fds[0].revents != 0 {
-            while let Ok((s, _)) = listener.accept() {
-                if s.set_nonblocking(true).is_ok() && s.set_nodelay(true).is_ok() {
-                    peers.push(Peer {
+        epoll.wait(&mut events, &mut ready, 50_000_000);
+        for &(token, ev) in &ready {
+            if token == LISTENER {
+                while let Ok((s, _)) = listener.accept() {
+                    if s.set_nonblocking(true).is_err() || s.set_nodelay(true).is_err() {
+                        continue;
+                    }
+                    let slot = peers.iter().position(Option::is_none).unwrap_or(peers.len());
+                    if epoll.add(s.as_raw_fd(), slot as u64, false).is_err() {
+                        continue;
+                    }
+                    let peer = Peer {
                         stream: s,
                         rbuf: vec![0; 256 * 1024],
                         rlen: 0,
                         wbuf: Vec::with_capacity(64 * 1024),
                         wpos: 0,
-                    });
+                    };
+                    if slot == peers.len() {
+                        peers.push(Some(peer));
+                    } else {
+                        peers[slot] = Some(peer);
+                    }
                 }
-            }
-        }
-        let mut dead = Vec::new();
-        for (i, p) in peers.iter_mut().enumerate() {
-            let Some(f) = fds.get(i + 1) else { break };
-            if f.revents == 0 {
                 continue;
             }
-            let ok = if f.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                read_and_answer(p, opts.protocol, &mut count, &mut stall)
-            } else {
-                true
-            };
-            if !ok || !flush(p) {
-                dead.push(i);
+            let i = token as usize;
+            let Some(Some(p)) = peers.get_mut(i) else { continue };
+            let ok = read_and_answer(p, opts.protocol, &mut count, &mut stall) && flush(p);
+            let pending = p.wpos < p.wbuf.len();
+            if !ok {
+                epoll.delete(p.stream.as_raw_fd());
+                peers[i] = None;
+            } else if pending || ev & libc::EPOLLOUT as u32 != 0 {
+                // Watch output only while a reply is stuck in the buffer.
+                let _ = epoll.modify(p.stream.as_raw_fd(), token, pending);
             }
-        }
-        for i in dead.into_iter().rev() {
-            peers.swap_remove(i);
         }
         served.store(count, Ordering::Relaxed);
     }

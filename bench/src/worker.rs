@@ -1,6 +1,6 @@
 //! One load-generating worker: an OS thread (optionally pinned to a CPU)
 //! that owns its connections and drives them from a single non-blocking
-//! event loop (`ppoll`). Each connection keeps many requests in flight;
+//! event loop (epoll). Each connection keeps many requests in flight;
 //! requests are encoded straight into the connection's write buffer and
 //! responses are scanned in place in its read buffer — no allocation per
 //! request.
@@ -25,6 +25,7 @@ use crate::proto::{self, ReplyKind, Scanned};
 use crate::rate::Schedule;
 use crate::rng::Rng;
 use crate::stats::Stats;
+use crate::sys::Epoll;
 use crate::target::{Protocol, Target};
 use crate::workload::{write_key, OpKind, Workload, KEY_LEN};
 
@@ -114,6 +115,7 @@ pub struct Worker<'a> {
     interval: Stats,
     tx: Sender<Interval>,
     recycle: Receiver<Stats>,
+    epoll: Epoll,
 }
 
 impl<'a> Worker<'a> {
@@ -135,6 +137,10 @@ impl<'a> Worker<'a> {
             .into_iter()
             .map(|s| Conn::new(s, depth))
             .collect::<std::io::Result<Vec<_>>>()?;
+        let epoll = Epoll::new()?;
+        for (i, c) in conns.iter().enumerate() {
+            epoll.add(c.stream.as_raw_fd(), i as u64, false)?;
+        }
         let mut rng = Rng::new(spec.seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let value = (0..spec.workload.value_size.max())
             .map(|_| b'a' + rng.below(26) as u8)
@@ -151,6 +157,7 @@ impl<'a> Worker<'a> {
             interval: recycle.try_recv().unwrap_or_default(),
             tx,
             recycle,
+            epoll,
         })
     }
 
@@ -187,15 +194,8 @@ impl<'a> Worker<'a> {
         let mut rr = 0usize;
         let mut issuing = true;
         let mut drain_deadline = u64::MAX;
-        let mut pollfds: Vec<libc::pollfd> = self
-            .conns
-            .iter()
-            .map(|c| libc::pollfd {
-                fd: c.stream.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; self.conns.len().max(1)];
+        let mut ready: Vec<(u64, u32)> = Vec::with_capacity(events.len());
 
         // Wait for the common start.
         let wait = self.start.saturating_duration_since(Instant::now());
@@ -292,42 +292,15 @@ impl<'a> Worker<'a> {
             if wait_ns < SPIN_NS {
                 wait_ns = 0;
             }
-            for (p, c) in pollfds.iter_mut().zip(self.conns.iter()) {
-                p.fd = if c.alive { c.stream.as_raw_fd() } else { -1 };
-                p.events = libc::POLLIN
-                    | if c.wpos < c.wbuf.len() {
-                        libc::POLLOUT
-                    } else {
-                        0
-                    };
-                p.revents = 0;
-            }
-            let ts = libc::timespec {
-                tv_sec: (wait_ns / 1_000_000_000) as libc::time_t,
-                tv_nsec: (wait_ns % 1_000_000_000) as libc::c_long,
-            };
-            // SAFETY: pollfds is a valid array of pollfd of the given length;
-            // ts outlives the call; a null sigmask leaves signals as they are.
-            let ready = unsafe {
-                libc::ppoll(
-                    pollfds.as_mut_ptr(),
-                    pollfds.len() as libc::nfds_t,
-                    &ts,
-                    std::ptr::null(),
-                )
-            };
-            if ready > 0 {
-                for (c, p) in pollfds.iter().enumerate() {
-                    let r = p.revents;
-                    if r == 0 {
-                        continue;
-                    }
-                    if r & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                        self.read(c);
-                    }
-                    if r & libc::POLLOUT != 0 {
-                        self.flush(c);
-                    }
+            self.epoll.wait(&mut events, &mut ready, wait_ns);
+            for &(token, ev) in &ready {
+                let c = token as usize;
+                let hup = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+                if ev & hup != 0 {
+                    self.read(c);
+                }
+                if ev & libc::EPOLLOUT as u32 != 0 {
+                    self.flush(c);
                 }
             }
             now = self.now();
@@ -413,7 +386,14 @@ impl<'a> Worker<'a> {
                     return;
                 }
                 Ok(n) => conn.wpos += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // Ask for output readiness until the buffer drains.
+                    if !conn.want_out {
+                        conn.want_out = true;
+                        let _ = self.epoll.modify(conn.stream.as_raw_fd(), c as u64, true);
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     let msg = format!("send failed: {e}");
@@ -426,6 +406,10 @@ impl<'a> Worker<'a> {
         if conn.wpos == conn.wbuf.len() {
             conn.wbuf.clear();
             conn.wpos = 0;
+            if conn.want_out {
+                conn.want_out = false;
+                let _ = self.epoll.modify(conn.stream.as_raw_fd(), c as u64, false);
+            }
         }
     }
 
@@ -568,6 +552,7 @@ impl<'a> Worker<'a> {
             return;
         }
         conn.alive = false;
+        self.epoll.delete(conn.stream.as_raw_fd());
         let mut lost = [0u64; crate::workload::OP_KINDS];
         for s in conn.slots.iter_mut().filter(|s| s.busy) {
             lost[s.op.index()] += 1;
