@@ -191,13 +191,19 @@ fn read_and_answer(
             let n = p.rbuf.len() * 2;
             p.rbuf.resize(n, 0);
         }
-        match p.stream.read(&mut p.rbuf[p.rlen..]) {
+        let room = p.rbuf.len() - p.rlen;
+        let drained = match p.stream.read(&mut p.rbuf[p.rlen..]) {
             Ok(0) => return false,
-            Ok(n) => p.rlen += n,
+            Ok(n) => {
+                p.rlen += n;
+                // A short read emptied the socket: no need for another
+                // read just to see EAGAIN (level-triggered epoll wakes us).
+                n < room
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => return false,
-        }
+        };
         let used = match protocol {
             Protocol::Native => answer_native(&p.rbuf[..p.rlen], &mut p.wbuf, count),
             Protocol::Resp => answer_resp(&p.rbuf[..p.rlen], &mut p.wbuf, count),
@@ -213,6 +219,9 @@ fn read_and_answer(
         }
         if !flush(p) {
             return false;
+        }
+        if drained {
+            return true;
         }
     }
 }
