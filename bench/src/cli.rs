@@ -142,6 +142,7 @@ impl BenchArgs {
             return Ok(());
         }
         let cfg = self.into_config()?;
+        crate::sys::stop_on_ctrl_c();
         crate::run(&cfg, out)?;
         Ok(())
     }

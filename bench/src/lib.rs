@@ -38,7 +38,7 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod stats;
-mod sys;
+pub mod sys;
 pub mod target;
 pub mod worker;
 pub mod workload;
@@ -157,6 +157,10 @@ pub fn run(cfg: &BenchConfig, out: &mut dyn Write) -> Result<Vec<TargetSummary>,
     let io = |e: std::io::Error| BenchError::Io(format!("writing the summary: {e}"));
     let mut summaries = Vec::new();
     for target in &cfg.targets {
+        if sys::interrupted() {
+            writeln!(out, "interrupted: {} not run", target.name).map_err(io)?;
+            continue;
+        }
         if cfg.load {
             let spec = cfg.spec(target, true);
             let r = run::run_target(&spec, &mut |_| {})?;
@@ -182,6 +186,9 @@ pub fn run(cfg: &BenchConfig, out: &mut dyn Write) -> Result<Vec<TargetSummary>,
         })?;
         let s = TargetSummary::new(target, cfg.mode, &r);
         writeln!(out, "\n{}", format_summary(&s)).map_err(io)?;
+        if sys::interrupted() {
+            writeln!(out, "(interrupted by Ctrl-C: figures cover the run so far)").map_err(io)?;
+        }
         summaries.push(s);
     }
     let cmp = format_comparison(&summaries);

@@ -130,7 +130,10 @@ fn serve(listener: TcpListener, opts: NullServerOptions, stop: &AtomicBool, serv
                     if s.set_nonblocking(true).is_err() || s.set_nodelay(true).is_err() {
                         continue;
                     }
-                    let slot = peers.iter().position(Option::is_none).unwrap_or(peers.len());
+                    let slot = peers
+                        .iter()
+                        .position(Option::is_none)
+                        .unwrap_or(peers.len());
                     if epoll.add(s.as_raw_fd(), slot as u64, false).is_err() {
                         continue;
                     }
@@ -150,7 +153,9 @@ fn serve(listener: TcpListener, opts: NullServerOptions, stop: &AtomicBool, serv
                 continue;
             }
             let i = token as usize;
-            let Some(Some(p)) = peers.get_mut(i) else { continue };
+            let Some(Some(p)) = peers.get_mut(i) else {
+                continue;
+            };
             let ok = read_and_answer(p, opts.protocol, &mut count, &mut stall) && flush(p);
             let pending = p.wpos < p.wbuf.len();
             if !ok {

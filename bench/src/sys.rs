@@ -1,4 +1,5 @@
-//! Thread placement: CPU pinning and timer precision.
+//! Operating-system glue: CPU pinning and timer precision, a small epoll
+//! wrapper, and Ctrl-C handling.
 
 fn set_affinity(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it.
@@ -102,4 +103,29 @@ impl Epoll {
             ready.push((token, events));
         }
     }
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Makes Ctrl-C (SIGINT) end the run early, with its results reported,
+/// instead of killing the process. A second Ctrl-C kills it.
+pub fn stop_on_ctrl_c() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe);
+    // SA_RESETHAND restores the default action after the first signal.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigint as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESETHAND;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Whether Ctrl-C was pressed since [`stop_on_ctrl_c`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
 }

@@ -208,6 +208,7 @@ impl<'a> Worker<'a> {
             // Stop issuing?
             if issuing {
                 let stop = self.shared.stop.load(Ordering::Relaxed)
+                    || crate::sys::interrupted()
                     || sent >= total
                     || self.conns.iter().all(|c| !c.alive)
                     || match schedule {
@@ -216,7 +217,9 @@ impl<'a> Worker<'a> {
                     };
                 if stop {
                     issuing = false;
-                    if schedule.is_some() && !spec.load && total != u64::MAX {
+                    let cut_short =
+                        self.shared.stop.load(Ordering::Relaxed) || crate::sys::interrupted();
+                    if schedule.is_some() && !spec.load && total != u64::MAX && !cut_short {
                         self.interval.unsent += total - sent;
                     }
                     drain_deadline = now + timeout_ns;
@@ -295,7 +298,8 @@ impl<'a> Worker<'a> {
             self.epoll.wait(&mut events, &mut ready, wait_ns);
             for &(token, ev) in &ready {
                 let c = token as usize;
-                let hup = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+                let hup =
+                    (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
                 if ev & hup != 0 {
                     self.read(c);
                 }
