@@ -1,6 +1,6 @@
 //! The `corekv` command line: the server (`serve`) and the tools around it.
 //! Only argument parsing and wiring live here; everything else is in the
-//! crates (engine, net, cluster).
+//! crates (engine, net, cluster, bench).
 
 use std::path::PathBuf;
 
@@ -60,6 +60,10 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Load generator: open-loop (fixed rate, latency from intended send
+    /// time) or closed-loop, YCSB or custom mixes, native or RESP, one or
+    /// several targets compared side by side.
+    Bench(Box<corekv_bench::cli::BenchArgs>),
     /// Show the node: shards, keys, memtable and SSTable sizes, commit-log mode.
     Status {
         /// Print the raw JSON.
@@ -280,6 +284,10 @@ fn main() -> Result<()> {
                 key: key.into_bytes(),
             })?;
             println!("OK");
+            Ok(())
+        }
+        Command::Bench(args) => {
+            args.run(&mut std::io::stdout().lock())?;
             Ok(())
         }
         Command::Status { json, conn } => {
