@@ -128,3 +128,45 @@ fn bench_reports_a_refused_connection_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn shard_aware_bench_never_crosses_cores() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), 2, &["--conflict", "lww"]);
+    let out = dir.path().join("out");
+    let res = Command::new(corekv())
+        .arg("bench")
+        .args([
+            "--target",
+            &format!("sharded=native-sharded://{}", server.native),
+        ])
+        .args(["--workload", "a", "--keys", "1000"])
+        .args(["--rate", "2000", "--duration", "1s", "--threads", "1"])
+        .args(["--load", "--quiet", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        res.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let all = &json["targets"][0]["all"];
+    assert_eq!(all["errors"], 0, "{all}");
+    assert_eq!(all["count"], 2000, "{all}");
+    // Every request (load phase included) went to its key's own shard.
+    let status = server.cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["totals"]["forwards"], 0, "{status}");
+    // 1000 loads and 2000 measured requests, all served by their shard.
+    let served: u64 = status["per_shard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["applies"].as_u64().unwrap() + s["gets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(served, 3000, "{status}");
+}

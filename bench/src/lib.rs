@@ -36,6 +36,7 @@ pub mod proto;
 pub mod rate;
 pub mod report;
 pub mod rng;
+pub mod routes;
 pub mod run;
 pub mod stats;
 pub mod sys;

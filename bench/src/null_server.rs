@@ -210,7 +210,9 @@ fn read_and_answer(
             Err(_) => return false,
         };
         let used = match protocol {
-            Protocol::Native => answer_native(&p.rbuf[..p.rlen], &mut p.wbuf, count),
+            Protocol::Native | Protocol::NativeSharded => {
+                answer_native(&p.rbuf[..p.rlen], &mut p.wbuf, count)
+            }
             Protocol::Resp => answer_resp(&p.rbuf[..p.rlen], &mut p.wbuf, count),
         };
         let Some(used) = used else { return false };

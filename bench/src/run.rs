@@ -11,8 +11,10 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
+use crate::routes::ShardRoutes;
 use crate::stats::Stats;
 use crate::sys::pin_and_tune;
+use crate::target::Protocol;
 use crate::worker::{Interval, RunSpec, Shared, Worker};
 use crate::workload::OpKind;
 use crate::BenchError;
@@ -65,13 +67,21 @@ pub fn quantile_us(h: &Histogram<u64>, q: f64) -> f64 {
     }
 }
 
-fn connect_all(spec: &RunSpec) -> Result<Vec<Vec<TcpStream>>, BenchError> {
+/// Each worker's connections: `connections` to the target, or, shard-aware,
+/// `connections` to every shard address (grouped by address, in order).
+fn connect_all(
+    spec: &RunSpec,
+    routes: Option<&ShardRoutes>,
+) -> Result<Vec<Vec<TcpStream>>, BenchError> {
     let per = spec.connections.max(1);
+    let addrs = routes.map_or_else(|| vec![spec.target.addr], |r| r.addrs().to_vec());
     (0..spec.threads.max(1))
         .map(|_| {
-            (0..per)
-                .map(|_| {
-                    TcpStream::connect_timeout(&spec.target.addr, spec.timeout).map_err(|e| {
+            addrs
+                .iter()
+                .flat_map(|addr| std::iter::repeat_n(addr, per))
+                .map(|addr| {
+                    TcpStream::connect_timeout(addr, spec.timeout).map_err(|e| {
                         BenchError::Connect {
                             name: spec.target.name.clone(),
                             url: spec.target.url(),
@@ -94,8 +104,15 @@ pub fn run_target(
         threads,
         ..spec.clone()
     };
-    let streams = connect_all(&spec)?;
-    let shared = Shared::default();
+    let routes = match spec.target.protocol {
+        Protocol::NativeSharded => Some(ShardRoutes::fetch(spec.target.addr, spec.timeout)?),
+        _ => None,
+    };
+    let streams = connect_all(&spec, routes.as_ref())?;
+    let shared = Shared {
+        routes,
+        ..Shared::default()
+    };
     let start = Instant::now() + Duration::from_millis(20);
     let (tx, rx) = mpsc::channel::<Interval>();
     let interval_s = spec.interval.as_secs_f64();

@@ -5,11 +5,6 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use crate::BenchError;
 
 /// The wire protocol spoken to a target.
-///
-/// `native-sharded://` (the shard-aware native client that routes each key
-/// to its owning shard) is planned: it will be a third variant here, parsed
-/// from that scheme, with its own connection setup in [`crate::worker`];
-/// everything above the connection (workloads, stats, output) is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -18,6 +13,10 @@ pub enum Protocol {
     /// RESP2 (`resp://`, also `redis://`): corekv's RESP port, Redis, or any
     /// RESP server.
     Resp,
+    /// corekv's binary protocol, shard-aware (`native-sharded://SEED`): the
+    /// topology comes from the seed node, and each key's requests go to
+    /// the owning shard of its first replica, on that shard's own port.
+    NativeSharded,
 }
 
 impl Protocol {
@@ -26,7 +25,13 @@ impl Protocol {
         match self {
             Protocol::Native => "native",
             Protocol::Resp => "resp",
+            Protocol::NativeSharded => "native-sharded",
         }
+    }
+
+    /// Whether frames are the native protocol's.
+    pub fn is_native(self) -> bool {
+        matches!(self, Protocol::Native | Protocol::NativeSharded)
     }
 }
 
@@ -56,12 +61,12 @@ impl Target {
         let protocol = match scheme {
             "native" => Protocol::Native,
             "resp" | "redis" => Protocol::Resp,
-            "native-sharded" => {
-                return Err(bad(
-                    "native-sharded:// is not available yet (the shard-aware client is being built); use native://",
-                ))
+            "native-sharded" => Protocol::NativeSharded,
+            other => {
+                return Err(bad(&format!(
+                    "unknown scheme {other:?} (native, native-sharded, resp)"
+                )))
             }
-            other => return Err(bad(&format!("unknown scheme {other:?} (native, resp)"))),
         };
         let hostport = rest.trim_end_matches('/');
         let addr = hostport
@@ -107,7 +112,8 @@ mod tests {
     fn rejects_bad_targets() {
         assert!(Target::parse("127.0.0.1:7000").is_err());
         assert!(Target::parse("x=http://127.0.0.1:1").is_err());
-        let e = Target::parse("native-sharded://127.0.0.1:7000").unwrap_err();
-        assert!(e.to_string().contains("not available yet"));
+        let s = Target::parse("c=native-sharded://127.0.0.1:7000").unwrap();
+        assert_eq!(s.protocol, Protocol::NativeSharded);
+        assert!(s.protocol.is_native());
     }
 }

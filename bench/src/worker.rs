@@ -24,6 +24,7 @@ use crate::keys::KeyChooser;
 use crate::proto::{self, ReplyKind, Scanned};
 use crate::rate::Schedule;
 use crate::rng::Rng;
+use crate::routes::ShardRoutes;
 use crate::stats::Stats;
 use crate::sys::Epoll;
 use crate::target::{Protocol, Target};
@@ -95,6 +96,8 @@ pub struct Shared {
     pub inserted: AtomicU64,
     /// Set to stop every worker early (Ctrl-C, a fatal error elsewhere).
     pub stop: AtomicBool,
+    /// Shard-aware targets: where each key goes.
+    pub routes: Option<ShardRoutes>,
 }
 
 const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -108,6 +111,12 @@ pub struct Worker<'a> {
     spec: &'a RunSpec,
     shared: &'a Shared,
     conns: Vec<Conn>,
+    /// Shard-aware targets: connections come in groups of `per`, one group
+    /// per shard address, and each key goes to its group.
+    routes: Option<&'a ShardRoutes>,
+    per: usize,
+    /// A request chosen but not sent because its group was full.
+    parked: Option<(OpKind, u64)>,
     rng: Rng,
     keys: KeyChooser,
     value: Vec<u8>,
@@ -150,6 +159,9 @@ impl<'a> Worker<'a> {
             spec,
             shared,
             conns,
+            routes: shared.routes.as_ref(),
+            per: spec.connections.max(1),
+            parked: None,
             rng,
             keys: KeyChooser::new(spec.workload.dist, spec.workload.key_count),
             value,
@@ -226,7 +238,24 @@ impl<'a> Worker<'a> {
                 }
             }
             // Issue what is due.
-            if issuing {
+            if issuing && self.routes.is_some() {
+                let open_loop = schedule.is_some() && !spec.load;
+                while sent < total {
+                    let t0 = match schedule {
+                        Some(s) if open_loop => {
+                            if s.at(sent) > now {
+                                break;
+                            }
+                            s.at(sent)
+                        }
+                        _ => now,
+                    };
+                    if !self.issue_routed(t0, sent) {
+                        break;
+                    }
+                    sent += 1;
+                }
+            } else if issuing {
                 match schedule {
                     Some(s) if !spec.load => {
                         let n = self.conns.len();
@@ -279,7 +308,10 @@ impl<'a> Worker<'a> {
             let mut wait_ns: u64 = match schedule {
                 Some(s) if issuing && !spec.load && sent < total => {
                     let at = s.at(sent);
-                    let blocked = self.conns.iter().all(|c| !c.alive || c.inflight >= depth);
+                    // A parked request waits for its own group: any answer
+                    // wakes the loop.
+                    let blocked = self.parked.is_some()
+                        || self.conns.iter().all(|c| !c.alive || c.inflight >= depth);
                     if blocked {
                         100_000_000
                     } else {
@@ -328,11 +360,43 @@ impl<'a> Worker<'a> {
         });
     }
 
-    /// Queues one new request on connection `c`, intended at `t0`.
-    fn issue(&mut self, c: usize, t0: u64, seq: u64) {
+    /// Shard-aware: picks the next request (or the parked one) and queues
+    /// it on a connection of its key's group; parks it and returns false
+    /// when every connection of that group is at its depth.
+    fn issue_routed(&mut self, t0: u64, seq: u64) -> bool {
+        let Some(routes) = self.routes else {
+            return false;
+        };
+        let (op, key) = match self.parked.take() {
+            Some(p) => p,
+            None => self.pick(seq),
+        };
+        let mut bytes = [0u8; KEY_LEN];
+        write_key(key, &mut bytes);
+        let group = routes.group_of(&bytes);
+        let depth = self.spec.pipeline.max(1);
+        let first = group * self.per;
+        let free = (first..first + self.per)
+            .filter(|&c| c < self.conns.len())
+            .find(|&c| self.conns[c].alive && self.conns[c].inflight < depth);
+        match free {
+            Some(c) => {
+                let slot = self.conns[c].alloc(op, t0, key);
+                self.encode(c, slot, &[]);
+                true
+            }
+            None => {
+                self.parked = Some((op, key));
+                false
+            }
+        }
+    }
+
+    /// The next request's operation and key index.
+    fn pick(&mut self, seq: u64) -> (OpKind, u64) {
         let spec = self.spec;
         let key_count = spec.workload.key_count;
-        let (op, key) = if spec.load {
+        if spec.load {
             (OpKind::Update, self.id as u64 + seq * spec.threads as u64)
         } else {
             let op = spec.workload.mix.pick(&mut self.rng);
@@ -343,7 +407,12 @@ impl<'a> Worker<'a> {
                 self.keys.next(&mut self.rng, existing)
             };
             (op, key)
-        };
+        }
+    }
+
+    /// Queues one new request on connection `c`, intended at `t0`.
+    fn issue(&mut self, c: usize, t0: u64, seq: u64) {
+        let (op, key) = self.pick(seq);
         let slot = self.conns[c].alloc(op, t0, key);
         self.encode(c, slot, &[]);
     }
@@ -362,7 +431,7 @@ impl<'a> Worker<'a> {
             OpKind::Rmw => s.writing,
         };
         match self.spec.target.protocol {
-            Protocol::Native => {
+            Protocol::Native | Protocol::NativeSharded => {
                 let id = (u64::from(s.gen) << 32) | u64::from(slot);
                 if write {
                     proto::native_put(&mut conn.wbuf, id, &key, context, value);
@@ -468,7 +537,7 @@ impl<'a> Worker<'a> {
             let conn = &mut self.conns[c];
             let buf = &conn.rbuf[conn.rstart..conn.rend];
             let scanned = match protocol {
-                Protocol::Native => proto::native_scan(buf, MAX_FRAME),
+                Protocol::Native | Protocol::NativeSharded => proto::native_scan(buf, MAX_FRAME),
                 Protocol::Resp => proto::resp_scan(buf),
             };
             let Scanned {
@@ -485,7 +554,7 @@ impl<'a> Worker<'a> {
             let base = conn.rstart;
             conn.rstart += len;
             let slot = match protocol {
-                Protocol::Native => {
+                Protocol::Native | Protocol::NativeSharded => {
                     let slot = (id & 0xffff_ffff) as u32;
                     let gen = (id >> 32) as u32;
                     match conn.slots.get(slot as usize) {
