@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Issue 6's cluster benchmark: three corekv nodes on this machine (one shard
+# each, N = 3, W = R = 2) against one node with N = 1, in the same run, both
+# driven by `corekv bench` over the shard-aware native protocol
+# (native-sharded://). First the maximum throughput (closed loop), then
+# the latency at 30 % of each one's maximum (open loop), and the cross-core
+# forwards per request from each node's STATUS.
+#
+# The nodes share CPU 0 and the generator runs on CPU 1 (this machine has
+# two cores; absolute figures drift between runs — compare the ratio).
+# Commit logs in periodic mode (10 ms): the figures are CPU and network,
+# not fdatasync latency.
+#
+# Usage: bench/cluster.sh [seconds per measurement, default 5]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-5}
+cargo build --release -q
+bin=target/release/corekv
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+members=""
+for i in 1 2 3; do
+    members+="[[members]]
+id = $i
+native_addr = \"127.0.0.1:$((18000 + 10 * i))\"
+peer_addr = \"127.0.0.1:$((18100 + 10 * i))\"
+shards = 1
+rack = \"r$i\"
+
+"
+done
+for i in 1 2 3; do
+    cat >"$work/node$i.toml" <<TOML
+node_id = $i
+data_dir = "$work/n$i"
+shards = 1
+cpus = [0]
+native_addr = "127.0.0.1:$((18000 + 10 * i))"
+resp_addr = "127.0.0.1:$((18005 + 10 * i))"
+peer_addr = "127.0.0.1:$((18100 + 10 * i))"
+commitlog_sync = "periodic"
+conflict = "lww"
+replication_factor = 3
+write_consistency = "two"
+read_consistency = "two"
+log = "warn"
+
+$members
+TOML
+    $bin serve --config "$work/node$i.toml" >"$work/node$i.log" 2>&1 &
+    pids+=($!)
+done
+$bin serve --shards 1 --cpus 0 --commitlog-sync periodic --conflict lww --log warn \
+    --data-dir "$work/single" --native-addr 127.0.0.1:18200 --resp-addr 127.0.0.1:18205 \
+    --peer-addr 127.0.0.1:18210 >"$work/single.log" 2>&1 &
+pids+=($!)
+for port in 18010 18020 18030 18200; do
+    for _ in $(seq 1 100); do $bin status --addr 127.0.0.1:$port >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+common=(--workload a --keys 100000 --value-size 100 --threads 1 --pin 1 --quiet)
+echo "== maximum throughput (closed loop, 4 connections per shard x 16 in flight)"
+$bin bench --target cluster=native-sharded://127.0.0.1:18010 --target single=native-sharded://127.0.0.1:18200 \
+    "${common[@]}" --load --closed --connections 4 --pipeline 16 --duration "${SECS}s" --out "$work/max" | tail -n 20
+max_of() { python3 -c "import json,sys; t=[t for t in json.load(open('$work/max/summary.json'))['targets'] if t['target']['name']=='$1'][0]; print(int(t['all']['throughput']))"; }
+cluster_max=$(max_of cluster)
+single_max=$(max_of single)
+echo "max: cluster $cluster_max req/s, single $single_max req/s, ratio $(python3 -c "print(round($cluster_max/$single_max, 2))")"
+
+for t in cluster single; do
+    if [ $t = cluster ]; then url=native-sharded://127.0.0.1:18010; max=$cluster_max; else url=native-sharded://127.0.0.1:18200; max=$single_max; fi
+    rate=$((max * 3 / 10))
+    echo "== $t at 30 % of its maximum: $rate req/s (open loop)"
+    $bin bench --target "$t=$url" "${common[@]}" --rate "$rate" --connections 4 --pipeline 16 \
+        --duration "${SECS}s" --out "$work/$t-30" | tail -n 8
+done
+
+echo "== cross-core forwards per request (STATUS of every node)"
+for port in 18010 18020 18030 18200; do
+    $bin status --json --addr 127.0.0.1:$port | python3 -c "
+import json,sys
+s=json.load(sys.stdin)
+reqs=sum(p['gets']+p['applies'] for p in s['per_shard'])
+print(f\"node on {$port}: {s['totals']['forwards']} forwards / {reqs} replica operations, read repairs {s['totals']['read_repairs']}, hints {s['totals']['hints_stored']}\")"
+done
