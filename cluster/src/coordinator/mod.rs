@@ -121,6 +121,10 @@ enum Target {
     },
 }
 
+/// Versions younger than this are not read-repaired: they are most likely
+/// still on their way to the replica that lacks them.
+const REPAIR_GRACE_MS: u64 = 100;
+
 type Answer<T> = Pin<Box<dyn Future<Output = (usize, Result<T, ReplicaError>)>>>;
 
 /// One shard's coordinator. Shared by the shard's connections via `Rc`.
@@ -347,7 +351,12 @@ impl Coordinator {
             .await;
         let merged = quorum::merge_all(answers.iter().map(|(_, a)| a), self.mode);
         let all_in = pending.is_empty();
-        if all_in && !answers.iter().any(|(_, a)| quorum::is_stale(a, &merged)) {
+        let now = wall_clock_ms();
+        if all_in
+            && !answers
+                .iter()
+                .any(|(_, a)| quorum::is_stale(a, &merged, now, REPAIR_GRACE_MS))
+        {
             outcome?;
             return Ok(merged);
         }
@@ -532,8 +541,9 @@ impl Coordinator {
                 .map(SiblingSet::to_bytes)
                 .unwrap_or_default(),
         );
+        let now = wall_clock_ms();
         for (i, answer) in answers {
-            if !quorum::is_stale(answer, &merged) {
+            if !quorum::is_stale(answer, &merged, now, REPAIR_GRACE_MS) {
                 continue;
             }
             let Some(set) = merged.clone() else { continue };

@@ -1,6 +1,6 @@
 //! Quorum arithmetic and reply merging (sans-io).
 
-use corekv_engine::version::SiblingSet;
+use corekv_engine::version::{HybridClock, SiblingSet, Version};
 use corekv_engine::ConflictMode;
 use corekv_net::native::Consistency;
 
@@ -45,26 +45,45 @@ pub fn merge_all<'a>(
     merged
 }
 
-/// Whether a replica that answered `answer` lacks something of `merged`
-/// and should be repaired.
-pub fn is_stale(answer: &Option<SiblingSet>, merged: &Option<SiblingSet>) -> bool {
-    match (answer, merged) {
-        (_, None) => false,
-        (None, Some(_)) => true,
-        (Some(a), Some(m)) => a != m,
+/// Whether a replica that answered `answer` lacks a version of `merged`
+/// written at least `grace_ms` before `now_ms`, and should be repaired.
+///
+/// Younger versions are most likely still on their way to that replica (a
+/// read at R = 2 right after a write at W = 2 races the third replica's
+/// copy), so repairing them would only duplicate the write; if the replica
+/// really missed one, hints or a later read repair it.
+pub fn is_stale(
+    answer: &Option<SiblingSet>,
+    merged: &Option<SiblingSet>,
+    now_ms: u64,
+    grace_ms: u64,
+) -> bool {
+    let Some(m) = merged else { return false };
+    let settled = |v: &&Version| HybridClock::physical_ms(v.timestamp) + grace_ms <= now_ms;
+    match answer {
+        None => m.is_empty() || m.versions().iter().any(|v| settled(&v)),
+        Some(a) => {
+            a != m
+                && m.versions().iter().filter(settled).any(|v| {
+                    a.versions()
+                        .binary_search_by(|x| x.dot.cmp(&v.dot))
+                        .is_err()
+                })
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use corekv_engine::version::{Dot, Version, VersionVector};
+    use corekv_engine::version::{Dot, VersionVector};
 
+    /// A write at wall time `counter` ms (as an HLC reading).
     fn write(replica: u64, counter: u64, value: &[u8]) -> SiblingSet {
         SiblingSet::from_write(
             Version {
                 dot: Dot { replica, counter },
-                timestamp: counter,
+                timestamp: counter << 16,
                 expires_at_ms: 0,
                 value: Some(value.to_vec()),
             },
@@ -94,9 +113,14 @@ mod tests {
         let answers = [a.clone(), b.clone(), None];
         let merged = merge_all(&answers, ConflictMode::Siblings);
         assert_eq!(merged.as_ref().map(|m| m.versions().len()), Some(2));
-        assert!(is_stale(&a, &merged) && is_stale(&b, &merged) && is_stale(&None, &merged));
-        assert!(!is_stale(&merged, &merged));
-        assert!(!is_stale(&None, &None));
+        let now = 1_000;
+        assert!(is_stale(&a, &merged, now, 100) && is_stale(&b, &merged, now, 100));
+        assert!(is_stale(&None, &merged, now, 100));
+        assert!(!is_stale(&merged, &merged, now, 100));
+        assert!(!is_stale(&None, &None, now, 100));
+        // Versions younger than the grace are presumed in flight.
+        assert!(!is_stale(&a, &merged, 50, 100));
+        assert!(!is_stale(&None, &merged, 50, 100));
         let lww = merge_all(&answers, ConflictMode::LastWriterWins);
         assert_eq!(lww.as_ref().map(|m| m.versions().len()), Some(1));
     }
