@@ -301,7 +301,7 @@ fn main() -> Result<()> {
             if json {
                 println!("{text}");
             } else {
-                print_status(&text)?;
+                print_status(&text, Duration::from_secs(conn.timeout.clamp(1, 2)))?;
             }
             Ok(())
         }
@@ -321,7 +321,17 @@ fn read_context(c: &mut Client, key: &str, level: Consistency) -> Result<Vec<u8>
 }
 
 /// Prints the STATUS JSON as a table.
-fn print_status(json: &str) -> Result<()> {
+/// One member's own figures, asked directly (the table's load columns);
+/// `None` when it does not answer.
+fn member_status(addr: &str, timeout: Duration) -> Option<serde_json::Value> {
+    let mut c = Client::connect(addr, timeout).ok()?;
+    match c.call(RequestBody::Status).ok()? {
+        ResponseBody::Status(bytes) => serde_json::from_slice(&bytes).ok(),
+        _ => None,
+    }
+}
+
+fn print_status(json: &str, member_timeout: Duration) -> Result<()> {
     let v: serde_json::Value =
         serde_json::from_str(json).context("server sent malformed status JSON")?;
     println!("shards:          {}", v["shards"]);
@@ -339,22 +349,38 @@ fn print_status(json: &str) -> Result<()> {
         v["replication_factor"]
     );
     println!();
+    // Like nodetool status: the state is this node's view; load and hints
+    // come from asking each member.
     println!(
-        "{:>6} {:<22} {:<22} {:>6} {:<8} {:<8} {:>9} {:<6}",
-        "node", "native", "peer", "shards", "rack", "dc", "owns", "state"
+        "{:<11} {:>6} {:<22} {:<8} {:<8} {:>6} {:>8} {:>12} {:>12} {:>8}",
+        "state", "node", "native", "rack", "dc", "shards", "owns", "keys", "bytes", "hints"
     );
     for m in v["members"].as_array().into_iter().flatten() {
         let down = m["down_from_this_shard"].as_bool().unwrap_or(false);
+        let addr = m["native_addr"].as_str().unwrap_or("?");
+        let own = member_status(addr, member_timeout);
+        let figure = |f: &dyn Fn(&serde_json::Value) -> Option<u64>| {
+            own.as_ref()
+                .and_then(f)
+                .map_or_else(|| "?".to_string(), |n| n.to_string())
+        };
+        let state = match (down, own.is_some()) {
+            (false, true) => "UP",
+            (true, _) => "DOWN",
+            (false, false) => "UNREACHABLE",
+        };
         println!(
-            "{:>6} {:<22} {:<22} {:>6} {:<8} {:<8} {:>8.1}% {:<6}",
+            "{:<11} {:>6} {:<22} {:<8} {:<8} {:>6} {:>7.1}% {:>12} {:>12} {:>8}",
+            state,
             m["id"].to_string(),
-            m["native_addr"].as_str().unwrap_or("?"),
-            m["peer_addr"].as_str().unwrap_or("?"),
-            m["shards"].to_string(),
+            addr,
             m["rack"].as_str().unwrap_or("?"),
             m["dc"].as_str().unwrap_or("?"),
+            m["shards"].to_string(),
             m["ownership"].as_f64().unwrap_or(0.0) * 100.0,
-            if down { "down" } else { "up" }
+            figure(&|s| s["keys_estimate"].as_u64()),
+            figure(&|s| Some(s["memtable_bytes"].as_u64()? + s["sstable_bytes"].as_u64()?)),
+            figure(&|s| s["totals"]["hints_pending"].as_u64()),
         );
     }
     let c = &v["totals"];

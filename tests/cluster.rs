@@ -161,6 +161,26 @@ fn quorum_survives_a_dead_node_and_reads_repair_it() {
         }
         other => panic!("ALL with a node down must fail as unavailable: {other:?}"),
     }
+    // `corekv status` shows the cluster as this node sees it.
+    let out = cluster.nodes[0].cli(&["status"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = |id: &str| {
+        table
+            .lines()
+            .filter(|l| {
+                ["UP", "DOWN", "UNREACHABLE"]
+                    .iter()
+                    .any(|s| l.starts_with(s))
+            })
+            .find(|l| l.split_whitespace().nth(1) == Some(id))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        row("1").starts_with("UP") && row("2").starts_with("UP"),
+        "{table}"
+    );
+    assert!(row("3").starts_with("DOWN"), "{table}");
     // Now the node is known down: refused up front, naming it.
     match get(&mut c, "k1", Consistency::All) {
         Err(ClientError::Server { code, message }) => {

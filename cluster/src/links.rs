@@ -76,8 +76,11 @@ pub enum LinkError {
 
 #[derive(Default)]
 struct Health {
+    /// No new request goes to the node before this (its backoff).
     down_until: Cell<Option<Instant>>,
     backoff: Cell<Duration>,
+    /// The last attempt failed and none has succeeded since.
+    down: Cell<bool>,
 }
 
 /// One (node, shard) connection slot. One connect at a time per slot keeps
@@ -132,10 +135,10 @@ impl PeerLinks {
             .is_none_or(|t| Instant::now() >= t)
     }
 
-    /// Nodes this shard currently considers down.
+    /// Nodes whose last attempt from this shard failed (until one works).
     pub fn down_nodes(&self) -> Vec<u32> {
         (0..self.health.len())
-            .filter(|&i| !self.is_live(i))
+            .filter(|&i| self.health[i].down.get())
             .map(|i| self.topology.members()[i].id)
             .collect()
     }
@@ -144,18 +147,20 @@ impl PeerLinks {
         let h = &self.health[node];
         let backoff = (h.backoff.get() * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
         h.backoff.set(backoff);
-        if h.down_until.get().is_none() {
+        if !h.down.get() {
             tracing::warn!(
                 node = self.topology.members()[node].id,
                 "peer unreachable; marking it down"
             );
         }
         h.down_until.set(Some(Instant::now() + backoff));
+        h.down.set(true);
     }
 
     fn mark_up(&self, node: NodeIndex) {
         let h = &self.health[node];
-        if h.down_until.take().is_some() {
+        h.down_until.set(None);
+        if h.down.replace(false) {
             tracing::info!(
                 node = self.topology.members()[node].id,
                 "peer reachable again"
