@@ -257,6 +257,19 @@ impl<'a> Worker<'a> {
                     }
                 }
             }
+            // A connection with requests in flight and no answer for the
+            // timeout is given up (its requests count as timeouts), so a
+            // server that hangs cannot hang the run.
+            for c in 0..self.conns.len() {
+                let conn = &self.conns[c];
+                if conn.alive
+                    && conn.inflight > 0
+                    && now.saturating_sub(conn.last_progress) > timeout_ns
+                {
+                    let msg = format!("no answer for {} ms", spec.timeout.as_millis());
+                    self.fail_timeout(c, &msg);
+                }
+            }
             // Write.
             for c in 0..self.conns.len() {
                 self.flush(c);
@@ -344,7 +357,12 @@ impl<'a> Worker<'a> {
             };
             (op, key)
         };
-        let slot = self.conns[c].alloc(op, t0, key);
+        let now = if self.conns[c].inflight == 0 {
+            self.now()
+        } else {
+            0
+        };
+        let slot = self.conns[c].alloc(op, t0, key, now);
         self.encode(c, slot, &[]);
     }
 
@@ -484,6 +502,7 @@ impl<'a> Worker<'a> {
             };
             let base = conn.rstart;
             conn.rstart += len;
+            conn.last_progress = now;
             let slot = match protocol {
                 Protocol::Native => {
                     let slot = (id & 0xffff_ffff) as u32;
@@ -551,12 +570,23 @@ impl<'a> Worker<'a> {
 
     /// Drops connection `c`: its in-flight requests count as errors.
     fn fail(&mut self, c: usize, why: &str) {
+        self.fail_with(c, why, false);
+    }
+
+    /// Drops connection `c` after it stopped answering: its in-flight
+    /// requests count as errors and timeouts.
+    fn fail_timeout(&mut self, c: usize, why: &str) {
+        self.fail_with(c, why, true);
+    }
+
+    fn fail_with(&mut self, c: usize, why: &str, timed_out: bool) {
         let conn = &mut self.conns[c];
         if !conn.alive {
             return;
         }
         conn.alive = false;
         self.epoll.delete(conn.stream.as_raw_fd());
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         let mut lost = [0u64; crate::workload::OP_KINDS];
         for s in conn.slots.iter_mut().filter(|s| s.busy) {
             lost[s.op.index()] += 1;
@@ -568,6 +598,9 @@ impl<'a> Worker<'a> {
         conn.wpos = 0;
         for (o, n) in self.interval.ops.iter_mut().zip(lost) {
             o.errors += n;
+            if timed_out {
+                o.timeouts += n;
+            }
         }
         let msg = format!("{}: {why}", self.spec.target.addr);
         self.interval.sample_error(&msg);
