@@ -38,6 +38,9 @@ pub(crate) struct Conn {
     pub(crate) inflight: usize,
     /// Output readiness is being watched (a write would have blocked).
     pub(crate) want_out: bool,
+    /// When the connection last made progress: a response arrived, or a
+    /// request was queued while none was in flight (ns since the start).
+    pub(crate) last_progress: u64,
 }
 
 impl Conn {
@@ -57,10 +60,14 @@ impl Conn {
             fifo: VecDeque::with_capacity(depth),
             inflight: 0,
             want_out: false,
+            last_progress: 0,
         })
     }
 
-    pub(crate) fn alloc(&mut self, op: OpKind, t0: u64, key: u64) -> u32 {
+    pub(crate) fn alloc(&mut self, op: OpKind, t0: u64, key: u64, now: u64) -> u32 {
+        if self.inflight == 0 {
+            self.last_progress = now;
+        }
         self.inflight += 1;
         if let Some(i) = self.free.pop() {
             let s = &mut self.slots[i as usize];

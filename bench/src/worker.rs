@@ -286,6 +286,19 @@ impl<'a> Worker<'a> {
                     }
                 }
             }
+            // A connection with requests in flight and no answer for the
+            // timeout is given up (its requests count as timeouts), so a
+            // server that hangs cannot hang the run.
+            for c in 0..self.conns.len() {
+                let conn = &self.conns[c];
+                if conn.alive
+                    && conn.inflight > 0
+                    && now.saturating_sub(conn.last_progress) > timeout_ns
+                {
+                    let msg = format!("no answer for {} ms", spec.timeout.as_millis());
+                    self.fail_timeout(c, &msg);
+                }
+            }
             // Write.
             for c in 0..self.conns.len() {
                 self.flush(c);
@@ -381,7 +394,8 @@ impl<'a> Worker<'a> {
             .find(|&c| self.conns[c].alive && self.conns[c].inflight < depth);
         match free {
             Some(c) => {
-                let slot = self.conns[c].alloc(op, t0, key);
+                let since = self.idle_since(c);
+                let slot = self.conns[c].alloc(op, t0, key, since);
                 self.encode(c, slot, &[]);
                 true
             }
@@ -410,10 +424,21 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// The send-time stamp `Conn::alloc` takes: now when connection `c`
+    /// has nothing in flight (its answer clock starts), else 0.
+    fn idle_since(&self, c: usize) -> u64 {
+        if self.conns[c].inflight == 0 {
+            self.now()
+        } else {
+            0
+        }
+    }
+
     /// Queues one new request on connection `c`, intended at `t0`.
     fn issue(&mut self, c: usize, t0: u64, seq: u64) {
         let (op, key) = self.pick(seq);
-        let slot = self.conns[c].alloc(op, t0, key);
+        let since = self.idle_since(c);
+        let slot = self.conns[c].alloc(op, t0, key, since);
         self.encode(c, slot, &[]);
     }
 
@@ -553,6 +578,7 @@ impl<'a> Worker<'a> {
             };
             let base = conn.rstart;
             conn.rstart += len;
+            conn.last_progress = now;
             let slot = match protocol {
                 Protocol::Native | Protocol::NativeSharded => {
                     let slot = (id & 0xffff_ffff) as u32;
@@ -620,12 +646,23 @@ impl<'a> Worker<'a> {
 
     /// Drops connection `c`: its in-flight requests count as errors.
     fn fail(&mut self, c: usize, why: &str) {
+        self.fail_with(c, why, false);
+    }
+
+    /// Drops connection `c` after it stopped answering: its in-flight
+    /// requests count as errors and timeouts.
+    fn fail_timeout(&mut self, c: usize, why: &str) {
+        self.fail_with(c, why, true);
+    }
+
+    fn fail_with(&mut self, c: usize, why: &str, timed_out: bool) {
         let conn = &mut self.conns[c];
         if !conn.alive {
             return;
         }
         conn.alive = false;
         self.epoll.delete(conn.stream.as_raw_fd());
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         let mut lost = [0u64; crate::workload::OP_KINDS];
         for s in conn.slots.iter_mut().filter(|s| s.busy) {
             lost[s.op.index()] += 1;
@@ -637,6 +674,9 @@ impl<'a> Worker<'a> {
         conn.wpos = 0;
         for (o, n) in self.interval.ops.iter_mut().zip(lost) {
             o.errors += n;
+            if timed_out {
+                o.timeouts += n;
+            }
         }
         let msg = format!("{}: {why}", self.spec.target.addr);
         self.interval.sample_error(&msg);

@@ -200,3 +200,49 @@ fn a_server_that_goes_away_is_counted_not_hidden() {
         r.stats.error_samples
     );
 }
+
+#[test]
+fn a_server_that_stops_answering_cannot_hang_the_run() {
+    // Accepts, never answers; holds the sockets for 2 s.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hole = std::thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let mut held = Vec::new();
+        let end = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < end {
+            if let Ok((s, _)) = listener.accept() {
+                held.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let srv = server(Protocol::Native);
+    let mut sp = spec(
+        &srv,
+        Protocol::Native,
+        Mode::Closed,
+        Duration::from_secs(30),
+    );
+    sp.target.addr = addr;
+    sp.timeout = Duration::from_millis(300);
+    let t = std::time::Instant::now();
+    let r = run_target(&sp, &mut |_| {}).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        t.elapsed()
+    );
+    // Every connection's in-flight requests were given up as timeouts.
+    assert_eq!(r.stats.all().timeouts, 2 * 64);
+    assert_eq!(r.stats.errors(), 2 * 64);
+    assert!(
+        r.stats
+            .error_samples
+            .iter()
+            .any(|m| m.contains("no answer")),
+        "{:?}",
+        r.stats.error_samples
+    );
+    hole.join().unwrap();
+}
