@@ -156,6 +156,9 @@ struct ServeArgs {
     /// This node's id in the cluster (must appear in the config's members).
     #[arg(long)]
     node_id: Option<u32>,
+    /// Admin HTTP address for /metrics, /health and /status ("off" disables).
+    #[arg(long)]
+    admin_addr: Option<String>,
 }
 
 impl ServeArgs {
@@ -208,6 +211,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.node_id {
             c.node_id = v;
+        }
+        if let Some(v) = self.admin_addr {
+            c.admin_addr = v;
         }
         Ok(c)
     }

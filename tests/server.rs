@@ -461,3 +461,55 @@ fn a_second_node_on_the_same_ports_or_data_is_refused() {
     // The first node is unaffected.
     assert_eq!(redis_cli(&server, &["PING"]), "PONG");
 }
+
+#[test]
+fn admin_endpoint_serves_metrics_health_and_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), 2, &[]);
+    // Ready once every shard has reported (within a second of start).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while common::http_get(server.admin, "/health").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let applies = |text: &str| -> f64 {
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("Prometheus text");
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "corekv_engine_operations_total")
+            .filter(|s| s.labels.get("op") == Some("apply"))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    let (code, before) = common::http_get(server.admin, "/metrics");
+    assert_eq!(code, 200);
+    assert!(before.contains("corekv_ready 1"), "{before}");
+    let mut c = client(server.native);
+    for i in 0..50 {
+        c.put(format!("m{i}").as_bytes(), b"v", 0, b"")
+            .expect("put");
+    }
+    // Shards report once a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, now) = common::http_get(server.admin, "/metrics");
+        if applies(&now) >= applies(&before) + 50.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counters never moved: {now}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (code, status) = common::http_get(server.admin, "/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("JSON");
+    assert_eq!(status["shards"].as_array().map(Vec::len), Some(2));
+    assert_eq!(common::http_get(server.admin, "/nope").0, 404);
+}

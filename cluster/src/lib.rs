@@ -16,6 +16,7 @@
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod client;
 pub mod coordinator;
 mod error;

@@ -34,6 +34,7 @@ pub struct Server {
     pub native: SocketAddr,
     pub resp: SocketAddr,
     pub peer: SocketAddr,
+    pub admin: SocketAddr,
     pub data_dir: PathBuf,
     pub shards: usize,
     pub extra: Vec<String>,
@@ -49,6 +50,7 @@ impl Server {
             native: SocketAddr::from(([127, 0, 0, 1], base)),
             resp: SocketAddr::from(([127, 0, 0, 1], base + shards as u16 + 1)),
             peer: SocketAddr::from(([127, 0, 0, 1], base + shards as u16 + 2)),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_ports(1))),
             data_dir: data_dir.to_path_buf(),
             shards,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -71,6 +73,7 @@ impl Server {
             native,
             resp,
             peer,
+            admin: SocketAddr::from(([127, 0, 0, 1], free_ports(1))),
             data_dir: data_dir.to_path_buf(),
             shards,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -90,6 +93,7 @@ impl Server {
             .args(["--native-addr", &self.native.to_string()])
             .args(["--resp-addr", &self.resp.to_string()])
             .args(["--peer-addr", &self.peer.to_string()])
+            .args(["--admin-addr", &self.admin.to_string()])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -157,7 +161,7 @@ impl Server {
     /// bounded, until nothing listens on our ports.
     fn wait_ports_released(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let ports = [self.native, self.resp, self.peer];
+        let ports = [self.native, self.resp, self.peer, self.admin];
         while ports
             .iter()
             .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(100)).is_ok())
@@ -218,4 +222,25 @@ pub fn redis_cli(server: &Server, args: &[&str]) -> String {
         .output()
         .expect("redis-cli (Debian package redis-tools) must be installed");
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// A plain HTTP GET against the admin endpoint: (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (code, body)
 }

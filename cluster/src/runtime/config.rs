@@ -90,6 +90,9 @@ pub struct NodeConfig {
     /// node after the preference list, which keeps it as a hint and counts
     /// toward W. False = strict quorum (only true replicas count).
     pub sloppy_quorum: bool,
+    /// Admin HTTP address (`/metrics`, `/health`, `/status`) served by the
+    /// control thread; "off" disables it.
+    pub admin_addr: String,
     /// Every member of the cluster, this node included; empty = this node
     /// alone (N = 1).
     pub members: Vec<MemberConfig>,
@@ -166,6 +169,7 @@ impl Default for NodeConfig {
             hint_replay_per_s: 2000,
             hints_max_per_shard: 1_000_000,
             sloppy_quorum: true,
+            admin_addr: "127.0.0.1:7080".into(),
             members: Vec::new(),
         }
     }
@@ -246,6 +250,7 @@ impl NodeConfig {
                     .into(),
             ));
         }
+        self.admin_socket_addr()?;
         for level in [&self.write_consistency, &self.read_consistency] {
             parse_level(level)?;
         }
@@ -295,6 +300,18 @@ impl NodeConfig {
             }
         }
         self.engine_options(0).map(|_| ())
+    }
+
+    /// The admin address, or `None` when disabled.
+    pub fn admin_socket_addr(&self) -> Result<Option<SocketAddr>> {
+        match self.admin_addr.trim() {
+            "" | "off" => Ok(None),
+            text => text.parse().map(Some).map_err(|e| {
+                Error::Config(format!(
+                    "admin_addr {text:?} is not an address (or \"off\"): {e}"
+                ))
+            }),
+        }
     }
 
     /// The membership: the configured members, or this node alone.

@@ -12,6 +12,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use super::config::NodeConfig;
 use super::datadir;
 use super::router::{serve_forwards, Forward, Router};
+use crate::admin::{self, ReportSender, ShardReport};
 use crate::coordinator::{Coordinator, HintStore};
 use crate::error::{Error, Result};
 use crate::server::{self, Shutdown};
@@ -20,6 +21,8 @@ use crate::topology::Topology;
 /// Capacity of each shard-to-shard channel: how many forwarded requests may
 /// queue before the sender waits.
 const MESH_CHANNEL_CAPACITY: usize = 1024;
+/// How often a shard sends its figures to the admin endpoint.
+const REPORT_PERIOD: Duration = Duration::from_secs(1);
 /// How long a stopping shard waits for in-flight requests to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -73,6 +76,14 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
         PoolPlacement::Unbound(shards)
     };
     tracing::info!(shards, native = %config.native_addr, resp = %config.resp_addr, data = %config.data_dir.display(), "starting corekv node");
+    let reports = match config.admin_socket_addr()? {
+        Some(addr) => {
+            let sender = admin::start(addr, shards, stop.clone())?;
+            tracing::info!(%addr, "admin endpoint: /metrics, /health, /status");
+            Some(sender)
+        }
+        None => None,
+    };
     let topology = Arc::new(Topology::from_config(&config));
     tracing::info!(
         members = topology.members().len(),
@@ -90,7 +101,8 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
             let stop = stop.clone();
             let ready = ready.clone();
             let topology = topology.clone();
-            async move { shard_main(config, topology, mesh, stop, ready, shards).await }
+            let reports = reports.clone();
+            async move { shard_main(config, topology, mesh, stop, ready, reports, shards).await }
         })
         .map_err(|e| Error::Io {
             context: "starting shard executors".into(),
@@ -122,6 +134,7 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
 /// part of our traffic. A plain bind fails whenever anyone holds the port.
 fn ports_are_free(config: &NodeConfig, shards: usize) -> Result<()> {
     let mut addrs = vec![config.native_addr, config.resp_addr];
+    addrs.extend(config.admin_socket_addr()?);
     for i in 0..shards {
         let mut a = config.native_addr;
         let port = u16::try_from(usize::from(a.port()) + 1 + i).map_err(|_| {
@@ -153,6 +166,7 @@ async fn shard_main(
     mesh: MeshBuilder<Forward, glommio::channels::channel_mesh::Full>,
     stop: StopHandle,
     ready: Arc<AtomicUsize>,
+    reports: Option<ReportSender>,
     shards: usize,
 ) -> Result<()> {
     let (senders, receivers) = mesh.join().await.map_err(|_| Error::Io {
@@ -197,10 +211,31 @@ async fn shard_main(
             config.resp_addr
         );
     }
-    // Control loop: wait for a stop request.
+    // Control loop: report figures once a second, wait for a stop request.
+    let report = |serving: bool| {
+        if let Some(tx) = &reports {
+            tx.send(ShardReport {
+                shard: index,
+                engine: engine.stats(),
+                metrics: coordinator.router().metrics().snapshot(),
+                busy_us: glommio::executor()
+                    .executor_stats()
+                    .total_runtime()
+                    .as_micros() as u64,
+                serving,
+            });
+        }
+    };
+    let mut last_report = std::time::Instant::now();
+    report(true);
     while !stop.is_stopped() {
         glommio::timer::sleep(Duration::from_millis(50)).await;
+        if last_report.elapsed() >= REPORT_PERIOD {
+            report(true);
+            last_report = std::time::Instant::now();
+        }
     }
+    report(false);
     tracing::info!(
         shard = index,
         "stopping: no new connections, draining in-flight requests"

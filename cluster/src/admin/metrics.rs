@@ -1,0 +1,271 @@
+//! Prometheus text exposition of the shards' latest reports (sans-io:
+//! reports in, text out).
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::ShardReport;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabel {
+    shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    shard: String,
+    op: String,
+}
+
+/// One metric family filled from every shard's report.
+fn counter(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    reports: &[ShardReport],
+    value: impl Fn(&ShardReport) -> u64,
+) {
+    let family = Family::<ShardLabel, Counter>::default();
+    for r in reports {
+        family
+            .get_or_create(&ShardLabel {
+                shard: r.shard.to_string(),
+            })
+            .inc_by(value(r));
+    }
+    registry.register(name, help, family);
+}
+
+fn gauge(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    reports: &[ShardReport],
+    value: impl Fn(&ShardReport) -> u64,
+) {
+    let family = Family::<ShardLabel, Gauge>::default();
+    for r in reports {
+        family
+            .get_or_create(&ShardLabel {
+                shard: r.shard.to_string(),
+            })
+            .set(i64::try_from(value(r)).unwrap_or(i64::MAX));
+    }
+    registry.register(name, help, family);
+}
+
+/// Renders the reports (one per shard that has reported) and whether the
+/// node is ready as Prometheus text.
+pub fn render(reports: &[ShardReport], ready: bool) -> String {
+    let mut registry = Registry::with_prefix("corekv");
+    let ops = Family::<OpLabel, Counter>::default();
+    for r in reports {
+        for (op, n) in [
+            ("get", r.engine.gets),
+            ("put", r.engine.puts),
+            ("delete", r.engine.deletes),
+            ("apply", r.engine.applies),
+        ] {
+            ops.get_or_create(&OpLabel {
+                shard: r.shard.to_string(),
+                op: op.into(),
+            })
+            .inc_by(n);
+        }
+    }
+    registry.register(
+        "engine_operations",
+        "Storage operations completed by a shard's engine (apply = a replica merge: every replicated write, repair and hint)",
+        ops,
+    );
+    let e = |f: fn(&ShardReport) -> u64| f;
+    counter(
+        &mut registry,
+        "commitlog_syncs",
+        "fdatasync calls on the commit log",
+        reports,
+        e(|r| r.engine.log.syncs),
+    );
+    counter(
+        &mut registry,
+        "commitlog_sync_time_microseconds",
+        "Time spent in commit-log fdatasync",
+        reports,
+        e(|r| r.engine.log.sync_time_us),
+    );
+    counter(
+        &mut registry,
+        "commitlog_batches",
+        "Group-commit batches written",
+        reports,
+        e(|r| r.engine.log.batches),
+    );
+    counter(
+        &mut registry,
+        "commitlog_records",
+        "Records written to the commit log (records / batches = batch size)",
+        reports,
+        e(|r| r.engine.log.records),
+    );
+    counter(
+        &mut registry,
+        "commitlog_bytes",
+        "Bytes written to commit-log segments",
+        reports,
+        e(|r| r.engine.log.bytes),
+    );
+    gauge(
+        &mut registry,
+        "memtable_bytes",
+        "Approximate bytes in the memtables",
+        reports,
+        e(|r| r.engine.memtable_bytes),
+    );
+    gauge(
+        &mut registry,
+        "memtable_keys",
+        "Keys in the memtables",
+        reports,
+        e(|r| r.engine.memtable_keys),
+    );
+    gauge(
+        &mut registry,
+        "sstable_bytes",
+        "Bytes of live SSTables",
+        reports,
+        e(|r| r.engine.table_bytes),
+    );
+    gauge(
+        &mut registry,
+        "sstables",
+        "Live SSTables (size-tiered compaction backlog grows with it)",
+        reports,
+        e(|r| r.engine.tables),
+    );
+    counter(
+        &mut registry,
+        "flushes",
+        "Memtable flushes",
+        reports,
+        e(|r| r.engine.flushes),
+    );
+    counter(
+        &mut registry,
+        "compactions",
+        "Compactions",
+        reports,
+        e(|r| r.engine.compactions),
+    );
+    counter(
+        &mut registry,
+        "compacted_bytes",
+        "Table bytes written by compactions",
+        reports,
+        e(|r| r.engine.compacted_bytes),
+    );
+    counter(
+        &mut registry,
+        "write_stalls",
+        "Times a writer waited for memtable room",
+        reports,
+        e(|r| r.engine.write_stalls),
+    );
+    counter(
+        &mut registry,
+        "block_cache_hits",
+        "Block-cache lookups that hit",
+        reports,
+        e(|r| r.engine.cache.hits),
+    );
+    counter(
+        &mut registry,
+        "block_cache_misses",
+        "Block-cache lookups that read the disk",
+        reports,
+        e(|r| r.engine.cache.misses),
+    );
+    counter(
+        &mut registry,
+        "forwards",
+        "Requests forwarded to another shard of this node",
+        reports,
+        e(|r| r.metrics.forwards),
+    );
+    counter(
+        &mut registry,
+        "read_repairs",
+        "Repairs sent to stale replicas after reads",
+        reports,
+        e(|r| r.metrics.read_repairs),
+    );
+    counter(
+        &mut registry,
+        "replica_failures",
+        "Replica requests that failed or timed out",
+        reports,
+        e(|r| r.metrics.replica_failures),
+    );
+    counter(
+        &mut registry,
+        "unavailable",
+        "Requests refused: too few replicas up",
+        reports,
+        e(|r| r.metrics.unavailable),
+    );
+    counter(
+        &mut registry,
+        "timeouts",
+        "Requests that timed out waiting for replicas",
+        reports,
+        e(|r| r.metrics.timeouts),
+    );
+    counter(
+        &mut registry,
+        "hints_stored",
+        "Hints stored for replicas that missed a write",
+        reports,
+        e(|r| r.metrics.hints_stored),
+    );
+    counter(
+        &mut registry,
+        "hints_delivered",
+        "Hints handed to their replica",
+        reports,
+        e(|r| r.metrics.hints_delivered),
+    );
+    counter(
+        &mut registry,
+        "hints_dropped",
+        "Hints dropped (older than the hint window, or over the cap)",
+        reports,
+        e(|r| r.metrics.hints_dropped),
+    );
+    gauge(
+        &mut registry,
+        "hints_pending",
+        "Hints waiting for their replica",
+        reports,
+        e(|r| r.metrics.hints_pending),
+    );
+    gauge(
+        &mut registry,
+        "shard_busy_microseconds",
+        "Time the shard's executor spent running tasks",
+        reports,
+        e(|r| r.busy_us),
+    );
+    let ready_gauge = Gauge::<i64>::default();
+    ready_gauge.set(i64::from(ready));
+    registry.register("ready", "1 when every shard is serving", ready_gauge);
+    let mut out = String::new();
+    if encode(&mut out, &registry).is_err() {
+        let _ = writeln!(out, "# encoding failed");
+    }
+    out
+}

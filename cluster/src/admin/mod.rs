@@ -1,0 +1,248 @@
+//! The admin endpoint: a small HTTP/1.1 server on the node's control
+//! thread (not a shard) with `/metrics` (Prometheus text), `/health`
+//! (200 when every shard serves, 503 while starting or stopping) and
+//! `/status` (JSON of the shards' latest reports).
+//!
+//! Shards never lock anything for it: each sends a report of its figures
+//! once a second over a bounded crossbeam channel (`try_send`; a full
+//! channel drops the report, a newer one follows), and the control thread
+//! keeps the latest per shard.
+
+mod metrics;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use corekv_engine::EngineStats;
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::error::{Error, Result};
+use crate::runtime::metrics::MetricsSnapshot;
+use crate::StopHandle;
+
+pub use metrics::render;
+
+/// One shard's figures at one instant.
+#[derive(Clone, Debug)]
+pub struct ShardReport {
+    /// The shard.
+    pub shard: usize,
+    /// Its engine's figures.
+    pub engine: EngineStats,
+    /// Its runtime counters.
+    pub metrics: MetricsSnapshot,
+    /// Time its executor spent running tasks since start, in µs.
+    pub busy_us: u64,
+    /// True once the shard accepts requests; false again when it stops.
+    pub serving: bool,
+}
+
+/// Where shards send their reports.
+#[derive(Clone)]
+pub struct ReportSender(Sender<ShardReport>);
+
+impl ReportSender {
+    /// Sends without waiting; a full channel drops the report.
+    pub fn send(&self, report: ShardReport) {
+        let _ = self.0.try_send(report);
+    }
+}
+
+/// Reports a channel of this many can hold before dropping.
+const CHANNEL_CAPACITY: usize = 1024;
+/// Largest request head read from a client.
+const REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// A client that sends nothing for this long is dropped.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Starts the control thread serving `addr` until `stop`; returns where
+/// shards send reports. The listener is bound before returning, so a taken
+/// port is a start-up error.
+pub fn start(addr: SocketAddr, shards: usize, stop: StopHandle) -> Result<ReportSender> {
+    let listener = TcpListener::bind(addr).map_err(|e| Error::Io {
+        context: format!("binding the admin address {addr} (admin_addr = \"off\" disables it)"),
+        source: e,
+    })?;
+    listener.set_nonblocking(true).map_err(|e| Error::Io {
+        context: "admin listener".into(),
+        source: e,
+    })?;
+    let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+    std::thread::Builder::new()
+        .name("corekv-admin".into())
+        .spawn(move || control_loop(listener, rx, shards, stop))
+        .map_err(|e| Error::Io {
+            context: "starting the admin thread".into(),
+            source: e,
+        })?;
+    Ok(ReportSender(tx))
+}
+
+fn control_loop(listener: TcpListener, rx: Receiver<ShardReport>, shards: usize, stop: StopHandle) {
+    let mut latest: Vec<Option<ShardReport>> = vec![None; shards];
+    // Bounded by the process: ends when the node stops.
+    while !stop.is_stopped() {
+        while let Ok(r) = rx.try_recv() {
+            if let Some(slot) = latest.get_mut(r.shard) {
+                *slot = Some(r);
+            }
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let reports: Vec<ShardReport> = latest.iter().flatten().cloned().collect();
+                let ready = latest.iter().all(|r| r.as_ref().is_some_and(|r| r.serving));
+                if let Err(e) = serve(stream, &reports, ready) {
+                    tracing::debug!(error = %e, "admin request failed");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Answers one request and closes the connection.
+fn serve(mut stream: TcpStream, reports: &[ShardReport], ready: bool) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if head.len() > REQUEST_BYTES_MAX {
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request too large\n",
+            );
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" {
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n",
+        );
+    }
+    match path.split('?').next().unwrap_or("") {
+        "/metrics" => respond(
+            &mut stream,
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            &render(reports, ready),
+        ),
+        "/health" if ready => respond(&mut stream, "200 OK", "text/plain", "ready\n"),
+        "/health" => respond(
+            &mut stream,
+            "503 Service Unavailable",
+            "text/plain",
+            "not ready\n",
+        ),
+        "/status" => respond(
+            &mut stream,
+            "200 OK",
+            "application/json",
+            &status_json(reports, ready),
+        ),
+        _ => respond(
+            &mut stream,
+            "404 Not Found",
+            "text/plain",
+            "try /metrics, /health or /status\n",
+        ),
+    }
+}
+
+fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+fn status_json(reports: &[ShardReport], ready: bool) -> String {
+    let shards: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "shard": r.shard,
+                "serving": r.serving,
+                "busy_us": r.busy_us,
+                "memtable_bytes": r.engine.memtable_bytes,
+                "sstable_bytes": r.engine.table_bytes,
+                "sstables": r.engine.tables,
+                "gets": r.engine.gets,
+                "applies": r.engine.applies,
+                "metrics": r.metrics,
+            })
+        })
+        .collect();
+    serde_json::json!({ "ready": ready, "shards": shards }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(shard: usize, applies: u64) -> ShardReport {
+        let mut engine = EngineStats::default();
+        engine.applies = applies;
+        ShardReport {
+            shard,
+            engine,
+            metrics: MetricsSnapshot {
+                hints_pending: 3,
+                ..MetricsSnapshot::default()
+            },
+            busy_us: 10,
+            serving: true,
+        }
+    }
+
+    #[test]
+    fn exposition_parses_and_carries_every_shard() {
+        let text = render(&[report(0, 5), report(1, 7)], true);
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).expect("parses");
+        let applies: f64 = scrape
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == "corekv_engine_operations_total" && s.labels.get("op") == Some("apply")
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum();
+        assert_eq!(applies, 12.0);
+        assert!(
+            text.contains("corekv_hints_pending{shard=\"1\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("corekv_ready 1"), "{text}");
+    }
+}
