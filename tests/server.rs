@@ -507,6 +507,16 @@ fn admin_endpoint_serves_metrics_health_and_status() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // Every put was timed, on whichever shard took it.
+    let (_, text) = common::http_get(server.admin, "/metrics");
+    let puts_timed: u64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("corekv_request_duration_seconds_count{") && l.contains("op=\"put\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(puts_timed, 50, "{text}");
     let (code, status) = common::http_get(server.admin, "/status");
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&status).expect("JSON");

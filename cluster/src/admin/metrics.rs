@@ -5,10 +5,14 @@ use std::fmt::Write as _;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+use crate::runtime::metrics::{RequestKind, LATENCY_BOUNDS_US};
 
 use super::ShardReport;
 
@@ -21,6 +25,31 @@ struct ShardLabel {
 struct OpLabel {
     shard: String,
     op: String,
+}
+
+/// A histogram copied from a shard's snapshot (prometheus-client's own
+/// histogram only observes; this one is set). The lock is taken only
+/// while a scrape renders, on the control thread.
+#[derive(Debug, Default)]
+struct SnapshotHistogram(std::sync::Mutex<HistogramParts>);
+
+/// Sum (seconds), count, and per-bucket counts with their upper bounds.
+type HistogramParts = (f64, u64, Vec<(f64, u64)>);
+
+impl TypedMetric for SnapshotHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for SnapshotHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let guard = self.0.lock().map_err(|_| std::fmt::Error)?;
+        let (sum, count, buckets) = &*guard;
+        encoder.encode_histogram::<()>(*sum, *count, buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// One metric family filled from every shard's report.
@@ -83,6 +112,30 @@ pub fn render(reports: &[ShardReport], ready: bool) -> String {
         "engine_operations",
         "Storage operations completed by a shard's engine (apply = a replica merge: every replicated write, repair and hint)",
         ops,
+    );
+    let latency = Family::<OpLabel, SnapshotHistogram>::default();
+    for r in reports {
+        for kind in RequestKind::ALL {
+            let h = &r.metrics.latency[kind as usize];
+            let bounds = LATENCY_BOUNDS_US
+                .iter()
+                .map(|&us| us as f64 / 1e6)
+                .chain([f64::MAX]);
+            let buckets: Vec<(f64, u64)> = bounds.zip(h.buckets).collect();
+            let count = h.buckets.iter().sum();
+            let metric = latency.get_or_create(&OpLabel {
+                shard: r.shard.to_string(),
+                op: kind.name().into(),
+            });
+            if let Ok(mut m) = metric.0.lock() {
+                *m = (h.sum_us as f64 / 1e6, count, buckets);
+            };
+        }
+    }
+    registry.register(
+        "request_duration_seconds",
+        "Client request latency on the shard that received it (coordination included)",
+        latency,
     );
     let e = |f: fn(&ShardReport) -> u64| f;
     counter(

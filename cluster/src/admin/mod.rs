@@ -206,16 +206,20 @@ fn status_json(reports: &[ShardReport], ready: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::metrics::RequestKind;
 
     fn report(shard: usize, applies: u64) -> ShardReport {
         let mut engine = EngineStats::default();
         engine.applies = applies;
+        let live = crate::runtime::metrics::ShardMetrics::default();
+        live.record(RequestKind::Get, Duration::from_micros(40));
+        live.record(RequestKind::Get, Duration::from_millis(3));
         ShardReport {
             shard,
             engine,
             metrics: MetricsSnapshot {
                 hints_pending: 3,
-                ..MetricsSnapshot::default()
+                ..live.snapshot()
             },
             busy_us: 10,
             serving: true,
@@ -244,5 +248,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("corekv_ready 1"), "{text}");
+        // Shard 0 saw two GETs: 40 µs and 3 ms.
+        assert!(
+            text.contains("corekv_request_duration_seconds_count{shard=\"0\",op=\"get\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "corekv_request_duration_seconds_bucket{le=\"0.00005\",shard=\"0\",op=\"get\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "corekv_request_duration_seconds_bucket{le=\"+Inf\",shard=\"0\",op=\"get\"} 2"
+            ),
+            "{text}"
+        );
     }
 }

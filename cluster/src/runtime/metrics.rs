@@ -3,6 +3,73 @@
 //! a snapshot travels with the shard's figures to STATUS and metrics.
 
 use std::cell::Cell;
+use std::time::Duration;
+
+/// Kinds of client request whose latency is timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// GET, MGET, EXISTS, TTL.
+    Get = 0,
+    /// PUT, SET, MSET, EXPIRE.
+    Put = 1,
+    /// DELETE, DEL.
+    Delete = 2,
+    /// Everything else (PING, STATUS, INFO, ...).
+    Other = 3,
+}
+
+impl RequestKind {
+    /// Every kind, in index order.
+    pub const ALL: [RequestKind; 4] = [
+        RequestKind::Get,
+        RequestKind::Put,
+        RequestKind::Delete,
+        RequestKind::Other,
+    ];
+
+    /// The `op` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestKind::Get => "get",
+            RequestKind::Put => "put",
+            RequestKind::Delete => "delete",
+            RequestKind::Other => "other",
+        }
+    }
+}
+
+/// Upper bounds of the latency buckets, in µs (a last bucket takes the rest).
+pub const LATENCY_BOUNDS_US: [u64; 13] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+/// Buckets per histogram: the bounds plus +Inf.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
+
+/// Request latencies of one kind: counts per bucket (not cumulative) and
+/// the sum, in µs.
+#[derive(Default, Debug)]
+pub struct LatencyHistogram {
+    buckets: [Cell<u64>; LATENCY_BUCKETS],
+    sum_us: Cell<u64>,
+}
+
+impl LatencyHistogram {
+    fn record(&self, elapsed: Duration) {
+        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        let i = LATENCY_BOUNDS_US.partition_point(|&b| b < us);
+        bump(&self.buckets[i]);
+        self.sum_us.set(self.sum_us.get().saturating_add(us));
+    }
+}
+
+/// A copy of a [`LatencyHistogram`].
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct LatencySnapshot {
+    /// Requests per bucket (see [`LATENCY_BOUNDS_US`]; the last is +Inf).
+    pub buckets: [u64; LATENCY_BUCKETS],
+    /// Sum of all latencies, in µs.
+    pub sum_us: u64,
+}
 
 /// Counters, bumped by the router, the coordinator and the hint store.
 #[derive(Default, Debug)]
@@ -25,6 +92,8 @@ pub struct ShardMetrics {
     pub hints_delivered: Cell<u64>,
     /// Hints dropped as older than the hint window (anti-entropy's job then).
     pub hints_dropped: Cell<u64>,
+    /// Client request latencies by kind (index: [`RequestKind`]).
+    pub latency: [LatencyHistogram; 4],
 }
 
 /// A copy of [`ShardMetrics`] at one instant.
@@ -48,6 +117,8 @@ pub struct MetricsSnapshot {
     pub hints_delivered: u64,
     /// See [`ShardMetrics::hints_dropped`].
     pub hints_dropped: u64,
+    /// Client request latencies by kind (index: [`RequestKind`]).
+    pub latency: [LatencySnapshot; 4],
 }
 
 /// Adds one to a counter.
@@ -56,6 +127,11 @@ pub fn bump(counter: &Cell<u64>) {
 }
 
 impl ShardMetrics {
+    /// Records how long a client request of `kind` took.
+    pub fn record(&self, kind: RequestKind, elapsed: Duration) {
+        self.latency[kind as usize].record(elapsed);
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -68,6 +144,10 @@ impl ShardMetrics {
             hints_stored: self.hints_stored.get(),
             hints_delivered: self.hints_delivered.get(),
             hints_dropped: self.hints_dropped.get(),
+            latency: std::array::from_fn(|k| LatencySnapshot {
+                buckets: std::array::from_fn(|b| self.latency[k].buckets[b].get()),
+                sum_us: self.latency[k].sum_us.get(),
+            }),
         }
     }
 }
@@ -83,5 +163,11 @@ impl std::ops::AddAssign for MetricsSnapshot {
         self.hints_stored += o.hints_stored;
         self.hints_delivered += o.hints_delivered;
         self.hints_dropped += o.hints_dropped;
+        for (mine, theirs) in self.latency.iter_mut().zip(o.latency) {
+            for (a, b) in mine.buckets.iter_mut().zip(theirs.buckets) {
+                *a += b;
+            }
+            mine.sum_us += theirs.sum_us;
+        }
     }
 }

@@ -15,6 +15,7 @@ use std::cell::{Cell, RefCell};
 
 use super::{context, status, ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::{Coordinator, CoordinatorError};
+use crate::runtime::metrics::RequestKind;
 use crate::runtime::ops::{KvOp, KvReply, PutCondition};
 use crate::runtime::router::RouteError;
 
@@ -69,7 +70,18 @@ pub(super) async fn serve_connection(
                     let shutdown = shutdown.clone();
                     shutdown.request_started();
                     let mut run = Box::pin(async move {
+                        let started = std::time::Instant::now();
+                        let kind = match req.body {
+                            RequestBody::Get { .. } => RequestKind::Get,
+                            RequestBody::Put { .. } => RequestKind::Put,
+                            RequestBody::Delete { .. } => RequestKind::Delete,
+                            _ => RequestKind::Other,
+                        };
                         let resp = handle(&coordinator, req).await;
+                        coordinator
+                            .router()
+                            .metrics()
+                            .record(kind, started.elapsed());
                         outbox.push(&resp);
                         shutdown.request_finished();
                         drop(permit);

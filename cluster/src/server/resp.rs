@@ -13,6 +13,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use super::{status, ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::Coordinator;
+use crate::runtime::metrics::RequestKind;
 use crate::runtime::ops::{KvOp, KvReply, PutCondition};
 use corekv_net::native::Consistency;
 
@@ -63,7 +64,23 @@ pub(super) async fn serve_connection(
                     let shutdown = shutdown.clone();
                     shutdown.request_started();
                     let mut run = Box::pin(async move {
+                        let started = std::time::Instant::now();
+                        let kind = match &cmd {
+                            Command::Get(_)
+                            | Command::Mget(_)
+                            | Command::Exists(_)
+                            | Command::Ttl(_) => RequestKind::Get,
+                            Command::Set { .. } | Command::Mset(_) | Command::Expire { .. } => {
+                                RequestKind::Put
+                            }
+                            Command::Del(_) => RequestKind::Delete,
+                            _ => RequestKind::Other,
+                        };
                         let reply = execute(&coordinator, cmd).await;
+                        coordinator
+                            .router()
+                            .metrics()
+                            .record(kind, started.elapsed());
                         shutdown.request_finished();
                         reply
                     });
