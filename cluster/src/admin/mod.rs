@@ -266,4 +266,23 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn the_grafana_dashboard_uses_only_metrics_we_export() {
+        let dashboard = include_str!("../../../docs/grafana-dashboard.json");
+        let text = render(&[report(0, 1)], true);
+        let mut names: Vec<&str> = dashboard
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("corekv_"))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() > 10, "{names:?}");
+        for name in names {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "dashboard uses {name}, which /metrics does not export"
+            );
+        }
+    }
 }
