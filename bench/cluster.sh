@@ -52,13 +52,14 @@ replication_factor = 3
 write_consistency = "two"
 read_consistency = "two"
 log = "warn"
+admin_addr = "off"
 
 $members
 TOML
     $bin serve --config "$work/node$i.toml" >"$work/node$i.log" 2>&1 &
     pids+=($!)
 done
-$bin serve --shards 1 --cpus 0 --commitlog-sync periodic --conflict lww --log warn \
+$bin serve --shards 1 --cpus 0 --commitlog-sync periodic --conflict lww --log warn --admin-addr off \
     --data-dir "$work/single" --native-addr 127.0.0.1:18200 --resp-addr 127.0.0.1:18205 \
     --peer-addr 127.0.0.1:18210 >"$work/single.log" 2>&1 &
 pids+=($!)
