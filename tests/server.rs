@@ -523,3 +523,37 @@ fn admin_endpoint_serves_metrics_health_and_status() {
     assert_eq!(status["shards"].as_array().map(Vec::len), Some(2));
     assert_eq!(common::http_get(server.admin, "/nope").0, 404);
 }
+
+#[test]
+fn periodic_mode_keeps_acknowledged_writes_across_kill_9() {
+    // Periodic mode acknowledges once the kernel has the write (page
+    // cache): a crash of the process, unlike a power loss, loses nothing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(
+        &dir.path().join("data"),
+        1,
+        &["--commitlog-sync", "periodic", "--memtable-mib", "1"],
+    );
+    let mut c = client(server.native);
+    let value = vec![b'p'; 1500];
+    for round in 0..3 {
+        for i in 0..1000 {
+            c.put(format!("p{round}-{i}").as_bytes(), &value, 0, b"")
+                .expect("put");
+        }
+        let status = server.signal_and_wait("-KILL");
+        assert!(!status.success());
+        server.restart();
+        c = client(server.native);
+        for r in 0..=round {
+            for i in 0..1000 {
+                let got = c.get(format!("p{r}-{i}").as_bytes()).expect("get");
+                assert_eq!(
+                    value_of(got),
+                    Some(value.clone()),
+                    "p{r}-{i} after kill {round}"
+                );
+            }
+        }
+    }
+}

@@ -22,9 +22,10 @@ pub enum SyncMode {
     /// Ack after the write's group-commit batch is on disk and fdatasync'd.
     /// Survives power loss. The default.
     Batch,
-    /// Ack once the batch is written to the device (survives a process
-    /// crash); fdatasync runs every `period` in the background, so a power
-    /// loss can lose at most about one period of acknowledged writes.
+    /// Ack once the kernel has the batch (written through the page cache:
+    /// survives a crash of the process, not of the machine); fdatasync runs
+    /// every `period` in the background, so a power loss can lose at most
+    /// about one period of acknowledged writes.
     Periodic {
         /// Interval between background fdatasyncs.
         period: Duration,

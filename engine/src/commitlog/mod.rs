@@ -1,7 +1,8 @@
 //! The commit log: every write is appended here before it is acknowledged.
 //!
 //! Group commit: writes append records to the open batch; one writer task
-//! takes the whole batch, writes it with one DMA write, fdatasyncs once (in
+//! takes the whole batch, writes it with one write (O_DIRECT in batch mode,
+//! through the page cache in periodic mode), fdatasyncs once (in
 //! `batch` mode) and completes every write in it. Writes arriving meanwhile
 //! fill the next batch, so the number of syncs per second stays bounded by
 //! the disk's sync latency, not by the write rate. At most two batches
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::io;
 use crate::options::SyncMode;
 use format::{BatchHeader, BATCH_HEADER_BYTES, RECORD_HEADER_BYTES};
-use segment::Segment;
+use segment::{Segment, SegmentFile};
 
 pub(crate) use recovery::ReplayStats;
 
@@ -202,7 +203,8 @@ impl CommitLog {
     ) -> Result<(Rc<CommitLog>, ReplayStats)> {
         let stats = recovery::replay(dir, floor, replay).await?;
         let first = (stats.max_segment + 1).max(floor).max(1);
-        let segment = Segment::create(dir, first).await?;
+        let buffered = matches!(opts.sync_mode, SyncMode::Periodic { .. });
+        let segment = Segment::create(dir, first, buffered).await?;
         let tail = segment.pos;
         let log = Rc::new(CommitLog {
             dir: dir.to_path_buf(),
@@ -328,8 +330,8 @@ impl CommitLog {
         let _ = self.writer_done.acquire(1).await;
         let current = self.state.borrow_mut().current.take();
         if let Some(seg) = current {
-            let synced = io::sync(&seg.file, &seg.path).await;
-            let closed = io::close_rc(seg.file, &seg.path).await;
+            let synced = seg.file.sync(&seg.path).await;
+            let closed = SegmentFile::close(seg.file, &seg.path).await;
             synced.and(closed)?;
         }
         match self.state.borrow().failed.clone() {
@@ -421,7 +423,7 @@ impl CommitLog {
                 .ok_or_else(|| Error::LogFailed("no open segment".into()))?;
             seg.file.clone()
         };
-        let written = io::write_at(&file, &file_path, pos, &bytes).await?;
+        let written = file.write_at(&file_path, pos, &bytes).await?;
         drop(file);
         {
             let mut st = self.state.borrow_mut();
@@ -451,7 +453,7 @@ impl CommitLog {
             (seg.file.clone(), seg.path.clone(), seg.pos)
         };
         let start = Instant::now();
-        let result = io::sync(&file, &path).await;
+        let result = file.sync(&path).await;
         drop(file);
         let mut st = self.state.borrow_mut();
         match result {
@@ -479,14 +481,15 @@ impl CommitLog {
         if self.state.borrow().unsynced {
             self.sync_current().await?;
         }
-        let new = Segment::create(&self.dir, id).await?;
+        let buffered = matches!(self.opts.sync_mode, SyncMode::Periodic { .. });
+        let new = Segment::create(&self.dir, id, buffered).await?;
         let old = {
             let mut st = self.state.borrow_mut();
             st.stats.segment = id;
             st.current.replace(new)
         };
         if let Some(old) = old {
-            io::close_rc(old.file, &old.path).await?;
+            SegmentFile::close(old.file, &old.path).await?;
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::DmaFile;
+use glommio::io::{BufferedFile, DmaFile, OpenOptions};
 
 use super::format;
 use crate::error::{Error, Result};
@@ -33,11 +33,81 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// A segment's file. `batch` mode writes with O_DIRECT: its ack waits for
+/// the fdatasync anyway. `periodic` mode writes through the page cache: its
+/// ack means "the kernel has it" (survives a crash of the process), the
+/// periodic fdatasync makes it durable, and the device's write latency
+/// stays off the ack path. Both write the same bytes at the same offsets
+/// (batches padded to the device's DMA alignment), so recovery reads either.
+pub(crate) enum SegmentFile {
+    /// O_DIRECT.
+    Direct(DmaFile),
+    /// Page cache.
+    Buffered {
+        /// The file.
+        file: BufferedFile,
+        /// The device's DMA alignment, which the format pads to.
+        align: u64,
+    },
+}
+
+impl SegmentFile {
+    /// Writes `data` at the aligned `pos`, zero-padded to the alignment;
+    /// returns the bytes written including the padding.
+    pub(crate) async fn write_at(&self, path: &Path, pos: u64, data: &[u8]) -> Result<u64> {
+        match self {
+            SegmentFile::Direct(f) => io::write_at(f, path, pos, data).await,
+            SegmentFile::Buffered { file, align } => {
+                assert_eq!(pos % align, 0, "unaligned log write at {pos}");
+                let padded = (data.len() as u64).div_ceil(*align) * align;
+                let mut buf = Vec::with_capacity(padded as usize);
+                buf.extend_from_slice(data);
+                buf.resize(padded as usize, 0);
+                let n = file
+                    .write_at(buf, pos)
+                    .await
+                    .map_err(|e| Error::io(path, e))?;
+                if n as u64 != padded {
+                    return Err(Error::io(
+                        path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::WriteZero,
+                            format!("short write at offset {pos}: {n} of {padded} bytes"),
+                        ),
+                    ));
+                }
+                Ok(padded)
+            }
+        }
+    }
+
+    /// fdatasync.
+    pub(crate) async fn sync(&self, path: &Path) -> Result<()> {
+        match self {
+            SegmentFile::Direct(f) => io::sync(f, path).await,
+            SegmentFile::Buffered { file, .. } => {
+                file.fdatasync().await.map_err(|e| Error::io(path, e))
+            }
+        }
+    }
+
+    /// Closes the file (dropping the last handle if others are still out).
+    pub(crate) async fn close(file: Rc<SegmentFile>, path: &Path) -> Result<()> {
+        match Rc::try_unwrap(file) {
+            Ok(SegmentFile::Direct(f)) => io::close_rc(Rc::new(f), path).await,
+            Ok(SegmentFile::Buffered { file, .. }) => {
+                file.close().await.map_err(|e| Error::io(path, e))
+            }
+            Err(_) => Ok(()),
+        }
+    }
+}
+
 /// An open segment being appended to.
 pub(crate) struct Segment {
     pub(crate) id: u64,
     pub(crate) path: PathBuf,
-    pub(crate) file: Rc<DmaFile>,
+    pub(crate) file: Rc<SegmentFile>,
     /// Next batch offset.
     pub(crate) pos: u64,
     /// Everything before this offset is fdatasync'd.
@@ -45,8 +115,9 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Creates segment `id` with its header and makes the name durable.
-    pub(crate) async fn create(dir: &Path, id: u64) -> Result<Segment> {
+    /// Creates segment `id` with its header and makes the name durable;
+    /// later writes go through the page cache when `buffered`.
+    pub(crate) async fn create(dir: &Path, id: u64, buffered: bool) -> Result<Segment> {
         let path = segment_path(dir, id);
         let file = io::create_new(&path).await?;
         let file_alignment = file.alignment();
@@ -57,6 +128,23 @@ impl Segment {
             return Err(e);
         }
         io::sync_dir(dir)?;
+        let file = if buffered {
+            // The header went out with O_DIRECT (it fixes the alignment);
+            // the rest goes through the page cache.
+            io::close_rc(Rc::new(file), &path).await?;
+            let buffered = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .buffered_open(&path)
+                .await
+                .map_err(|e| Error::io(&path, e))?;
+            SegmentFile::Buffered {
+                file: buffered,
+                align: file_alignment,
+            }
+        } else {
+            SegmentFile::Direct(file)
+        };
         Ok(Segment {
             id,
             path,
