@@ -66,6 +66,16 @@ struct TopologyJson {
     members: Vec<Member>,
 }
 
+fn ring_member(id: u32, weight: f64, rack: &str, dc: &str, tokens: Vec<u64>) -> RingMember {
+    RingMember {
+        id,
+        weight,
+        rack: rack.to_string(),
+        dc: dc.to_string(),
+        tokens,
+    }
+}
+
 /// Members and ring. `me` is `None` in a client.
 #[derive(Debug)]
 pub struct Topology {
@@ -99,13 +109,7 @@ impl Topology {
     ) -> Topology {
         let mut ring_members: Vec<RingMember> = configured
             .iter()
-            .map(|m| RingMember {
-                id: m.id,
-                weight: m.weight,
-                rack: m.rack.clone(),
-                dc: m.dc.clone(),
-                tokens: Vec::new(),
-            })
+            .map(|m| ring_member(m.id, m.weight, &m.rack, &m.dc, Vec::new()))
             .collect();
         allocate_tokens(&mut ring_members, tokens_per_weight);
         let members = configured
@@ -147,13 +151,7 @@ impl Topology {
         let ring_members = t
             .members
             .iter()
-            .map(|m| RingMember {
-                id: m.id,
-                weight: m.weight,
-                rack: m.rack.clone(),
-                dc: m.dc.clone(),
-                tokens: m.tokens.clone(),
-            })
+            .map(|m| ring_member(m.id, m.weight, &m.rack, &m.dc, m.tokens.clone()))
             .collect();
         Ok(Topology {
             cluster: t.cluster,

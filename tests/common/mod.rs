@@ -45,19 +45,14 @@ impl Server {
     /// Starts a server on fresh ports over `data_dir`.
     pub fn start(data_dir: &Path, shards: usize, extra: &[&str]) -> Server {
         let base = free_ports(2 * shards as u16 + 2);
-        let mut s = Server {
-            child: None,
-            native: SocketAddr::from(([127, 0, 0, 1], base)),
-            resp: SocketAddr::from(([127, 0, 0, 1], base + shards as u16 + 1)),
-            peer: SocketAddr::from(([127, 0, 0, 1], base + shards as u16 + 2)),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_ports(1))),
-            data_dir: data_dir.to_path_buf(),
+        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let s = shards as u16;
+        Server::start_at(
+            data_dir,
             shards,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            log: data_dir.with_extension("log"),
-        };
-        s.spawn();
-        s
+            [at(base), at(base + s + 1), at(base + s + 2)],
+            extra,
+        )
     }
 
     /// Starts a server on the given addresses (for clusters, whose members

@@ -114,18 +114,16 @@ pub(super) async fn serve_connection(
                 }
             }
         }
-        if shutdown.is_stopping() {
+        if !read_more(
+            &mut reader,
+            &mut chunk,
+            &mut buf,
+            limits.idle_timeout,
+            &shutdown,
+        )
+        .await?
+        {
             break;
-        }
-        let read = future::or(async { Some(reader.read(&mut chunk).await) }, async {
-            idle_or_stop(limits.idle_timeout, &shutdown).await;
-            None
-        })
-        .await;
-        match read {
-            Some(Ok(0)) | None => break,
-            Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Some(Err(e)) => return Err(e),
         }
     }
     // Let in-flight requests finish and their responses go out, then close.
@@ -183,6 +181,34 @@ impl Outbox {
             }
             let _ = self.ready.acquire(1).await;
         }
+    }
+}
+
+/// Reads the next bytes of a connection into `buf`; `Ok(false)` when the
+/// connection is done: closed by the peer, idle for `idle`, or the shard is
+/// stopping.
+pub(super) async fn read_more(
+    reader: &mut (impl futures_lite::AsyncRead + Unpin),
+    chunk: &mut [u8],
+    buf: &mut Vec<u8>,
+    idle: Duration,
+    shutdown: &Shutdown,
+) -> std::io::Result<bool> {
+    if shutdown.is_stopping() {
+        return Ok(false);
+    }
+    let read = future::or(async { Some(reader.read(chunk).await) }, async {
+        idle_or_stop(idle, shutdown).await;
+        None
+    })
+    .await;
+    match read {
+        Some(Ok(0)) | None => Ok(false),
+        Some(Ok(n)) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(true)
+        }
+        Some(Err(e)) => Err(e),
     }
 }
 

@@ -8,10 +8,10 @@ use corekv_engine::version::SiblingSet;
 use corekv_net::native::ErrorCode;
 use corekv_net::peer::{self, PeerRequest, PeerResponse};
 use corekv_net::Limits;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncWriteExt};
 use glommio::sync::Semaphore;
 
-use super::native::{error_code, idle_or_stop, Outbox};
+use super::native::{error_code, read_more, Outbox};
 use super::{ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::Coordinator;
 use crate::runtime::ops::{ReplicaOp, ReplicaReply};
@@ -117,18 +117,16 @@ pub(super) async fn serve_connection(
                 }
             }
         }
-        if shutdown.is_stopping() {
+        if !read_more(
+            &mut reader,
+            &mut chunk,
+            &mut buf,
+            limits.idle_timeout,
+            &shutdown,
+        )
+        .await?
+        {
             break;
-        }
-        let read = future::or(async { Some(reader.read(&mut chunk).await) }, async {
-            idle_or_stop(limits.idle_timeout, &shutdown).await;
-            None
-        })
-        .await;
-        match read {
-            Some(Ok(0)) | None => break,
-            Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Some(Err(e)) => return Err(e),
         }
     }
     let _ = permits.acquire(IN_FLIGHT_MAX).await;
