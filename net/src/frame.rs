@@ -156,3 +156,30 @@ pub(crate) fn frame<'a>(
         total: 4 + len,
     }))
 }
+
+impl Frame<'_> {
+    /// The error for a response this end cannot parse: the connection
+    /// should be dropped.
+    pub(crate) fn malformed(&self, message: &str) -> FrameError {
+        FrameError {
+            id: Some(self.id),
+            code: ErrorCode::BadFrame,
+            message: message.to_string(),
+            skip: Some(self.total),
+        }
+    }
+}
+
+/// Appends an ERROR body, the same in both protocols: `u16 code`, bytes
+/// UTF-8 message.
+pub(crate) fn put_error(out: &mut Vec<u8>, code: ErrorCode, message: &str) {
+    out.extend_from_slice(&code.to_u16().to_le_bytes());
+    put_bytes(out, message.as_bytes());
+}
+
+/// Reads an ERROR body (see [`put_error`]).
+pub(crate) fn read_error(r: &mut Reader<'_>) -> Result<(ErrorCode, String), &'static str> {
+    let code = ErrorCode::from_u16(r.u16().ok_or("error code missing")?);
+    let message = String::from_utf8_lossy(r.bytes(usize::MAX)?).into_owned();
+    Ok((code, message))
+}

@@ -11,7 +11,7 @@
 //!
 //! Sibling sets travel as the engine's encoding, opaque to this crate.
 
-use crate::frame::{begin, end, frame, put_bytes, FrameError, Reader};
+use crate::frame::{begin, end, frame, put_bytes, put_error, read_error, FrameError, Reader};
 use crate::native::ErrorCode;
 use crate::Limits;
 
@@ -163,10 +163,7 @@ pub fn encode_response(version: u8, id: u64, resp: &PeerResponse, out: &mut Vec<
             put_bytes(out, set.as_deref().unwrap_or_default());
         }
         PeerResponse::Applied => {}
-        PeerResponse::Error { code, message } => {
-            out.extend_from_slice(&code.to_u16().to_le_bytes());
-            put_bytes(out, message.as_bytes());
-        }
+        PeerResponse::Error { code, message } => put_error(out, *code, message),
     }
     end(out, start);
 }
@@ -265,12 +262,7 @@ pub fn decode_response(
     let Some(f) = frame(buf, limits.max_frame_bytes, VERSION_MIN..=VERSION_MAX)? else {
         return Ok(None);
     };
-    let bad = |message: &str| FrameError {
-        id: Some(f.id),
-        code: ErrorCode::BadFrame,
-        message: message.to_string(),
-        skip: Some(f.total),
-    };
+    let bad = |message: &str| f.malformed(message);
     let mut r = Reader { b: f.body, at: 0 };
     let resp = match f.opcode {
         0xC1 => PeerResponse::Hello {
@@ -285,8 +277,7 @@ pub fn decode_response(
         }
         0xC3 => PeerResponse::Applied,
         0xFF => {
-            let code = ErrorCode::from_u16(r.u16().ok_or_else(|| bad("error code missing"))?);
-            let message = String::from_utf8_lossy(r.bytes(usize::MAX).map_err(bad)?).into_owned();
+            let (code, message) = read_error(&mut r).map_err(bad)?;
             PeerResponse::Error { code, message }
         }
         other => return Err(bad(&format!("unknown internode response {other:#04x}"))),

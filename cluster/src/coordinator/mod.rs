@@ -413,7 +413,7 @@ impl Coordinator {
                 glommio::spawn_local(async move { me.store_hints(&down, &key, &encoded).await })
                     .detach();
             }
-            self.replica_apply(targets[0], key.to_vec(), delta, encoded)
+            self.replica_apply(targets[0], key.to_vec(), Rc::new(delta), encoded)
                 .await
                 .map_err(|e| e.into_coordinator(needed))?;
             return Ok(context);
@@ -439,7 +439,7 @@ impl Coordinator {
             };
             pending.push(Box::pin(async move {
                 let first = me
-                    .replica_apply(t, key.clone(), (*delta).clone(), encoded.clone())
+                    .replica_apply(t, key.clone(), delta.clone(), encoded.clone())
                     .await;
                 let result = match (first, spare) {
                     (Err(ReplicaError::Remote(why)), Some((node, owner))) => {
@@ -449,8 +449,7 @@ impl Coordinator {
                         } else {
                             Target::Fallback { node, owner }
                         };
-                        me.replica_apply(stand_in, key, (*delta).clone(), encoded)
-                            .await
+                        me.replica_apply(stand_in, key, delta, encoded).await
                     }
                     (first, _) => first,
                 };
@@ -533,23 +532,17 @@ impl Coordinator {
         answers: &[(usize, Option<SiblingSet>)],
         merged: Option<SiblingSet>,
     ) {
-        let Some(merged) = merged else { return };
-        let merged = Some(merged);
-        let encoded = Rc::new(
-            merged
-                .as_ref()
-                .map(SiblingSet::to_bytes)
-                .unwrap_or_default(),
-        );
+        let Some(set) = &merged else { return };
+        let encoded = Rc::new(set.to_bytes());
+        let set = Rc::new(set.clone());
         let now = wall_clock_ms();
         for (i, answer) in answers {
             if !quorum::is_stale(answer, &merged, now, REPAIR_GRACE_MS) {
                 continue;
             }
-            let Some(set) = merged.clone() else { continue };
             bump(&self.router.metrics().read_repairs);
             if let Err(e) = self
-                .replica_apply(targets[*i], key.to_vec(), set, encoded.clone())
+                .replica_apply(targets[*i], key.to_vec(), set.clone(), encoded.clone())
                 .await
             {
                 tracing::debug!(error = %e, "read repair failed");
@@ -598,11 +591,13 @@ impl Coordinator {
         &self,
         target: Target,
         key: Vec<u8>,
-        delta: SiblingSet,
+        delta: Rc<SiblingSet>,
         encoded: Rc<Vec<u8>>,
     ) -> Result<(), ReplicaError> {
         match target {
             Target::Local => {
+                // The mesh needs an owned set; remote replicas use `encoded`.
+                let delta = Rc::try_unwrap(delta).unwrap_or_else(|d| (*d).clone());
                 self.router.call(ReplicaOp::Apply { key, delta }).await?;
                 Ok(())
             }

@@ -5,6 +5,7 @@
 mod context;
 mod native;
 mod peer;
+mod pipeline;
 mod resp;
 mod status;
 

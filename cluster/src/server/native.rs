@@ -9,10 +9,8 @@ use corekv_engine::version::wall_clock_ms;
 use corekv_engine::WriteContext;
 use corekv_net::native::{self, ErrorCode, Request, RequestBody, Response, ResponseBody, Sibling};
 use corekv_net::Limits;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::sync::Semaphore;
-use std::cell::{Cell, RefCell};
 
+use super::pipeline::{read_more, Outbox, Pipeline};
 use super::{context, status, ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::{Coordinator, CoordinatorError};
 use crate::runtime::metrics::RequestKind;
@@ -36,21 +34,8 @@ pub(super) async fn serve_connection(
         max_value_bytes: limits.max_value_bytes,
         ..Limits::default()
     };
-    let (mut reader, mut writer) = futures_lite::io::split(stream);
-    let in_flight_max = limits.max_in_flight.max(1);
-    let outbox = Rc::new(Outbox::new());
-    let writer_outbox = outbox.clone();
-    let writer_task = glommio::spawn_local(async move {
-        // Everything queued while the previous write ran goes out in one write.
-        while let Some(out) = writer_outbox.next().await {
-            if writer.write_all(&out).await.is_err() {
-                writer_outbox.close();
-                break;
-            }
-        }
-        let _ = writer.close().await;
-    });
-    let permits = Rc::new(Semaphore::new(in_flight_max as u64));
+    let (mut reader, writer) = futures_lite::io::split(stream);
+    let pipeline = Pipeline::start(writer, limits.max_in_flight as u64, shutdown.clone());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut fatal = false;
@@ -60,16 +45,9 @@ pub(super) async fn serve_connection(
             match native::decode_request(&buf, &codec_limits) {
                 Ok(Some((req, used))) => {
                     buf.drain(..used);
-                    let permit = permits
-                        .clone()
-                        .acquire_static_permit(1)
-                        .await
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
                     let coordinator = coordinator.clone();
-                    let outbox = outbox.clone();
-                    let shutdown = shutdown.clone();
-                    shutdown.request_started();
-                    let mut run = Box::pin(async move {
+                    let outbox = pipeline.outbox().clone();
+                    let request = async move {
                         let started = std::time::Instant::now();
                         let kind = match req.body {
                             RequestBody::Get { .. } => RequestKind::Get,
@@ -82,15 +60,9 @@ pub(super) async fn serve_connection(
                             .router()
                             .metrics()
                             .record(kind, started.elapsed());
-                        outbox.push(&resp);
-                        shutdown.request_finished();
-                        drop(permit);
-                    });
-                    // Requests that complete without waiting (reads from the
-                    // memtable or cache) run inline; the rest get a task.
-                    if future::poll_once(&mut run).await.is_none() {
-                        glommio::spawn_local(run).detach();
-                    }
+                        push(&outbox, &resp);
+                    };
+                    pipeline.run(request).await?;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -101,7 +73,7 @@ pub(super) async fn serve_connection(
                             message: e.message.clone(),
                         },
                     };
-                    outbox.push(&resp);
+                    push(pipeline.outbox(), &resp);
                     match e.skip {
                         Some(n) => {
                             buf.drain(..n.min(buf.len()));
@@ -126,98 +98,15 @@ pub(super) async fn serve_connection(
             break;
         }
     }
-    // Let in-flight requests finish and their responses go out, then close.
-    let _ = permits.acquire(in_flight_max as u64).await;
-    outbox.close();
-    writer_task.await;
+    pipeline.finish().await;
     if fatal {
         tracing::debug!("closed a connection after an unrecoverable frame");
     }
     Ok(())
 }
 
-/// Encoded responses waiting for the writer task. Bounded by the
-/// connection's in-flight limit: a response is pushed only by a request
-/// holding a permit.
-pub(super) struct Outbox {
-    bytes: RefCell<Vec<u8>>,
-    closed: Cell<bool>,
-    ready: Semaphore,
-}
-
-impl Outbox {
-    pub(super) fn new() -> Outbox {
-        Outbox {
-            bytes: RefCell::new(Vec::new()),
-            closed: Cell::new(false),
-            ready: Semaphore::new(0),
-        }
-    }
-
-    fn push(&self, resp: &Response) {
-        self.push_with(|out| native::encode_response(resp, out));
-    }
-
-    /// Appends whatever `encode` writes and wakes the writer.
-    pub(super) fn push_with(&self, encode: impl FnOnce(&mut Vec<u8>)) {
-        encode(&mut self.bytes.borrow_mut());
-        self.ready.signal(1);
-    }
-
-    pub(super) fn close(&self) {
-        self.closed.set(true);
-        self.ready.signal(1);
-    }
-
-    /// Waits for queued bytes; `None` once closed and drained.
-    pub(super) async fn next(&self) -> Option<Vec<u8>> {
-        loop {
-            let out = std::mem::take(&mut *self.bytes.borrow_mut());
-            if !out.is_empty() {
-                return Some(out);
-            }
-            if self.closed.get() {
-                return None;
-            }
-            let _ = self.ready.acquire(1).await;
-        }
-    }
-}
-
-/// Reads the next bytes of a connection into `buf`; `Ok(false)` when the
-/// connection is done: closed by the peer, idle for `idle`, or the shard is
-/// stopping.
-pub(super) async fn read_more(
-    reader: &mut (impl futures_lite::AsyncRead + Unpin),
-    chunk: &mut [u8],
-    buf: &mut Vec<u8>,
-    idle: Duration,
-    shutdown: &Shutdown,
-) -> std::io::Result<bool> {
-    if shutdown.is_stopping() {
-        return Ok(false);
-    }
-    let read = future::or(async { Some(reader.read(chunk).await) }, async {
-        idle_or_stop(idle, shutdown).await;
-        None
-    })
-    .await;
-    match read {
-        Some(Ok(0)) | None => Ok(false),
-        Some(Ok(n)) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Ok(true)
-        }
-        Some(Err(e)) => Err(e),
-    }
-}
-
-/// Resolves after `idle` of no traffic or when the shard starts stopping.
-pub(super) async fn idle_or_stop(idle: Duration, shutdown: &Shutdown) {
-    let deadline = std::time::Instant::now() + idle;
-    while std::time::Instant::now() < deadline && !shutdown.is_stopping() {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
-    }
+fn push(outbox: &Outbox, resp: &Response) {
+    outbox.push_with(|out| native::encode_response(resp, out));
 }
 
 fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> Response {

@@ -8,10 +8,9 @@ use corekv_engine::version::SiblingSet;
 use corekv_net::native::ErrorCode;
 use corekv_net::peer::{self, PeerRequest, PeerResponse};
 use corekv_net::Limits;
-use futures_lite::{future, AsyncWriteExt};
-use glommio::sync::Semaphore;
 
-use super::native::{error_code, read_more, Outbox};
+use super::native::error_code;
+use super::pipeline::{read_more, Pipeline};
 use super::{ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::Coordinator;
 use crate::runtime::ops::{ReplicaOp, ReplicaReply};
@@ -33,19 +32,9 @@ pub(super) async fn serve_connection(
         max_value_bytes: limits.max_value_bytes,
         ..Limits::default()
     };
-    let (mut reader, mut writer) = futures_lite::io::split(stream);
-    let outbox = Rc::new(Outbox::new());
-    let writer_outbox = outbox.clone();
-    let writer_task = glommio::spawn_local(async move {
-        while let Some(out) = writer_outbox.next().await {
-            if writer.write_all(&out).await.is_err() {
-                writer_outbox.close();
-                break;
-            }
-        }
-        let _ = writer.close().await;
-    });
-    let permits = Rc::new(Semaphore::new(IN_FLIGHT_MAX));
+    let (mut reader, writer) = futures_lite::io::split(stream);
+    let pipeline = Pipeline::start(writer, IN_FLIGHT_MAX, shutdown.clone());
+    let outbox = pipeline.outbox().clone();
     let mut version = peer::VERSION_MIN;
     let mut greeted = false;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -81,24 +70,15 @@ pub(super) async fn serve_connection(
                         outbox.push_with(|out| peer::encode_response(version, id, &answer, out));
                         break 'conn;
                     }
-                    let permit = permits
-                        .clone()
-                        .acquire_static_permit(1)
-                        .await
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
                     let coordinator = coordinator.clone();
                     let outbox = outbox.clone();
-                    let shutdown = shutdown.clone();
-                    shutdown.request_started();
-                    let mut run = Box::pin(async move {
-                        let answer = serve(&coordinator, req).await;
-                        outbox.push_with(|out| peer::encode_response(version, id, &answer, out));
-                        shutdown.request_finished();
-                        drop(permit);
-                    });
-                    if future::poll_once(&mut run).await.is_none() {
-                        glommio::spawn_local(run).detach();
-                    }
+                    pipeline
+                        .run(async move {
+                            let answer = serve(&coordinator, req).await;
+                            outbox
+                                .push_with(|out| peer::encode_response(version, id, &answer, out));
+                        })
+                        .await?;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -129,9 +109,7 @@ pub(super) async fn serve_connection(
             break;
         }
     }
-    let _ = permits.acquire(IN_FLIGHT_MAX).await;
-    outbox.close();
-    writer_task.await;
+    pipeline.finish().await;
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use super::types::{
     Consistency, ErrorCode, Request, RequestBody, Response, ResponseBody, Sibling, VERSION,
 };
 pub use crate::frame::FrameError;
-use crate::frame::{begin, end, frame, put_bytes, Reader};
+use crate::frame::{begin, end, frame, put_bytes, put_error, read_error, Reader};
 use crate::Limits;
 
 /// Appends the encoding of `req` to `out`.
@@ -61,10 +61,7 @@ pub fn encode_response(resp: &Response, out: &mut Vec<u8>) {
         }
         ResponseBody::Pong => {}
         ResponseBody::Topology(b) | ResponseBody::Status(b) => put_bytes(out, b),
-        ResponseBody::Error { code, message } => {
-            out.extend_from_slice(&code.to_u16().to_le_bytes());
-            put_bytes(out, message.as_bytes());
-        }
+        ResponseBody::Error { code, message } => put_error(out, *code, message),
     }
     end(out, start);
 }
@@ -176,12 +173,7 @@ pub fn decode_response(
     let Some(f) = frame(buf, limits.max_frame_bytes, VERSION..=VERSION)? else {
         return Ok(None);
     };
-    let bad = |message: &str| FrameError {
-        id: Some(f.id),
-        code: ErrorCode::BadFrame,
-        message: message.to_string(),
-        skip: Some(f.total),
-    };
+    let bad = |message: &str| f.malformed(message);
     let mut r = Reader { b: f.body, at: 0 };
     let body = match f.opcode {
         0x81 => {
@@ -211,8 +203,7 @@ pub fn decode_response(
         0x85 => ResponseBody::Topology(r.bytes(usize::MAX).map_err(bad)?.to_vec()),
         0x86 => ResponseBody::Status(r.bytes(usize::MAX).map_err(bad)?.to_vec()),
         0xFF => {
-            let code = ErrorCode::from_u16(r.u16().ok_or_else(|| bad("error code missing"))?);
-            let message = String::from_utf8_lossy(r.bytes(usize::MAX).map_err(bad)?).into_owned();
+            let (code, message) = read_error(&mut r).map_err(bad)?;
             ResponseBody::Error { code, message }
         }
         other => return Err(bad(&format!("unknown response opcode {other:#04x}"))),

@@ -1,0 +1,174 @@
+//! What every framed request/response connection shares (native and
+//! internode): requests run concurrently, each inline when it completes
+//! without waiting or as its own task otherwise, at most a bounded number
+//! at once; their encoded answers collect in an outbox that one writer task
+//! sends in batches; and the read side stops on close, idle or shutdown.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::io::WriteHalf;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::sync::Semaphore;
+
+use super::{Shutdown, Stream};
+
+/// A connection's write side and its bound on requests in flight.
+pub(super) struct Pipeline {
+    outbox: Rc<Outbox>,
+    permits: Rc<Semaphore>,
+    in_flight_max: u64,
+    writer: glommio::Task<()>,
+    shutdown: Shutdown,
+}
+
+impl Pipeline {
+    /// Starts the writer task over `writer`; at most `in_flight_max`
+    /// requests run at once.
+    pub(super) fn start(
+        mut writer: WriteHalf<Stream>,
+        in_flight_max: u64,
+        shutdown: Shutdown,
+    ) -> Pipeline {
+        let outbox = Rc::new(Outbox::new());
+        let writer_outbox = outbox.clone();
+        let writer = glommio::spawn_local(async move {
+            // Everything queued while the previous write ran goes out in one write.
+            while let Some(out) = writer_outbox.next().await {
+                if writer.write_all(&out).await.is_err() {
+                    writer_outbox.close();
+                    break;
+                }
+            }
+            let _ = writer.close().await;
+        });
+        Pipeline {
+            outbox,
+            permits: Rc::new(Semaphore::new(in_flight_max.max(1))),
+            in_flight_max: in_flight_max.max(1),
+            writer,
+            shutdown,
+        }
+    }
+
+    /// Where answers go.
+    pub(super) fn outbox(&self) -> &Rc<Outbox> {
+        &self.outbox
+    }
+
+    /// Runs one request (which pushes its own answer to the outbox), once
+    /// a slot is free. Requests that complete without waiting (reads from
+    /// the memtable or cache) run inline; the rest get a task.
+    pub(super) async fn run(
+        &self,
+        request: impl Future<Output = ()> + 'static,
+    ) -> std::io::Result<()> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_static_permit(1)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let shutdown = self.shutdown.clone();
+        shutdown.request_started();
+        let mut run = Box::pin(async move {
+            request.await;
+            shutdown.request_finished();
+            drop(permit);
+        });
+        if future::poll_once(&mut run).await.is_none() {
+            glommio::spawn_local(run).detach();
+        }
+        Ok(())
+    }
+
+    /// Lets in-flight requests finish and their answers go out, then closes
+    /// the write side.
+    pub(super) async fn finish(self) {
+        let _ = self.permits.acquire(self.in_flight_max).await;
+        self.outbox.close();
+        self.writer.await;
+    }
+}
+
+/// Encoded responses waiting for the writer task. Bounded by the
+/// connection's in-flight limit: a response is pushed only by a request
+/// holding a permit.
+pub(super) struct Outbox {
+    bytes: RefCell<Vec<u8>>,
+    closed: Cell<bool>,
+    ready: Semaphore,
+}
+
+impl Outbox {
+    fn new() -> Outbox {
+        Outbox {
+            bytes: RefCell::new(Vec::new()),
+            closed: Cell::new(false),
+            ready: Semaphore::new(0),
+        }
+    }
+
+    /// Appends whatever `encode` writes and wakes the writer.
+    pub(super) fn push_with(&self, encode: impl FnOnce(&mut Vec<u8>)) {
+        encode(&mut self.bytes.borrow_mut());
+        self.ready.signal(1);
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        self.ready.signal(1);
+    }
+
+    /// Waits for queued bytes; `None` once closed and drained.
+    async fn next(&self) -> Option<Vec<u8>> {
+        loop {
+            let out = std::mem::take(&mut *self.bytes.borrow_mut());
+            if !out.is_empty() {
+                return Some(out);
+            }
+            if self.closed.get() {
+                return None;
+            }
+            let _ = self.ready.acquire(1).await;
+        }
+    }
+}
+
+/// Reads the next bytes of a connection into `buf`; `Ok(false)` when the
+/// connection is done: closed by the peer, idle for `idle`, or the shard is
+/// stopping.
+pub(super) async fn read_more(
+    reader: &mut (impl futures_lite::AsyncRead + Unpin),
+    chunk: &mut [u8],
+    buf: &mut Vec<u8>,
+    idle: Duration,
+    shutdown: &Shutdown,
+) -> std::io::Result<bool> {
+    if shutdown.is_stopping() {
+        return Ok(false);
+    }
+    let read = future::or(async { Some(reader.read(chunk).await) }, async {
+        idle_or_stop(idle, shutdown).await;
+        None
+    })
+    .await;
+    match read {
+        Some(Ok(0)) | None => Ok(false),
+        Some(Ok(n)) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(true)
+        }
+        Some(Err(e)) => Err(e),
+    }
+}
+
+/// Resolves after `idle` of no traffic or when the shard starts stopping.
+pub(super) async fn idle_or_stop(idle: Duration, shutdown: &Shutdown) {
+    let deadline = std::time::Instant::now() + idle;
+    while std::time::Instant::now() < deadline && !shutdown.is_stopping() {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
