@@ -153,9 +153,19 @@ struct ServeArgs {
     /// Internode address (shard i listens on port + i).
     #[arg(long)]
     peer_addr: Option<std::net::SocketAddr>,
-    /// This node's id in the cluster (must appear in the config's members).
+    /// This node's id, unique in the cluster.
     #[arg(long)]
     node_id: Option<u32>,
+    /// Internode addresses of members to join through, e.g.
+    /// 10.0.0.1:7100,10.0.0.2:7100.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<std::net::SocketAddr>>,
+    /// This node's rack (replicas spread over racks).
+    #[arg(long)]
+    rack: Option<String>,
+    /// This node's data centre.
+    #[arg(long)]
+    dc: Option<String>,
     /// Admin HTTP address for /metrics, /health and /status ("off" disables).
     #[arg(long)]
     admin_addr: Option<String>,
@@ -211,6 +221,15 @@ impl ServeArgs {
         }
         if let Some(v) = self.node_id {
             c.node_id = v;
+        }
+        if let Some(v) = self.seeds {
+            c.seeds = v;
+        }
+        if let Some(v) = self.rack {
+            c.rack = v;
+        }
+        if let Some(v) = self.dc {
+            c.dc = v;
         }
         if let Some(v) = self.admin_addr {
             c.admin_addr = v;
@@ -355,14 +374,25 @@ fn print_status(json: &str, member_timeout: Duration) -> Result<()> {
         v["replication_factor"]
     );
     println!();
-    // Like nodetool status: the state is this node's view; load and hints
-    // come from asking each member.
+    // Like nodetool status: state and status are this node's view (its
+    // failure detector, what each node announced); load and hints come
+    // from asking each member.
     println!(
-        "{:<11} {:>6} {:<22} {:<8} {:<8} {:>6} {:>8} {:>12} {:>12} {:>8}",
-        "state", "node", "native", "rack", "dc", "shards", "owns", "keys", "bytes", "hints"
+        "{:<11} {:<8} {:>6} {:<22} {:<8} {:<8} {:>6} {:>8} {:>12} {:>12} {:>8}",
+        "state",
+        "status",
+        "node",
+        "native",
+        "rack",
+        "dc",
+        "shards",
+        "owns",
+        "keys",
+        "bytes",
+        "hints"
     );
     for m in v["members"].as_array().into_iter().flatten() {
-        let down = m["down_from_this_shard"].as_bool().unwrap_or(false);
+        let down = !m["up"].as_bool().unwrap_or(false);
         let addr = m["native_addr"].as_str().unwrap_or("?");
         let own = member_status(addr, member_timeout);
         let figure = |f: &dyn Fn(&serde_json::Value) -> Option<u64>| {
@@ -376,8 +406,9 @@ fn print_status(json: &str, member_timeout: Duration) -> Result<()> {
             (false, false) => "UNREACHABLE",
         };
         println!(
-            "{:<11} {:>6} {:<22} {:<8} {:<8} {:>6} {:>7.1}% {:>12} {:>12} {:>8}",
+            "{:<11} {:<8} {:>6} {:<22} {:<8} {:<8} {:>6} {:>7.1}% {:>12} {:>12} {:>8}",
             state,
+            m["status"].as_str().unwrap_or("?"),
             m["id"].to_string(),
             addr,
             m["rack"].as_str().unwrap_or("?"),

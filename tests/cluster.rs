@@ -1,128 +1,14 @@
 //! End-to-end tests of a cluster: three real `corekv serve` processes on
-//! loopback with static membership, N = 3.
+//! loopback, joined by gossip through one seed, N = 3.
 
 mod common;
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{free_ports, Server};
-use corekv_net::client::{Client, ClientError};
+use common::cluster::{context, get, put, status, values, wait_for, Cluster};
+use common::Server;
+use corekv_net::client::ClientError;
 use corekv_net::native::{Consistency, ErrorCode, RequestBody, ResponseBody};
-
-/// A cluster of `n` one-shard nodes; node `i` (0-based) has id `i + 1`
-/// and rack `r{i}`.
-struct Cluster {
-    nodes: Vec<Server>,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start(n: usize, settings: &str) -> Cluster {
-        Cluster::start_sharded(n, 1, settings)
-    }
-
-    fn start_sharded(n: usize, shards: u16, settings: &str) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let addrs: Vec<[SocketAddr; 3]> = (0..n)
-            .map(|_| {
-                let base = free_ports(2 * shards + 2);
-                let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-                [at(base), at(base + shards + 1), at(base + shards + 2)]
-            })
-            .collect();
-        let mut members = String::new();
-        for (i, [native, _, peer]) in addrs.iter().enumerate() {
-            members.push_str(&format!(
-                "[[members]]\nid = {}\nnative_addr = \"{native}\"\npeer_addr = \"{peer}\"\nshards = {shards}\nrack = \"r{i}\"\n\n",
-                i + 1
-            ));
-        }
-        let nodes = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, &addrs)| {
-                let config = dir.path().join(format!("node{}.toml", i + 1));
-                std::fs::write(
-                    &config,
-                    format!(
-                        "node_id = {}\nreplication_factor = 3\nrequest_timeout_ms = 2000\n{settings}\n{members}",
-                        i + 1
-                    ),
-                )
-                .expect("write config");
-                let data = dir.path().join(format!("node{}", i + 1));
-                let config = config.to_string_lossy().into_owned();
-                Server::start_at(&data, shards as usize, addrs, &["--config", &config])
-            })
-            .collect();
-        Cluster { nodes, _dir: dir }
-    }
-
-    fn client(&self, node: usize) -> Client {
-        Client::connect(self.nodes[node].native, Duration::from_secs(10)).expect("connect")
-    }
-}
-
-fn get(c: &mut Client, key: &str, level: Consistency) -> Result<ResponseBody, ClientError> {
-    c.call(RequestBody::Get {
-        consistency: level,
-        key: key.as_bytes().to_vec(),
-    })
-}
-
-fn put(
-    c: &mut Client,
-    key: &str,
-    value: &str,
-    context: Vec<u8>,
-    level: Consistency,
-) -> Result<ResponseBody, ClientError> {
-    c.call(RequestBody::Put {
-        consistency: level,
-        ttl_ms: 0,
-        context,
-        key: key.as_bytes().to_vec(),
-        value: value.as_bytes().to_vec(),
-    })
-}
-
-/// The live values of a GET answer, sorted.
-fn values(body: &ResponseBody) -> Vec<String> {
-    let mut v: Vec<String> = match body {
-        ResponseBody::Value { siblings, .. } => siblings
-            .iter()
-            .filter_map(|s| s.value.as_ref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect(),
-        _ => Vec::new(),
-    };
-    v.sort();
-    v
-}
-
-fn context(body: &ResponseBody) -> Vec<u8> {
-    match body {
-        ResponseBody::Value { context, .. } | ResponseBody::NotFound { context } => context.clone(),
-        _ => Vec::new(),
-    }
-}
-
-fn status(node: &Server) -> serde_json::Value {
-    let mut c = Client::connect(node.native, Duration::from_secs(5)).expect("connect");
-    let ResponseBody::Status(json) = c.call(RequestBody::Status).expect("status") else {
-        panic!("not a status answer");
-    };
-    serde_json::from_slice(&json).expect("status JSON")
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn quorum_survives_a_dead_node_and_reads_repair_it() {
@@ -161,7 +47,11 @@ fn quorum_survives_a_dead_node_and_reads_repair_it() {
         }
         other => panic!("ALL with a node down must fail as unavailable: {other:?}"),
     }
-    // `corekv status` shows the cluster as this node sees it.
+    // Gossip convicts the dead node; `corekv status` shows the cluster as
+    // this node sees it.
+    wait_for("node 3 marked down on node 1", || {
+        common::cluster::up_ids(&cluster.nodes[0]) == [1, 2]
+    });
     let out = cluster.nodes[0].cli(&["status"]);
     let table = String::from_utf8_lossy(&out.stdout);
     let row = |id: &str| {
@@ -172,7 +62,7 @@ fn quorum_survives_a_dead_node_and_reads_repair_it() {
                     .iter()
                     .any(|s| l.starts_with(s))
             })
-            .find(|l| l.split_whitespace().nth(1) == Some(id))
+            .find(|l| l.split_whitespace().nth(2) == Some(id))
             .unwrap_or_default()
             .to_string()
     };
@@ -181,6 +71,7 @@ fn quorum_survives_a_dead_node_and_reads_repair_it() {
         "{table}"
     );
     assert!(row("3").starts_with("DOWN"), "{table}");
+    assert!(row("3").contains("normal"), "{table}");
     // Now the node is known down: refused up front, naming it.
     match get(&mut c, "k1", Consistency::All) {
         Err(ClientError::Server { code, message }) => {
@@ -262,7 +153,7 @@ fn last_writer_wins_keeps_one_value() {
 }
 
 #[test]
-fn levels_beyond_n_and_membership_mistakes_are_clear_errors() {
+fn levels_beyond_n_and_gossip_mistakes_are_clear_errors() {
     let cluster = Cluster::start(3, "");
     let mut c = cluster.client(0);
     match put(&mut c, "k", "v", Vec::new(), Consistency::Count(4)) {
@@ -272,27 +163,29 @@ fn levels_beyond_n_and_membership_mistakes_are_clear_errors() {
         }
         other => panic!("W=4 with N=3 must fail: {other:?}"),
     }
-    // A node whose id is not in the member list refuses to start.
+    // Settings gossip cannot work with refuse to start, naming the key.
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("bad.toml");
-    std::fs::write(
-        &config,
-        "node_id = 9\n[[members]]\nid = 1\nnative_addr = \"127.0.0.1:1\"\npeer_addr = \"127.0.0.1:2\"\nshards = 1\n",
-    )
-    .expect("write");
-    let out = std::process::Command::new(common::corekv())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--data-dir"])
-        .arg(dir.path().join("data"))
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("node_id 9 is not in the members list"),
-        "{err}"
-    );
+    for (setting, named) in [
+        ("phi_convict_threshold = 0.0", "phi_convict_threshold"),
+        ("gossip_interval_ms = 0", "gossip_interval_ms"),
+        (
+            "peer_addr = \"0.0.0.0:7100\"\nseeds = [\"127.0.0.1:7100\"]",
+            "peer_addr",
+        ),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, setting).expect("write");
+        let out = std::process::Command::new(common::corekv())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--data-dir"])
+            .arg(dir.path().join("data"))
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{setting}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{setting}: {err}");
+    }
 }
 
 #[test]

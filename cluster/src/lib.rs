@@ -20,6 +20,7 @@ pub mod admin;
 pub mod client;
 pub mod coordinator;
 mod error;
+pub mod gossip;
 pub mod links;
 pub mod ring;
 pub mod runtime;

@@ -2,15 +2,15 @@
 //! and what it has learned about which nodes are reachable.
 //!
 //! Connections are opened on first use, one per (node, shard), each
-//! carrying many requests at once. A node whose connection fails is
-//! considered down for a backoff that doubles from 200 ms to 5 s; the
-//! first request after it tries again. (The gossip layer will replace this
-//! local view with the cluster's failure detector.)
+//! carrying many requests at once. Gossip's failure detector is the
+//! cluster-wide verdict on liveness; this shard adds its own, faster one:
+//! a node whose connection fails is skipped for a backoff that doubles
+//! from 200 ms to 5 s, and the first request after it tries again.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corekv_net::mux::{Exchange, Multiplexed};
@@ -20,8 +20,7 @@ use corekv_net::peer::{self, PeerRequest, PeerResponse};
 use corekv_net::Limits;
 use glommio::sync::Semaphore;
 
-use crate::ring::NodeIndex;
-use crate::topology::Topology;
+use crate::topology::Member;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -100,87 +99,85 @@ impl Default for Link {
     }
 }
 
-/// A shard's peer connections. Not shared between shards.
+/// A shard's peer connections, keyed by node id and address (a node that
+/// restarts on other ports gets new connections). Not shared between
+/// shards.
 pub struct PeerLinks {
-    topology: Arc<Topology>,
+    cluster: String,
     my_id: u32,
     timeout: Duration,
-    links: RefCell<HashMap<(NodeIndex, usize), Rc<Link>>>,
-    health: Vec<Health>,
+    links: RefCell<HashMap<(u32, SocketAddr), Rc<Link>>>,
+    health: RefCell<HashMap<u32, Rc<Health>>>,
 }
 
 impl PeerLinks {
-    /// Links for a shard of node `my_id`.
+    /// Links for a shard of node `my_id` in cluster `cluster`.
     /// Requests wait at most `timeout` for their answer.
-    pub fn new(topology: Arc<Topology>, my_id: u32, timeout: Duration) -> PeerLinks {
-        let health = topology
-            .members()
-            .iter()
-            .map(|_| Health::default())
-            .collect();
+    pub fn new(cluster: &str, my_id: u32, timeout: Duration) -> PeerLinks {
         PeerLinks {
-            topology,
+            cluster: cluster.to_string(),
             my_id,
             timeout,
             links: RefCell::new(HashMap::new()),
-            health,
+            health: RefCell::new(HashMap::new()),
         }
     }
 
-    /// False while `node` is in a down backoff.
-    pub fn is_live(&self, node: NodeIndex) -> bool {
+    fn health(&self, id: u32) -> Rc<Health> {
+        self.health.borrow_mut().entry(id).or_default().clone()
+    }
+
+    /// False while node `id` is in a down backoff after a failed attempt.
+    pub fn is_live(&self, id: u32) -> bool {
         self.health
-            .get(node)
+            .borrow()
+            .get(&id)
             .and_then(|h| h.down_until.get())
             .is_none_or(|t| Instant::now() >= t)
     }
 
     /// Nodes whose last attempt from this shard failed (until one works).
     pub fn down_nodes(&self) -> Vec<u32> {
-        (0..self.health.len())
-            .filter(|&i| self.health[i].down.get())
-            .map(|i| self.topology.members()[i].id)
+        self.health
+            .borrow()
+            .iter()
+            .filter(|(_, h)| h.down.get())
+            .map(|(&id, _)| id)
             .collect()
     }
 
-    fn mark_down(&self, node: NodeIndex) {
-        let h = &self.health[node];
+    fn mark_down(&self, id: u32) {
+        let h = self.health(id);
         let backoff = (h.backoff.get() * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
         h.backoff.set(backoff);
         if !h.down.get() {
-            tracing::warn!(
-                node = self.topology.members()[node].id,
-                "peer unreachable; marking it down"
-            );
+            tracing::warn!(node = id, "peer unreachable from this shard; backing off");
         }
         h.down_until.set(Some(Instant::now() + backoff));
         h.down.set(true);
     }
 
-    fn mark_up(&self, node: NodeIndex) {
-        let h = &self.health[node];
+    fn mark_up(&self, id: u32) {
+        let h = self.health(id);
         h.down_until.set(None);
         if h.down.replace(false) {
-            tracing::info!(
-                node = self.topology.members()[node].id,
-                "peer reachable again"
-            );
+            tracing::info!(node = id, "peer reachable again from this shard");
         }
         h.backoff.set(Duration::ZERO);
     }
 
-    /// Sends `req` to shard `shard` of `node` and waits for the answer.
+    /// Sends `req` to shard `shard` of `member` and waits for the answer.
     pub async fn call(
         &self,
-        node: NodeIndex,
+        member: &Member,
         shard: usize,
         req: PeerRequest,
     ) -> Result<PeerResponse, LinkError> {
-        let id = self.topology.members()[node].id;
-        if !self.is_live(node) {
+        let id = member.id;
+        if !self.is_live(id) {
             return Err(LinkError::Down(id));
         }
-        let conn = self.connection(node, shard).await?;
+        let conn = self.connection(member, shard).await?;
         if matches!(req, PeerRequest::Hint { .. })
             && conn.exchange().version.get() < peer::VERSION_HINT
         {
@@ -204,7 +201,7 @@ impl PeerLinks {
             }
             Some(Ok(resp)) => Ok(resp),
             Some(Err(_)) => {
-                self.mark_down(node);
+                self.mark_down(id);
                 Err(LinkError::Failed {
                     id,
                     reason: "connection lost".into(),
@@ -215,19 +212,19 @@ impl PeerLinks {
 
     async fn connection(
         &self,
-        node: NodeIndex,
+        member: &Member,
         shard: usize,
     ) -> Result<Rc<Multiplexed<PeerExchange>>, LinkError> {
         let link = self
             .links
             .borrow_mut()
-            .entry((node, shard))
+            .entry((member.id, member.peer_shard_addr(shard)))
             .or_default()
             .clone();
         if let Some(c) = link.conn.borrow().as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let member_id = self.topology.members()[node].id;
+        let member_id = member.id;
         let _one = link
             .connecting
             .acquire_permit(1)
@@ -237,15 +234,14 @@ impl PeerLinks {
         if let Some(c) = link.conn.borrow().as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let member = &self.topology.members()[node];
-        match self.open(node, shard).await {
+        match self.open(member, shard).await {
             Ok(c) => {
-                self.mark_up(node);
+                self.mark_up(member.id);
                 *link.conn.borrow_mut() = Some(c.clone());
                 Ok(c)
             }
             Err(reason) => {
-                self.mark_down(node);
+                self.mark_down(member.id);
                 Err(LinkError::Failed {
                     id: member.id,
                     reason,
@@ -257,10 +253,9 @@ impl PeerLinks {
     /// Connects and says HELLO; checks the answer is the member we expect.
     async fn open(
         &self,
-        node: NodeIndex,
+        member: &Member,
         shard: usize,
     ) -> Result<Rc<Multiplexed<PeerExchange>>, String> {
-        let member = &self.topology.members()[node];
         let addr = member.peer_shard_addr(shard);
         let exchange = PeerExchange {
             version: Cell::new(peer::VERSION_MIN),
@@ -281,7 +276,7 @@ impl PeerLinks {
             version_min: peer::VERSION_MIN,
             version_max: peer::VERSION_MAX,
             node_id: self.my_id,
-            cluster: self.topology.cluster().to_string(),
+            cluster: self.cluster.clone(),
         };
         match conn.call(hello).await {
             Ok(PeerResponse::Hello {

@@ -39,7 +39,7 @@ pub struct RingMember {
 
 /// An immutable ring over a member list. Build a new one on every
 /// membership change and swap it in; never mutate one that requests use.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Ring {
     members: Vec<RingMember>,
     /// Sorted vnode tokens.

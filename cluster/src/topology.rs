@@ -1,15 +1,22 @@
 //! The cluster as one node sees it: members (addresses, shard counts,
-//! racks) and the ring built from them. Immutable; shared by every shard
-//! of the node behind an `Arc`, and sent to shard-aware clients as JSON
-//! (TOPOLOGY) so they compute the same preference lists.
+//! racks), their liveness, and the ring built from them. Each snapshot is
+//! immutable: gossip builds a new one on every change and publishes it
+//! ([`SharedTopology`]); shards read it through their own
+//! [`TopologyView`]. Sent to shard-aware clients as JSON (TOPOLOGY) so
+//! they compute the same preference lists.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::gossip::{NodeMeta, NodeStatus, PeerView};
 use crate::ring::{allocate_tokens, NodeIndex, Ring, RingMember};
-use crate::runtime::config::{MemberConfig, NodeConfig};
+use crate::runtime::config::NodeConfig;
 
 /// Version of the TOPOLOGY JSON layout.
 pub const TOPOLOGY_FORMAT: u32 = 2;
@@ -64,6 +71,9 @@ struct TopologyJson {
     node_id: u32,
     replication_factor: usize,
     members: Vec<Member>,
+    /// Ids of members the serving node believes down.
+    #[serde(default)]
+    down: Vec<u32>,
 }
 
 fn ring_member(id: u32, weight: f64, rack: &str, dc: &str, tokens: Vec<u64>) -> RingMember {
@@ -76,62 +86,88 @@ fn ring_member(id: u32, weight: f64, rack: &str, dc: &str, tokens: Vec<u64>) -> 
     }
 }
 
-/// Members and ring. `me` is `None` in a client.
-#[derive(Debug)]
+/// Members, their liveness, and the ring built from them: one immutable
+/// snapshot of the cluster. `me` is `None` in a client.
+#[derive(Clone, Debug)]
 pub struct Topology {
     cluster: String,
     members: Vec<Member>,
+    /// Per member: the failure detector's verdict on this node.
+    up: Vec<bool>,
+    /// Per member: the status it announces.
+    status: Vec<NodeStatus>,
     ring: Ring,
     me: Option<NodeIndex>,
     replication_factor: usize,
 }
 
 impl Topology {
-    /// The topology a node starts with: its configured members (or itself
-    /// alone), tokens allocated, ring built.
-    pub fn from_config(config: &NodeConfig) -> Topology {
-        let members = config.membership();
-        let n = if config.members.is_empty() {
-            1
-        } else {
-            config.replication_factor
-        };
-        let me = members.iter().position(|m| m.id == config.node_id);
-        Topology::build(config.cluster_name.clone(), members, config.tokens, n, me)
-    }
-
-    fn build(
-        cluster: String,
-        configured: Vec<MemberConfig>,
-        tokens_per_weight: u32,
-        n: usize,
-        me: Option<NodeIndex>,
+    /// The snapshot of a gossip view: every node whose status puts it on
+    /// the ring (normal or leaving), ordered by id, with N =
+    /// `replication_factor` capped at the member count.
+    pub fn from_view(
+        cluster: &str,
+        my_id: u32,
+        replication_factor: usize,
+        view: &[PeerView],
     ) -> Topology {
-        let mut ring_members: Vec<RingMember> = configured
+        let mut nodes: Vec<&PeerView> = view
             .iter()
-            .map(|m| ring_member(m.id, m.weight, &m.rack, &m.dc, Vec::new()))
+            .filter(|p| p.state.status.in_ring() || p.state.meta.id == my_id)
             .collect();
-        allocate_tokens(&mut ring_members, tokens_per_weight);
-        let members = configured
-            .into_iter()
-            .zip(&ring_members)
-            .map(|(m, r)| Member {
-                id: m.id,
-                native_addr: m.native_addr,
-                peer_addr: m.peer_addr,
-                shards: m.shards,
-                rack: m.rack,
-                dc: m.dc,
-                weight: m.weight,
-                tokens: r.tokens.clone(),
+        nodes.sort_by_key(|p| p.state.meta.id);
+        let members: Vec<Member> = nodes
+            .iter()
+            .map(|p| {
+                let m = &p.state.meta;
+                Member {
+                    id: m.id,
+                    native_addr: m.native_addr,
+                    peer_addr: m.peer_addr,
+                    shards: usize::from(m.shards),
+                    rack: m.rack.clone(),
+                    dc: m.dc.clone(),
+                    weight: m.weight,
+                    tokens: m.tokens.clone(),
+                }
             })
             .collect();
+        let ring_members = members
+            .iter()
+            .map(|m| ring_member(m.id, m.weight, &m.rack, &m.dc, m.tokens.clone()))
+            .collect();
         Topology {
-            cluster,
+            cluster: cluster.to_string(),
+            up: nodes.iter().map(|p| p.up).collect(),
+            status: nodes.iter().map(|p| p.state.status).collect(),
+            me: members.iter().position(|m| m.id == my_id),
+            ring: Ring::new(ring_members, replication_factor),
             members,
-            ring: Ring::new(ring_members, n),
-            me,
-            replication_factor: n,
+            replication_factor,
+        }
+    }
+
+    /// The metadata this node announces: its addresses, shards, placement
+    /// and `round(tokens × weight)` vnode tokens derived from its id.
+    pub fn local_meta(config: &NodeConfig) -> NodeMeta {
+        let mut me = [ring_member(
+            config.node_id,
+            config.weight,
+            &config.rack,
+            &config.dc,
+            Vec::new(),
+        )];
+        allocate_tokens(&mut me, config.tokens);
+        let [me] = me;
+        NodeMeta {
+            id: config.node_id,
+            native_addr: config.native_addr,
+            peer_addr: config.peer_addr,
+            shards: u16::try_from(config.shard_count()).unwrap_or(u16::MAX),
+            rack: config.rack.clone(),
+            dc: config.dc.clone(),
+            weight: config.weight,
+            tokens: me.tokens,
         }
     }
 
@@ -155,6 +191,8 @@ impl Topology {
             .collect();
         Ok(Topology {
             cluster: t.cluster,
+            up: t.members.iter().map(|m| !t.down.contains(&m.id)).collect(),
+            status: vec![NodeStatus::Normal; t.members.len()],
             ring: Ring::new(ring_members, t.replication_factor),
             members: t.members,
             me: None,
@@ -171,6 +209,10 @@ impl Topology {
             node_id: me,
             replication_factor: self.replication_factor,
             members: self.members.clone(),
+            down: (0..self.members.len())
+                .filter(|&i| !self.up[i])
+                .map(|i| self.members[i].id)
+                .collect(),
         })
         .unwrap_or_default()
     }
@@ -200,45 +242,156 @@ impl Topology {
         self.ring.replication_factor()
     }
 
-    /// Whether this is a single node without configured members.
+    /// Whether this is a single node that knows no other.
     pub fn is_standalone(&self) -> bool {
         self.members.len() == 1
+    }
+
+    /// Whether the failure detector believes member `i` up.
+    pub fn is_up(&self, i: NodeIndex) -> bool {
+        self.up.get(i).copied().unwrap_or(false)
+    }
+
+    /// The status member `i` announces.
+    pub fn status(&self, i: NodeIndex) -> NodeStatus {
+        self.status.get(i).copied().unwrap_or(NodeStatus::Normal)
+    }
+
+    /// The index of the member with id `id`.
+    pub fn index_of(&self, id: u32) -> Option<NodeIndex> {
+        self.members.iter().position(|m| m.id == id)
+    }
+}
+
+/// The node's current topology, published by the gossip thread and read
+/// by every shard. A shard checks one atomic epoch per operation and takes
+/// the lock only when the epoch moved (a membership or liveness change),
+/// to copy the new snapshot into its own [`TopologyView`]: the request
+/// path never waits for a lock and never touches a shared reference count.
+#[derive(Debug)]
+pub struct SharedTopology {
+    epoch: AtomicU64,
+    current: Mutex<Arc<Topology>>,
+}
+
+impl SharedTopology {
+    /// Starts at `initial`, epoch 1.
+    pub fn new(initial: Topology) -> SharedTopology {
+        SharedTopology {
+            epoch: AtomicU64::new(1),
+            current: Mutex::new(Arc::new(initial)),
+        }
+    }
+
+    /// Replaces the snapshot; shards pick it up at their next operation.
+    pub fn publish(&self, topology: Topology) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        *current = Arc::new(topology);
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Topology> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+}
+
+/// One shard's copy of the [`SharedTopology`]. An operation takes one
+/// snapshot at its start and uses it throughout, so member indices stay
+/// valid even if the membership changes meanwhile.
+pub struct TopologyView {
+    shared: Arc<SharedTopology>,
+    cached: RefCell<(u64, Rc<Topology>)>,
+}
+
+impl TopologyView {
+    /// A view of `shared`.
+    pub fn new(shared: Arc<SharedTopology>) -> TopologyView {
+        let epoch = shared.epoch();
+        let topology = Rc::new((*shared.load()).clone());
+        TopologyView {
+            shared,
+            cached: RefCell::new((epoch, topology)),
+        }
+    }
+
+    /// The latest snapshot.
+    pub fn current(&self) -> Rc<Topology> {
+        let epoch = self.shared.epoch();
+        let mut cached = self.cached.borrow_mut();
+        if cached.0 != epoch {
+            *cached = (epoch, Rc::new((*self.shared.load()).clone()));
+        }
+        cached.1.clone()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gossip::EndpointState;
 
-    fn config(id: u32) -> NodeConfig {
-        let member = |id: u32| MemberConfig {
-            id,
-            native_addr: SocketAddr::from(([127, 0, 0, 1], 7000 + 10 * id as u16)),
-            peer_addr: SocketAddr::from(([127, 0, 0, 1], 8000 + 10 * id as u16)),
-            shards: id as usize,
-            rack: format!("r{id}"),
-            dc: "dc1".into(),
-            weight: 1.0,
-        };
-        NodeConfig {
-            node_id: id,
-            members: (1..=3).map(member).collect(),
-            ..NodeConfig::default()
-        }
+    /// Nodes 1..=3 as gossip would show them; node 3 down.
+    fn view() -> Vec<PeerView> {
+        (1..=3u32)
+            .map(|id| {
+                let config = NodeConfig {
+                    node_id: id,
+                    native_addr: SocketAddr::from(([127, 0, 0, 1], 7000 + 10 * id as u16)),
+                    peer_addr: SocketAddr::from(([127, 0, 0, 1], 8000 + 10 * id as u16)),
+                    shards: id as usize,
+                    rack: format!("r{id}"),
+                    ..NodeConfig::default()
+                };
+                PeerView {
+                    state: EndpointState {
+                        generation: 1,
+                        heartbeat: 1,
+                        version: 1,
+                        status: NodeStatus::Normal,
+                        meta: Topology::local_meta(&config),
+                    },
+                    up: id != 3,
+                }
+            })
+            .collect()
     }
 
     #[test]
-    fn clients_rebuild_the_servers_ring_from_json() {
-        let node = Topology::from_config(&config(2));
+    fn clients_rebuild_the_servers_ring_and_liveness_from_json() {
+        let node = Topology::from_view("c", 2, 3, &view());
         assert_eq!(node.me(), Some(1));
         let client = Topology::from_json(node.to_json().as_bytes()).expect("parses");
         assert_eq!(client.ring().fingerprint(), node.ring().fingerprint());
         assert_eq!(client.members(), node.members());
         assert_eq!(client.replication_factor(), 3);
+        assert!(client.is_up(0) && client.is_up(1) && !client.is_up(2));
         let m = &client.members()[2];
         assert_eq!(m.native_shard_addr(1).port(), 7032);
         assert_eq!(m.peer_shard_addr(2).port(), 8032);
         assert!((0..1000u64).all(|t| m.shard_of(t.wrapping_mul(0x9e37_79b9_7f4a_7c15)) < 3));
         assert!(Topology::from_json(b"{}").is_err());
+    }
+
+    #[test]
+    fn only_ring_statuses_hold_ranges_and_views_follow_publications() {
+        let mut v = view();
+        v[2].state.status = NodeStatus::Left;
+        let t = Topology::from_view("c", 1, 3, &v);
+        assert_eq!(t.members().len(), 2);
+        assert_eq!(t.replication_factor(), 2);
+        let shared = Arc::new(SharedTopology::new(t));
+        let shard = TopologyView::new(shared.clone());
+        let before = shard.current();
+        shared.publish(Topology::from_view("c", 1, 3, &view()));
+        assert_eq!(before.members().len(), 2, "a taken snapshot never changes");
+        assert_eq!(shard.current().members().len(), 3);
     }
 }

@@ -1,6 +1,8 @@
 //! Starting real `corekv serve` processes for end-to-end tests.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

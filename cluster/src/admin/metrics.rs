@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+use crate::gossip::GossipStats;
 use crate::runtime::metrics::{RequestKind, LATENCY_BOUNDS_US};
 
 use super::ShardReport;
@@ -91,7 +92,7 @@ fn gauge(
 
 /// Renders the reports (one per shard that has reported) and whether the
 /// node is ready as Prometheus text.
-pub fn render(reports: &[ShardReport], ready: bool) -> String {
+pub fn render(reports: &[ShardReport], ready: bool, gossip: &GossipStats) -> String {
     let mut registry = Registry::with_prefix("corekv");
     let ops = Family::<OpLabel, Counter>::default();
     for r in reports {
@@ -313,6 +314,7 @@ pub fn render(reports: &[ShardReport], ready: bool) -> String {
         reports,
         e(|r| r.busy_us),
     );
+    gossip_metrics(&mut registry, gossip);
     let ready_gauge = Gauge::<i64>::default();
     ready_gauge.set(i64::from(ready));
     registry.register("ready", "1 when every shard is serving", ready_gauge);
@@ -321,4 +323,76 @@ pub fn render(reports: &[ShardReport], ready: bool) -> String {
         let _ = writeln!(out, "# encoding failed");
     }
     out
+}
+
+/// The gossip thread's figures (node-wide, not per shard).
+fn gossip_metrics(registry: &mut Registry, g: &GossipStats) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    for (name, help, value) in [
+        (
+            "gossip_rounds",
+            "Gossip rounds run by this node",
+            load(&g.rounds),
+        ),
+        (
+            "gossip_state_changes",
+            "Failure-detector verdict changes seen by this node (a node marked down, or up again)",
+            load(&g.state_changes),
+        ),
+        (
+            "gossip_membership_changes",
+            "Nodes that joined, restarted or changed status, as seen by this node",
+            load(&g.membership_changes),
+        ),
+        (
+            "gossip_rejected_datagrams",
+            "Gossip datagrams dropped as malformed, damaged or from another cluster",
+            load(&g.rejected),
+        ),
+    ] {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        registry.register(name, help, c);
+    }
+    let trips = load(&g.round_trips);
+    let mean_s = if trips == 0 {
+        0.0
+    } else {
+        load(&g.round_trip_us_sum) as f64 / trips as f64 / 1e6
+    };
+    for (name, help, value) in [
+        (
+            "gossip_round_trip_seconds_last",
+            "The last gossip SYN to ACK round trip",
+            load(&g.round_trip_us_last) as f64 / 1e6,
+        ),
+        (
+            "gossip_round_trip_seconds_mean",
+            "Mean gossip SYN to ACK round trip since start",
+            mean_s,
+        ),
+    ] {
+        let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        gauge.set(value);
+        registry.register(name, help, gauge);
+    }
+    let members = Family::<StateLabel, Gauge>::default();
+    members
+        .get_or_create(&StateLabel { state: "up".into() })
+        .set(load(&g.members_up) as i64);
+    members
+        .get_or_create(&StateLabel {
+            state: "down".into(),
+        })
+        .set(load(&g.members_down) as i64);
+    registry.register(
+        "cluster_members",
+        "Cluster members by the failure detector's verdict, as this node sees them",
+        members,
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
 }

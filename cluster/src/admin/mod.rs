@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use corekv_engine::EngineStats;
 use crossbeam_channel::{Receiver, Sender};
+use std::sync::Arc;
+
+use crate::gossip::GossipStats;
 
 use crate::error::{Error, Result};
 use crate::runtime::metrics::MetricsSnapshot;
@@ -59,7 +62,12 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Starts the control thread serving `addr` until `stop`; returns where
 /// shards send reports. The listener is bound before returning, so a taken
 /// port is a start-up error.
-pub fn start(addr: SocketAddr, shards: usize, stop: StopHandle) -> Result<ReportSender> {
+pub fn start(
+    addr: SocketAddr,
+    shards: usize,
+    stop: StopHandle,
+    gossip: Arc<GossipStats>,
+) -> Result<ReportSender> {
     let listener = TcpListener::bind(addr).map_err(|e| Error::Io {
         context: format!("binding the admin address {addr} (admin_addr = \"off\" disables it)"),
         source: e,
@@ -71,7 +79,7 @@ pub fn start(addr: SocketAddr, shards: usize, stop: StopHandle) -> Result<Report
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
     std::thread::Builder::new()
         .name("corekv-admin".into())
-        .spawn(move || control_loop(listener, rx, shards, stop))
+        .spawn(move || control_loop(listener, rx, shards, stop, &gossip))
         .map_err(|e| Error::Io {
             context: "starting the admin thread".into(),
             source: e,
@@ -79,7 +87,13 @@ pub fn start(addr: SocketAddr, shards: usize, stop: StopHandle) -> Result<Report
     Ok(ReportSender(tx))
 }
 
-fn control_loop(listener: TcpListener, rx: Receiver<ShardReport>, shards: usize, stop: StopHandle) {
+fn control_loop(
+    listener: TcpListener,
+    rx: Receiver<ShardReport>,
+    shards: usize,
+    stop: StopHandle,
+    gossip: &GossipStats,
+) {
     let mut latest: Vec<Option<ShardReport>> = vec![None; shards];
     // Bounded by the process: ends when the node stops.
     while !stop.is_stopped() {
@@ -92,7 +106,7 @@ fn control_loop(listener: TcpListener, rx: Receiver<ShardReport>, shards: usize,
             Ok((stream, _)) => {
                 let reports: Vec<ShardReport> = latest.iter().flatten().cloned().collect();
                 let ready = latest.iter().all(|r| r.as_ref().is_some_and(|r| r.serving));
-                if let Err(e) = serve(stream, &reports, ready) {
+                if let Err(e) = serve(stream, &reports, ready, gossip) {
                     tracing::debug!(error = %e, "admin request failed");
                 }
             }
@@ -108,7 +122,12 @@ fn control_loop(listener: TcpListener, rx: Receiver<ShardReport>, shards: usize,
 }
 
 /// Answers one request and closes the connection.
-fn serve(mut stream: TcpStream, reports: &[ShardReport], ready: bool) -> std::io::Result<()> {
+fn serve(
+    mut stream: TcpStream,
+    reports: &[ShardReport],
+    ready: bool,
+    gossip: &GossipStats,
+) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
@@ -145,7 +164,7 @@ fn serve(mut stream: TcpStream, reports: &[ShardReport], ready: bool) -> std::io
             &mut stream,
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            &render(reports, ready),
+            &render(reports, ready, gossip),
         ),
         "/health" if ready => respond(&mut stream, "200 OK", "text/plain", "ready\n"),
         "/health" => respond(
@@ -228,7 +247,7 @@ mod tests {
 
     #[test]
     fn exposition_parses_and_carries_every_shard() {
-        let text = render(&[report(0, 5), report(1, 7)], true);
+        let text = render(&[report(0, 5), report(1, 7)], true, &GossipStats::default());
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
         let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).expect("parses");
         let applies: f64 = scrape
@@ -270,7 +289,7 @@ mod tests {
     #[test]
     fn the_grafana_dashboard_uses_only_metrics_we_export() {
         let dashboard = include_str!("../../../docs/grafana-dashboard.json");
-        let text = render(&[report(0, 1)], true);
+        let text = render(&[report(0, 1)], true, &GossipStats::default());
         let mut names: Vec<&str> = dashboard
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|w| w.starts_with("corekv_"))

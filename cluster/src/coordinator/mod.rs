@@ -41,7 +41,7 @@ use crate::runtime::config::{parse_level, NodeConfig};
 use crate::runtime::metrics::bump;
 use crate::runtime::ops::{context_after, KvOp, KvReply, PutCondition, ReplicaOp, ReplicaReply};
 use crate::runtime::router::{RouteError, Router};
-use crate::topology::Topology;
+use crate::topology::{SharedTopology, Topology, TopologyView};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,7 @@ type Answer<T> = Pin<Box<dyn Future<Output = (usize, Result<T, ReplicaError>)>>>
 /// One shard's coordinator. Shared by the shard's connections via `Rc`.
 pub struct Coordinator {
     router: Rc<Router>,
-    topology: Arc<Topology>,
+    topology: TopologyView,
     links: PeerLinks,
     hints: Rc<HintStore>,
     hint_replay_per_s: u32,
@@ -145,19 +145,19 @@ impl Coordinator {
     /// A coordinator for the shard behind `router`.
     pub fn new(
         router: Rc<Router>,
-        topology: Arc<Topology>,
+        topology: Arc<SharedTopology>,
         hints: Rc<HintStore>,
         config: &NodeConfig,
     ) -> crate::Result<Coordinator> {
         let mode = router.engine().options().conflict;
         Ok(Coordinator {
             links: PeerLinks::new(
-                topology.clone(),
+                &config.cluster_name,
                 config.node_id,
                 Duration::from_millis(config.request_timeout_ms.max(1)),
             ),
             router,
-            topology,
+            topology: TopologyView::new(topology),
             hints,
             hint_replay_per_s: config.hint_replay_per_s.max(1),
             sloppy_quorum: config.sloppy_quorum,
@@ -173,14 +173,21 @@ impl Coordinator {
         &self.router
     }
 
-    /// The cluster topology.
-    pub fn topology(&self) -> &Arc<Topology> {
-        &self.topology
+    /// The latest topology snapshot.
+    pub fn topology(&self) -> Rc<Topology> {
+        self.topology.current()
     }
 
-    /// Nodes this shard currently considers down.
-    pub fn down_nodes(&self) -> Vec<u32> {
+    /// Nodes this shard cannot reach right now (its own connection
+    /// failures; gossip's verdict is in the topology).
+    pub fn unreachable_nodes(&self) -> Vec<u32> {
         self.links.down_nodes()
+    }
+
+    /// Whether member `node` of `topo` may be sent requests: gossip says it
+    /// is up and this shard's last attempt did not fail.
+    fn is_live(&self, topo: &Topology, node: NodeIndex) -> bool {
+        topo.is_up(node) && self.links.is_live(topo.members()[node].id)
     }
 
     /// Runs a client operation at `level`.
@@ -264,18 +271,19 @@ impl Coordinator {
     /// for it and counts toward W.
     fn plan(
         &self,
+        topo: &Topology,
         key: &[u8],
         level: Consistency,
         default: Consistency,
         sloppy: bool,
     ) -> Result<(Vec<Target>, Vec<NodeIndex>, usize), CoordinatorError> {
         let token = corekv_engine::token_of(key);
-        let replicas = self.topology.ring().replicas(token);
+        let replicas = topo.ring().replicas(token);
         let needed = required(level, default, replicas.len()).map_err(|m| {
             bump(&self.router.metrics().unavailable);
             CoordinatorError::Unavailable(m)
         })?;
-        let me = self.topology.me();
+        let me = topo.me();
         let mut live = Vec::with_capacity(replicas.len());
         let mut down = Vec::new();
         for &node in replicas {
@@ -283,19 +291,18 @@ impl Coordinator {
                 // Local first: a read at ONE is then answered by this node's
                 // replica whenever it can answer at once.
                 live.insert(0, Target::Local);
-            } else if self.links.is_live(node) {
+            } else if self.is_live(topo, node) {
                 live.push(Target::Remote(node));
             } else {
                 down.push(node);
             }
         }
         if sloppy && !down.is_empty() {
-            let mut stand_ins = self
-                .topology
+            let mut stand_ins = topo
                 .ring()
                 .fallbacks(token)
                 .into_iter()
-                .filter(|&f| Some(f) == me || self.links.is_live(f));
+                .filter(|&f| Some(f) == me || self.is_live(topo, f));
             down.retain(|&owner| match stand_ins.next() {
                 Some(f) if Some(f) == me => {
                     live.push(Target::LocalHint { owner });
@@ -315,7 +322,7 @@ impl Coordinator {
                 live.len(),
                 replicas.len(),
                 down.iter()
-                    .map(|&n| self.topology.members()[n].id.to_string())
+                    .map(|&n| topo.members()[n].id.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
@@ -330,11 +337,12 @@ impl Coordinator {
         key: &[u8],
         level: Consistency,
     ) -> Result<Option<SiblingSet>, CoordinatorError> {
-        let (targets, _, needed) = self.plan(key, level, self.default_read, false)?;
+        let topo = self.topology.current();
+        let (targets, _, needed) = self.plan(&topo, key, level, self.default_read, false)?;
         if targets.len() == 1 {
             // A lone replica (a single node): nothing to gather or repair.
             return self
-                .replica_read(targets[0], key.to_vec())
+                .replica_read(&topo, targets[0], key.to_vec())
                 .await
                 .map_err(|e| e.into_coordinator(needed));
         }
@@ -342,7 +350,10 @@ impl Coordinator {
         for (i, &t) in targets.iter().enumerate() {
             let me = self.clone();
             let key = key.to_vec();
-            pending.push(Box::pin(async move { (i, me.replica_read(t, key).await) }));
+            let topo = topo.clone();
+            pending.push(Box::pin(async move {
+                (i, me.replica_read(&topo, t, key).await)
+            }));
         }
         let deadline = Instant::now() + self.timeout;
         let mut answers: Vec<(usize, Option<SiblingSet>)> = Vec::with_capacity(targets.len());
@@ -375,7 +386,7 @@ impl Coordinator {
             let failed = &me.router.metrics().replica_failures;
             failed.set(failed.get() + failures + pending.len() as u64);
             let merged = quorum::merge_all(all.iter().map(|(_, a)| a), me.mode);
-            me.repair(&key, &targets, &all, merged).await;
+            me.repair(&topo, &key, &targets, &all, merged).await;
         })
         .detach();
         outcome?;
@@ -392,8 +403,9 @@ impl Coordinator {
         context: WriteContext,
         level: Consistency,
     ) -> Result<VersionVector, CoordinatorError> {
+        let topo = self.topology.current();
         let (targets, down, needed) =
-            self.plan(key, level, self.default_write, self.sloppy_quorum)?;
+            self.plan(&topo, key, level, self.default_write, self.sloppy_quorum)?;
         let opts = WriteOptions { ttl, context };
         let (version, delta) = self
             .router
@@ -409,11 +421,13 @@ impl Coordinator {
         if targets.len() == 1 {
             if !down.is_empty() {
                 let me = self.clone();
-                let (key, encoded) = (key.to_vec(), encoded.clone());
-                glommio::spawn_local(async move { me.store_hints(&down, &key, &encoded).await })
-                    .detach();
+                let (key, encoded, topo) = (key.to_vec(), encoded.clone(), topo.clone());
+                glommio::spawn_local(
+                    async move { me.store_hints(&topo, &down, &key, &encoded).await },
+                )
+                .detach();
             }
-            self.replica_apply(targets[0], key.to_vec(), Rc::new(delta), encoded)
+            self.replica_apply(&topo, targets[0], key.to_vec(), Rc::new(delta), encoded)
                 .await
                 .map_err(|e| e.into_coordinator(needed))?;
             return Ok(context);
@@ -422,7 +436,7 @@ impl Coordinator {
         // With a sloppy quorum, each remote replica gets a spare stand-in in
         // case it turns out to be unreachable during this very write.
         let mut spares = if self.sloppy_quorum {
-            self.spare_stand_ins(key, &targets)
+            self.spare_stand_ins(&topo, key, &targets)
         } else {
             Vec::new()
         }
@@ -433,23 +447,24 @@ impl Coordinator {
             let key = key.to_vec();
             let delta = delta.clone();
             let encoded = encoded.clone();
+            let topo = topo.clone();
             let spare = match t {
                 Target::Remote(owner) => spares.next().map(|node| (node, owner)),
                 _ => None,
             };
             pending.push(Box::pin(async move {
                 let first = me
-                    .replica_apply(t, key.clone(), delta.clone(), encoded.clone())
+                    .replica_apply(&topo, t, key.clone(), delta.clone(), encoded.clone())
                     .await;
                 let result = match (first, spare) {
                     (Err(ReplicaError::Remote(why)), Some((node, owner))) => {
                         tracing::debug!(%why, "replica unreachable; writing to a stand-in");
-                        let stand_in = if Some(node) == me.topology.me() {
+                        let stand_in = if Some(node) == topo.me() {
                             Target::LocalHint { owner }
                         } else {
                             Target::Fallback { node, owner }
                         };
-                        me.replica_apply(stand_in, key, delta, encoded).await
+                        me.replica_apply(&topo, stand_in, key, delta, encoded).await
                     }
                     (first, _) => first,
                 };
@@ -483,7 +498,7 @@ impl Coordinator {
                     Target::Local => {}
                 }
             }
-            me.store_hints(&missed, &key, &encoded).await;
+            me.store_hints(&topo, &missed, &key, &encoded).await;
         })
         .detach();
         outcome?;
@@ -527,6 +542,7 @@ impl Coordinator {
     /// Sends the merged state to replicas whose answer lacked part of it.
     async fn repair(
         &self,
+        topo: &Topology,
         key: &[u8],
         targets: &[Target],
         answers: &[(usize, Option<SiblingSet>)],
@@ -542,7 +558,13 @@ impl Coordinator {
             }
             bump(&self.router.metrics().read_repairs);
             if let Err(e) = self
-                .replica_apply(targets[*i], key.to_vec(), set.clone(), encoded.clone())
+                .replica_apply(
+                    topo,
+                    targets[*i],
+                    key.to_vec(),
+                    set.clone(),
+                    encoded.clone(),
+                )
                 .await
             {
                 tracing::debug!(error = %e, "read repair failed");
@@ -552,6 +574,7 @@ impl Coordinator {
 
     async fn replica_read(
         &self,
+        topo: &Topology,
         target: Target,
         key: Vec<u8>,
     ) -> Result<Option<SiblingSet>, ReplicaError> {
@@ -563,10 +586,11 @@ impl Coordinator {
                 ))),
             },
             Target::Remote(node) => {
-                let shard = self.topology.members()[node].shard_of(corekv_engine::token_of(&key));
+                let member = &topo.members()[node];
+                let shard = member.shard_of(corekv_engine::token_of(&key));
                 match self
                     .links
-                    .call(node, shard, PeerRequest::Read { key })
+                    .call(member, shard, PeerRequest::Read { key })
                     .await
                 {
                     Ok(PeerResponse::Set(None)) => Ok(None),
@@ -589,6 +613,7 @@ impl Coordinator {
 
     async fn replica_apply(
         &self,
+        topo: &Topology,
         target: Target,
         key: Vec<u8>,
         delta: Rc<SiblingSet>,
@@ -602,12 +627,13 @@ impl Coordinator {
                 Ok(())
             }
             Target::Remote(node) => {
-                let shard = self.topology.members()[node].shard_of(corekv_engine::token_of(&key));
+                let member = &topo.members()[node];
+                let shard = member.shard_of(corekv_engine::token_of(&key));
                 let req = PeerRequest::Apply {
                     key,
                     set: encoded.to_vec(),
                 };
-                match self.links.call(node, shard, req).await {
+                match self.links.call(member, shard, req).await {
                     Ok(PeerResponse::Applied) => Ok(()),
                     Ok(other) => Err(ReplicaError::Remote(format!(
                         "unexpected replica reply {other:?}"
@@ -616,13 +642,14 @@ impl Coordinator {
                 }
             }
             Target::Fallback { node, owner } => {
-                let shard = self.topology.members()[node].shard_of(corekv_engine::token_of(&key));
+                let member = &topo.members()[node];
+                let shard = member.shard_of(corekv_engine::token_of(&key));
                 let req = PeerRequest::Hint {
-                    owner: self.topology.members()[owner].id,
+                    owner: topo.members()[owner].id,
                     key,
                     set: encoded.to_vec(),
                 };
-                match self.links.call(node, shard, req).await {
+                match self.links.call(member, shard, req).await {
                     Ok(PeerResponse::Applied) => Ok(()),
                     Ok(other) => Err(ReplicaError::Remote(format!(
                         "unexpected stand-in reply {other:?}"
@@ -631,7 +658,7 @@ impl Coordinator {
                 }
             }
             Target::LocalHint { owner } => {
-                let id = self.topology.members()[owner].id;
+                let id = topo.members()[owner].id;
                 self.store_hint(id, &key, &encoded).await
             }
         }
@@ -653,13 +680,12 @@ impl Coordinator {
 
     /// Live nodes after the preference list that are not already standing
     /// in for a replica of this write, in ring order.
-    fn spare_stand_ins(&self, key: &[u8], targets: &[Target]) -> Vec<NodeIndex> {
-        let me = self.topology.me();
-        self.topology
-            .ring()
+    fn spare_stand_ins(&self, topo: &Topology, key: &[u8], targets: &[Target]) -> Vec<NodeIndex> {
+        let me = topo.me();
+        topo.ring()
             .fallbacks(corekv_engine::token_of(key))
             .into_iter()
-            .filter(|&f| Some(f) == me || self.links.is_live(f))
+            .filter(|&f| Some(f) == me || self.is_live(topo, f))
             .filter(|&f| {
                 !targets.iter().any(|t| match *t {
                     Target::Fallback { node, .. } => node == f,
@@ -671,9 +697,9 @@ impl Coordinator {
     }
 
     /// Stores, durably, the write each of `nodes` missed.
-    async fn store_hints(&self, nodes: &[NodeIndex], key: &[u8], set: &[u8]) {
+    async fn store_hints(&self, topo: &Topology, nodes: &[NodeIndex], key: &[u8], set: &[u8]) {
         for &node in nodes {
-            let id = self.topology.members()[node].id;
+            let id = topo.members()[node].id;
             if let Err(e) = self.hints.store(id, key, set).await {
                 // Anti-entropy is left to bring the replica up to date.
                 tracing::warn!(node = id, error = %e, "could not store a hint");
@@ -706,25 +732,21 @@ impl Coordinator {
                 if stopping() {
                     return;
                 }
-                let Some(node) = self
-                    .topology
-                    .members()
-                    .iter()
-                    .position(|m| m.id == hint.node_id)
-                else {
+                let topo = self.topology.current();
+                let Some(node) = topo.index_of(hint.node_id) else {
                     continue; // no longer a member; the window will drop it
                 };
-                if !self.links.is_live(node) {
+                if !self.is_live(&topo, node) {
                     continue;
                 }
-                let shard =
-                    self.topology.members()[node].shard_of(corekv_engine::token_of(&hint.key));
+                let member = &topo.members()[node];
+                let shard = member.shard_of(corekv_engine::token_of(&hint.key));
                 let req = PeerRequest::Apply {
                     key: hint.key.clone(),
                     set: hint.set.clone(),
                 };
                 sent += 1;
-                if let Ok(PeerResponse::Applied) = self.links.call(node, shard, req).await {
+                if let Ok(PeerResponse::Applied) = self.links.call(member, shard, req).await {
                     if let Err(e) = self.hints.delivered(&hint).await {
                         tracing::warn!(error = %e, "could not delete a delivered hint");
                     }

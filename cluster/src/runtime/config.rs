@@ -93,32 +93,16 @@ pub struct NodeConfig {
     /// Admin HTTP address (`/metrics`, `/health`, `/status`) served by the
     /// control thread; "off" disables it.
     pub admin_addr: String,
-    /// Every member of the cluster, this node included; empty = this node
-    /// alone (N = 1).
-    pub members: Vec<MemberConfig>,
-}
-
-/// One cluster member as the static membership lists it.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MemberConfig {
-    /// Stable node id (unique in the cluster).
-    pub id: u32,
-    /// Its native client address (shard `i` at `port + 1 + i`).
-    pub native_addr: SocketAddr,
-    /// Its internode address (shard `i` at `port + i`).
-    pub peer_addr: SocketAddr,
-    /// Its shard count.
-    pub shards: usize,
-    /// Its rack.
-    #[serde(default = "default_rack")]
-    pub rack: String,
-    /// Its data centre.
-    #[serde(default = "default_dc")]
-    pub dc: String,
-    /// Its capacity weight.
-    #[serde(default = "default_weight")]
-    pub weight: f64,
+    /// Internode addresses (`host:port`, the nodes' `peer_addr`) of a few
+    /// members to join through; empty = a cluster of one until others
+    /// join through this node. Listing this node itself is harmless.
+    pub seeds: Vec<SocketAddr>,
+    /// Time between gossip rounds.
+    pub gossip_interval_ms: u64,
+    /// Failure-detector threshold: a node whose heartbeat has been silent
+    /// for about `phi × ln 10 × the usual interval` is marked down (with
+    /// the defaults, ~3.7 s).
+    pub phi_convict_threshold: f64,
 }
 
 fn default_rack() -> String {
@@ -170,7 +154,9 @@ impl Default for NodeConfig {
             hints_max_per_shard: 1_000_000,
             sloppy_quorum: true,
             admin_addr: "127.0.0.1:7080".into(),
-            members: Vec::new(),
+            seeds: Vec::new(),
+            gossip_interval_ms: 200,
+            phi_convict_threshold: 8.0,
         }
     }
 }
@@ -262,42 +248,21 @@ impl NodeConfig {
         if self.replication_factor == 0 || self.replication_factor > 15 {
             return Err(Error::Config("replication_factor must be in 1..=15".into()));
         }
-        if !self.members.is_empty() {
-            let mut ids: Vec<u32> = self.members.iter().map(|m| m.id).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            if ids.len() != self.members.len() {
-                return Err(Error::Config("member ids must be unique".into()));
-            }
-            let me = self
-                .members
-                .iter()
-                .find(|m| m.id == self.node_id)
-                .ok_or_else(|| {
-                    Error::Config(format!(
-                        "node_id {} is not in the members list; every node lists all members, itself included",
-                        self.node_id
-                    ))
-                })?;
-            if me.shards != self.shard_count()
-                || me.peer_addr != self.peer_addr
-                || me.native_addr != self.native_addr
-            {
-                return Err(Error::Config(format!(
-                    "this node's members entry (shards {}, native {}, peer {}) differs from its own settings (shards {}, native {}, peer {})",
-                    me.shards, me.native_addr, me.peer_addr, self.shard_count(), self.native_addr, self.peer_addr
-                )));
-            }
-            if let Some(m) = self
-                .members
-                .iter()
-                .find(|m| m.shards == 0 || m.shards > 256)
-            {
-                return Err(Error::Config(format!(
-                    "member {} has {} shards",
-                    m.id, m.shards
-                )));
-            }
+        if self.gossip_interval_ms == 0 || self.gossip_interval_ms > 60_000 {
+            return Err(Error::Config(
+                "gossip_interval_ms must be in 1..=60000".into(),
+            ));
+        }
+        if !(self.phi_convict_threshold >= 1.0 && self.phi_convict_threshold <= 100.0) {
+            return Err(Error::Config(
+                "phi_convict_threshold must be in 1..=100 (8 is a good default)".into(),
+            ));
+        }
+        if self.peer_addr.ip().is_unspecified() && !self.seeds.is_empty() {
+            return Err(Error::Config(format!(
+                "peer_addr {} is announced to other nodes; give the address they reach this node at",
+                self.peer_addr
+            )));
         }
         self.engine_options(0).map(|_| ())
     }
@@ -312,22 +277,6 @@ impl NodeConfig {
                 ))
             }),
         }
-    }
-
-    /// The membership: the configured members, or this node alone.
-    pub fn membership(&self) -> Vec<MemberConfig> {
-        if !self.members.is_empty() {
-            return self.members.clone();
-        }
-        vec![MemberConfig {
-            id: self.node_id,
-            native_addr: self.native_addr,
-            peer_addr: self.peer_addr,
-            shards: self.shard_count(),
-            rack: self.rack.clone(),
-            dc: self.dc.clone(),
-            weight: self.weight,
-        }]
     }
 }
 

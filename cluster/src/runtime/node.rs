@@ -15,8 +15,9 @@ use super::router::{serve_forwards, Forward, Router};
 use crate::admin::{self, ReportSender, ShardReport};
 use crate::coordinator::{Coordinator, HintStore};
 use crate::error::{Error, Result};
+use crate::gossip;
 use crate::server::{self, Shutdown};
-use crate::topology::Topology;
+use crate::topology::SharedTopology;
 
 /// Capacity of each shard-to-shard channel: how many forwarded requests may
 /// queue before the sender waits.
@@ -76,22 +77,26 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
         PoolPlacement::Unbound(shards)
     };
     tracing::info!(shards, native = %config.native_addr, resp = %config.resp_addr, data = %config.data_dir.display(), "starting corekv node");
+    let (topology, gossip_stats) = gossip::service::start(&config, stop.clone())?;
+    {
+        let t = topology.load();
+        tracing::info!(
+            members = t.members().len(),
+            replication_factor = t.replication_factor(),
+            cluster = t.cluster(),
+            peer = %config.peer_addr,
+            seeds = ?config.seeds,
+            "gossip started"
+        );
+    }
     let reports = match config.admin_socket_addr()? {
         Some(addr) => {
-            let sender = admin::start(addr, shards, stop.clone())?;
+            let sender = admin::start(addr, shards, stop.clone(), gossip_stats)?;
             tracing::info!(%addr, "admin endpoint: /metrics, /health, /status");
             Some(sender)
         }
         None => None,
     };
-    let topology = Arc::new(Topology::from_config(&config));
-    tracing::info!(
-        members = topology.members().len(),
-        replication_factor = topology.replication_factor(),
-        cluster = topology.cluster(),
-        peer = %config.peer_addr,
-        "cluster membership from configuration"
-    );
     let mesh = MeshBuilder::<Forward, _>::full(shards, MESH_CHANNEL_CAPACITY);
     let ready = Arc::new(AtomicUsize::new(0));
     let handles = LocalExecutorPoolBuilder::new(placement)
@@ -162,7 +167,7 @@ fn ports_are_free(config: &NodeConfig, shards: usize) -> Result<()> {
 
 async fn shard_main(
     config: NodeConfig,
-    topology: Arc<Topology>,
+    topology: Arc<SharedTopology>,
     mesh: MeshBuilder<Forward, glommio::channels::channel_mesh::Full>,
     stop: StopHandle,
     ready: Arc<AtomicUsize>,

@@ -54,7 +54,7 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
     }
     let topology = coordinator.topology();
     let ownership = topology.ring().ownership();
-    let down = coordinator.down_nodes();
+    let unreachable = coordinator.unreachable_nodes();
     Ok(json!({
         "shards": router.shards(),
         "keys_estimate": keys,
@@ -65,15 +65,18 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
         "node_id": topology.me().map(|i| topology.members()[i].id),
         "cluster": topology.cluster(),
         "replication_factor": topology.replication_factor(),
-        "members": topology.members().iter().map(|m| json!({
+        "members": topology.members().iter().enumerate().map(|(i, m)| json!({
             "id": m.id,
             "native_addr": m.native_addr.to_string(),
             "peer_addr": m.peer_addr.to_string(),
             "shards": m.shards,
             "rack": m.rack,
             "dc": m.dc,
-            "ownership": ownership.get(topology.members().iter().position(|x| x.id == m.id).unwrap_or(0)).copied().unwrap_or(0.0),
-            "down_from_this_shard": down.contains(&m.id),
+            "weight": m.weight,
+            "ownership": ownership.get(i).copied().unwrap_or(0.0),
+            "up": topology.is_up(i),
+            "status": topology.status(i).name(),
+            "unreachable_from_this_shard": unreachable.contains(&m.id),
         })).collect::<Vec<_>>(),
         "totals": totals,
         "per_shard": shards,
