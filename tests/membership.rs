@@ -115,7 +115,10 @@ fn a_killed_node_is_marked_down_everywhere_while_quorum_writes_go_on() {
         acked.push(key);
     }
     assert!(metric(&cluster.nodes[0], "corekv_gossip_state_changes_total") >= 1.0);
-    assert_eq!(metric(&cluster.nodes[0], "corekv_cluster_members{state=\"down\"}"), 1.0);
+    assert_eq!(
+        metric(&cluster.nodes[0], "corekv_cluster_members{state=\"down\"}"),
+        1.0
+    );
     cluster.nodes[2].restart();
     wait_view(&cluster, &[], &[1, 2, 3]);
     // Hints bring node 3 up to date: every acknowledged write is on it.
@@ -153,7 +156,14 @@ fn a_paused_node_is_marked_down_and_up_again_when_it_resumes() {
     // Writes whose replicas include the paused node still reach QUORUM.
     let mut c = cluster.client(0);
     for i in 0..20 {
-        put(&mut c, &format!("p{i}"), "v", Vec::new(), Consistency::Quorum).expect("put");
+        put(
+            &mut c,
+            &format!("p{i}"),
+            "v",
+            Vec::new(),
+            Consistency::Quorum,
+        )
+        .expect("put");
     }
     signal("-CONT");
     wait_view(&cluster, &[], &[1, 2, 3]);
@@ -175,7 +185,11 @@ fn no_node_is_marked_down_under_load() {
         .args(["--target", &format!("native://{}", cluster.nodes[0].native)])
         .output()
         .expect("bench");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (i, node) in cluster.nodes.iter().enumerate() {
         assert_eq!(
             metric(node, "corekv_gossip_state_changes_total"),
