@@ -422,9 +422,16 @@ fn print_status(json: &str, member_timeout: Duration) -> Result<()> {
     }
     let c = &v["totals"];
     println!(
-        "\nread repairs {} · replica failures {} · unavailable {} · timeouts {} · hints pending {} (stored {}, delivered {}, dropped {})",
+        "\nread repairs {} · replica failures {} · unavailable {} · timeouts {} · hints pending {} (stored {}, delivered {}, dropped {}; oldest {})",
         c["read_repairs"], c["replica_failures"], c["unavailable"], c["timeouts"],
-        c["hints_pending"], c["hints_stored"], c["hints_delivered"], c["hints_dropped"]
+        c["hints_pending"], c["hints_stored"], c["hints_delivered"], c["hints_dropped"],
+        match c["hints_oldest_ms"].as_u64() {
+            None | Some(0) => "none".to_string(),
+            Some(t) => format!(
+                "{} s old",
+                corekv_engine::version::wall_clock_ms().saturating_sub(t) / 1000
+            ),
+        }
     );
     println!();
     println!(

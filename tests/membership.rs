@@ -119,11 +119,18 @@ fn a_killed_node_is_marked_down_everywhere_while_quorum_writes_go_on() {
         metric(&cluster.nodes[0], "corekv_cluster_members{state=\"down\"}"),
         1.0
     );
+    // The first hints are older than the conviction took: replication lag.
+    wait_for("the oldest hint's age in /metrics", || {
+        metric(&cluster.nodes[0], "corekv_hints_oldest_age_seconds") >= 1.0
+    });
     cluster.nodes[2].restart();
     wait_view(&cluster, &[], &[1, 2, 3]);
     // Hints bring node 3 up to date: every acknowledged write is on it.
     wait_for("hints delivered to node 3", || {
         (0..2).all(|n| status(&cluster.nodes[n])["totals"]["hints_pending"].as_u64() == Some(0))
+    });
+    wait_for("no replication lag left", || {
+        metric(&cluster.nodes[0], "corekv_hints_oldest_age_seconds") == 0.0
     });
     cluster.nodes[0].signal_and_wait("-KILL");
     cluster.nodes[1].signal_and_wait("-KILL");

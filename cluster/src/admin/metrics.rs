@@ -314,6 +314,17 @@ pub fn render(reports: &[ShardReport], ready: bool, gossip: &GossipStats) -> Str
         reports,
         e(|r| r.busy_us),
     );
+    let now_ms = corekv_engine::version::wall_clock_ms();
+    gauge(
+        &mut registry,
+        "hints_oldest_age_seconds",
+        "Age of the oldest hint still waiting for its replica (replication lag; 0 when none)",
+        reports,
+        |r| match r.metrics.hints_oldest_ms {
+            0 => 0,
+            t => now_ms.saturating_sub(t) / 1000,
+        },
+    );
     gossip_metrics(&mut registry, gossip);
     let ready_gauge = Gauge::<i64>::default();
     ready_gauge.set(i64::from(ready));

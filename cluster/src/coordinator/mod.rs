@@ -713,8 +713,12 @@ impl Coordinator {
     pub async fn run_hint_replay(self: Rc<Self>, stopping: impl Fn() -> bool) {
         const BATCH: usize = 128;
         let mut after: Option<Vec<u8>> = None;
+        // The oldest hint left undelivered in the current pass.
+        let mut pass_oldest_ms: Option<u64> = None;
         while !stopping() {
             if self.router.metrics().hints_pending.get() == 0 {
+                self.router.metrics().hints_oldest_ms.set(0);
+                pass_oldest_ms = None;
                 glommio::timer::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -734,9 +738,11 @@ impl Coordinator {
                 }
                 let topo = self.topology.current();
                 let Some(node) = topo.index_of(hint.node_id) else {
+                    note_oldest(&mut pass_oldest_ms, hint.created_ms);
                     continue; // no longer a member; the window will drop it
                 };
                 if !self.is_live(&topo, node) {
+                    note_oldest(&mut pass_oldest_ms, hint.created_ms);
                     continue;
                 }
                 let member = &topo.members()[node];
@@ -750,6 +756,8 @@ impl Coordinator {
                     if let Err(e) = self.hints.delivered(&hint).await {
                         tracing::warn!(error = %e, "could not delete a delivered hint");
                     }
+                } else {
+                    note_oldest(&mut pass_oldest_ms, hint.created_ms);
                 }
             }
             // Throttle: this batch may take at least sent / rate seconds.
@@ -757,6 +765,10 @@ impl Coordinator {
                 Duration::from_secs_f64(f64::from(sent) / f64::from(self.hint_replay_per_s));
             let pause = floor.saturating_sub(started.elapsed());
             after = next;
+            if after.is_none() {
+                let oldest = pass_oldest_ms.take().unwrap_or(0);
+                self.router.metrics().hints_oldest_ms.set(oldest);
+            }
             let idle = if after.is_none() {
                 Duration::from_millis(200) // a full pass: wait before the next
             } else {
@@ -770,6 +782,10 @@ impl Coordinator {
     pub async fn close(&self) -> corekv_engine::Result<()> {
         self.hints.close().await
     }
+}
+
+fn note_oldest(oldest_ms: &mut Option<u64>, created_ms: u64) {
+    *oldest_ms = Some(oldest_ms.map_or(created_ms, |o| o.min(created_ms)));
 }
 
 /// The next answer, or `None` when none are left or the deadline passed.

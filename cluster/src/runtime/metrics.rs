@@ -86,6 +86,9 @@ pub struct ShardMetrics {
     pub timeouts: Cell<u64>,
     /// Hints waiting for their node now.
     pub hints_pending: Cell<u64>,
+    /// Creation time (Unix ms) of the oldest hint still pending, as of the
+    /// last full replay pass; 0 when none is: the replication lag.
+    pub hints_oldest_ms: Cell<u64>,
     /// Hints ever stored (replica writes that failed or found the node down).
     pub hints_stored: Cell<u64>,
     /// Hints delivered to their node.
@@ -111,6 +114,9 @@ pub struct MetricsSnapshot {
     pub timeouts: u64,
     /// See [`ShardMetrics::hints_pending`].
     pub hints_pending: u64,
+    /// See [`ShardMetrics::hints_oldest_ms`] (the minimum over shards when
+    /// summed).
+    pub hints_oldest_ms: u64,
     /// See [`ShardMetrics::hints_stored`].
     pub hints_stored: u64,
     /// See [`ShardMetrics::hints_delivered`].
@@ -141,6 +147,7 @@ impl ShardMetrics {
             unavailable: self.unavailable.get(),
             timeouts: self.timeouts.get(),
             hints_pending: self.hints_pending.get(),
+            hints_oldest_ms: self.hints_oldest_ms.get(),
             hints_stored: self.hints_stored.get(),
             hints_delivered: self.hints_delivered.get(),
             hints_dropped: self.hints_dropped.get(),
@@ -160,6 +167,10 @@ impl std::ops::AddAssign for MetricsSnapshot {
         self.unavailable += o.unavailable;
         self.timeouts += o.timeouts;
         self.hints_pending += o.hints_pending;
+        self.hints_oldest_ms = match (self.hints_oldest_ms, o.hints_oldest_ms) {
+            (0, x) | (x, 0) => x,
+            (a, b) => a.min(b),
+        };
         self.hints_stored += o.hints_stored;
         self.hints_delivered += o.hints_delivered;
         self.hints_dropped += o.hints_dropped;
