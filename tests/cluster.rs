@@ -302,23 +302,32 @@ fn sloppy_quorum_writes_through_a_stand_in_and_hands_off_later() {
             ids.sort_unstable();
             ids == [1, 2, 3]
         })
-        .take(10)
+        .take(20)
         .collect();
-    assert_eq!(keys.len(), 10);
+    assert_eq!(keys.len(), 20);
     cluster.nodes[1].signal_and_wait("-KILL");
     cluster.nodes[2].signal_and_wait("-KILL");
-    for k in &keys {
-        // Two of three replicas are down: W = 2 holds via node 4.
+    // Two of three replicas are down: W = 2 holds via node 4, both while
+    // the failures are only seen as refused connections...
+    for k in &keys[..10] {
+        put(&mut c, k, "sloppy", Vec::new(), Consistency::Two).expect("sloppy write");
+    }
+    // ...and once gossip has marked both down everywhere.
+    wait_for("nodes 2 and 3 marked down", || {
+        common::cluster::up_ids(&cluster.nodes[0]) == [1, 4]
+            && common::cluster::up_ids(&cluster.nodes[3]) == [1, 4]
+    });
+    for k in &keys[10..] {
         put(&mut c, k, "sloppy", Vec::new(), Consistency::Two).expect("sloppy write");
     }
     let hints = |nodes: &[Server], node: usize, what: &str| {
         status(&nodes[node])["totals"][what].as_u64().unwrap_or(0)
     };
     wait_for("hints for both owners", || {
-        hints(&cluster.nodes, 0, "hints_stored") + hints(&cluster.nodes, 3, "hints_stored") >= 20
+        hints(&cluster.nodes, 0, "hints_stored") + hints(&cluster.nodes, 3, "hints_stored") >= 40
     });
     assert!(
-        hints(&cluster.nodes, 3, "hints_stored") >= 10,
+        hints(&cluster.nodes, 3, "hints_stored") >= 20,
         "node 4 stood in"
     );
     // A strict read cannot use the stand-in.
@@ -327,11 +336,11 @@ fn sloppy_quorum_writes_through_a_stand_in_and_hands_off_later() {
     cluster.nodes[2].restart();
     wait_for("the hints to be handed off", || {
         hints(&cluster.nodes, 0, "hints_delivered") + hints(&cluster.nodes, 3, "hints_delivered")
-            >= 20
+            >= 40
     });
     for node in [1, 2] {
         let keys_there = status(&cluster.nodes[node])["keys_estimate"].as_u64();
-        assert_eq!(keys_there, Some(10), "node {} got every write", node + 1);
+        assert_eq!(keys_there, Some(20), "node {} got every write", node + 1);
     }
     for k in &keys {
         let got = get(&mut c, k, Consistency::All).expect("all replicas agree");
