@@ -26,17 +26,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-members=""
-for i in 1 2 3; do
-    members+="[[members]]
-id = $i
-native_addr = \"127.0.0.1:$((18000 + 10 * i))\"
-peer_addr = \"127.0.0.1:$((18100 + 10 * i))\"
-shards = 1
-rack = \"r$i\"
-
-"
-done
 for i in 1 2 3; do
     cat >"$work/node$i.toml" <<TOML
 node_id = $i
@@ -53,8 +42,8 @@ write_consistency = "two"
 read_consistency = "two"
 log = "warn"
 admin_addr = "off"
-
-$members
+rack = "r$i"
+seeds = ["127.0.0.1:18110"]
 TOML
     $bin serve --config "$work/node$i.toml" >"$work/node$i.log" 2>&1 &
     pids+=($!)
@@ -65,6 +54,14 @@ $bin serve --shards 1 --cpus 0 --commitlog-sync periodic --conflict lww --log wa
 pids+=($!)
 for port in 18010 18020 18030 18200; do
     for _ in $(seq 1 100); do $bin status --addr 127.0.0.1:$port >/dev/null 2>&1 && break; sleep 0.1; done
+done
+# Gossip: wait until every node sees all three up.
+for port in 18010 18020 18030; do
+    for _ in $(seq 1 100); do
+        up=$($bin status --json --addr 127.0.0.1:$port | python3 -c "import json,sys; print(sum(m['up'] for m in json.load(sys.stdin)['members']))")
+        [ "$up" = 3 ] && break
+        sleep 0.1
+    done
 done
 
 common=(--workload a --keys 100000 --value-size 100 --threads 1 --pin 1 --quiet)
