@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
+mod ops;
+
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use corekv_cluster::{NodeConfig, StopHandle};
@@ -64,6 +66,22 @@ enum Command {
     /// time) or closed-loop, YCSB or custom mixes, native or RESP, one or
     /// several targets compared side by side.
     Bench(Box<corekv_bench::cli::BenchArgs>),
+    /// Anti-entropy: compare this node's ranges with every other replica
+    /// (Merkle trees) and exchange the keys that differ; shows progress and
+    /// waits until every shard is done.
+    Repair {
+        /// Only this token range, START:END (inclusive).
+        #[arg(long, value_parser = ops::parse_range)]
+        range: Option<(u64, u64)>,
+        /// Only against this node id.
+        #[arg(long)]
+        node: Option<u32>,
+        /// Give up following after this many seconds (the repair goes on).
+        #[arg(long, default_value_t = 3600)]
+        wait_s: u64,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Show the node: shards, keys, memtable and SSTable sizes, commit-log mode.
     Status {
         /// Print the raw JSON.
@@ -315,6 +333,17 @@ fn main() -> Result<()> {
             args.run(&mut std::io::stdout().lock())?;
             Ok(())
         }
+        Command::Repair {
+            range,
+            node,
+            wait_s,
+            conn,
+        } => ops::repair(
+            &mut conn.connect()?,
+            range,
+            node,
+            Duration::from_secs(wait_s),
+        ),
         Command::Status { json, conn } => {
             let body = conn
                 .connect()?

@@ -166,35 +166,50 @@ impl PeerLinks {
         h.backoff.set(Duration::ZERO);
     }
 
-    /// Sends `req` to shard `shard` of `member` and waits for the answer.
+    /// Sends `req` to shard `shard` of `member` and waits for the answer
+    /// (at most the request timeout).
     pub async fn call(
         &self,
         member: &Member,
         shard: usize,
         req: PeerRequest,
     ) -> Result<PeerResponse, LinkError> {
+        self.call_within(member, shard, req, self.timeout).await
+    }
+
+    /// As [`PeerLinks::call`], waiting at most `timeout` (for requests
+    /// that scan ranges, such as TREE).
+    pub async fn call_within(
+        &self,
+        member: &Member,
+        shard: usize,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, LinkError> {
         let id = member.id;
         if !self.is_live(id) {
             return Err(LinkError::Down(id));
         }
         let conn = self.connection(member, shard).await?;
-        if matches!(req, PeerRequest::Hint { .. })
-            && conn.exchange().version.get() < peer::VERSION_HINT
-        {
+        if conn.exchange().version.get() < req.version_needed() {
             return Err(LinkError::Failed {
                 id,
-                reason: "the node speaks an internode version without HINT".into(),
+                reason: format!(
+                    "the node speaks internode version {}; this request needs {}",
+                    conn.exchange().version.get(),
+                    req.version_needed()
+                ),
             });
         }
         let answer = futures_lite::future::or(async { Some(conn.call(req).await) }, async {
-            glommio::timer::sleep(self.timeout).await;
+            glommio::timer::sleep(timeout).await;
             None
         })
         .await;
         match answer {
             None => Err(LinkError::Failed {
                 id,
-                reason: format!("no answer within {} ms", self.timeout.as_millis()),
+                reason: format!("no answer within {} ms", timeout.as_millis()),
             }),
             Some(Ok(PeerResponse::Error { code, message })) => {
                 Err(LinkError::Remote { id, code, message })

@@ -208,6 +208,33 @@ impl Ring {
         out
     }
 
+    /// Every vnode range as inclusive token intervals with its preference
+    /// list, in token order; the range that wraps past `u64::MAX` comes as
+    /// two intervals.
+    pub fn ranges(&self) -> Vec<(u64, u64, &[NodeIndex])> {
+        let count = self.tokens.len();
+        let mut out = Vec::with_capacity(count + 1);
+        if count == 0 {
+            return out;
+        }
+        for v in 0..count {
+            let replicas = self.replicas_of_vnode(v);
+            let token = self.tokens[v];
+            if v == 0 {
+                // (last, MAX] and [0, first].
+                let last = self.tokens[count - 1];
+                out.push((0, token, replicas));
+                if last < u64::MAX {
+                    out.push((last + 1, u64::MAX, replicas));
+                }
+            } else {
+                out.push((self.tokens[v - 1] + 1, token, replicas));
+            }
+        }
+        out.sort_by_key(|&(start, _, _)| start);
+        out
+    }
+
     /// Share of the token space each member holds a replica of (sums to N).
     pub fn ownership(&self) -> Vec<f64> {
         let mut owned = vec![0f64; self.members.len()];

@@ -17,10 +17,15 @@ use crate::Limits;
 
 /// Oldest internode version this build speaks.
 pub const VERSION_MIN: u8 = 1;
-/// Newest internode version this build speaks (2 added HINT).
-pub const VERSION_MAX: u8 = 2;
+/// Newest internode version this build speaks (2 added HINT; 3 added
+/// TREE, DIGESTS and SCAN for anti-entropy and streaming).
+pub const VERSION_MAX: u8 = 3;
 /// The first version with HINT.
 pub const VERSION_HINT: u8 = 2;
+/// The first version with TREE, DIGESTS and SCAN.
+pub const VERSION_RANGES: u8 = 3;
+/// Most indices one TREE request may name.
+pub const TREE_INDICES_MAX: usize = 1 << 16;
 
 /// A request from a coordinator shard to a replica shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,18 +63,81 @@ pub enum PeerRequest {
         /// Encoded sibling set (engine codec).
         set: Vec<u8>,
     },
+    /// Hashes of nodes of the replica's Merkle tree over the tokens
+    /// `start..=end` with `levels` levels below the root (fanout 16).
+    /// Version 3 and later.
+    Tree {
+        /// First token.
+        start: u64,
+        /// Last token (inclusive).
+        end: u64,
+        /// Depth of the tree (leaves = 16^levels).
+        levels: u8,
+        /// Level asked for (0 = the root).
+        level: u8,
+        /// Node indices within that level.
+        indices: Vec<u32>,
+    },
+    /// `(key, digest of its sibling set)` for keys of `start..=end` in
+    /// `(token, key)` order, after `after`. Version 3 and later.
+    Digests {
+        /// First token.
+        start: u64,
+        /// Last token (inclusive).
+        end: u64,
+        /// Continue after this key (from the previous answer).
+        after: Option<Vec<u8>>,
+        /// Most keys to return.
+        limit: u32,
+    },
+    /// Keys of `start..=end` with their encoded sibling sets, after
+    /// `after` (streaming a range). Version 3 and later.
+    Scan {
+        /// First token.
+        start: u64,
+        /// Last token (inclusive).
+        end: u64,
+        /// Continue after this key.
+        after: Option<Vec<u8>>,
+        /// Most keys to return.
+        limit: u32,
+    },
 }
 
 impl PeerRequest {
-    /// The opcode byte: HELLO 0x41, READ 0x42, APPLY 0x43, HINT 0x44.
+    /// The opcode byte: HELLO 0x41, READ 0x42, APPLY 0x43, HINT 0x44,
+    /// TREE 0x45, DIGESTS 0x46, SCAN 0x47.
     pub fn opcode(&self) -> u8 {
         match self {
             PeerRequest::Hello { .. } => 0x41,
             PeerRequest::Read { .. } => 0x42,
             PeerRequest::Apply { .. } => 0x43,
             PeerRequest::Hint { .. } => 0x44,
+            PeerRequest::Tree { .. } => 0x45,
+            PeerRequest::Digests { .. } => 0x46,
+            PeerRequest::Scan { .. } => 0x47,
         }
     }
+
+    /// The first protocol version that has this request.
+    pub fn version_needed(&self) -> u8 {
+        match self {
+            PeerRequest::Hello { .. } | PeerRequest::Read { .. } | PeerRequest::Apply { .. } => 1,
+            PeerRequest::Hint { .. } => VERSION_HINT,
+            PeerRequest::Tree { .. } | PeerRequest::Digests { .. } | PeerRequest::Scan { .. } => {
+                VERSION_RANGES
+            }
+        }
+    }
+}
+
+/// A page of a range: entries in `(token, key)` order and where to go on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The entries.
+    pub entries: Vec<(Vec<u8>, T)>,
+    /// Pass as `after` for the next page; `None` when the range is done.
+    pub next_after: Option<Vec<u8>>,
 }
 
 /// A replica shard's answer.
@@ -89,6 +157,12 @@ pub enum PeerResponse {
     Set(Option<Vec<u8>>),
     /// Answer to APPLY: merged and durable (per the replica's sync mode).
     Applied,
+    /// Answer to TREE: one hash per index asked, in order.
+    Hashes(Vec<u64>),
+    /// Answer to DIGESTS.
+    Digests(Page<u64>),
+    /// Answer to SCAN: encoded sibling sets.
+    Entries(Page<Vec<u8>>),
     /// The request failed.
     Error {
         /// Machine-readable reason (same codes as the native protocol).
@@ -99,12 +173,16 @@ pub enum PeerResponse {
 }
 
 impl PeerResponse {
-    /// The opcode byte: HELLO 0xC1, SET 0xC2, APPLIED 0xC3, ERROR 0xFF.
+    /// The opcode byte: HELLO 0xC1, SET 0xC2, APPLIED 0xC3, HASHES 0xC5,
+    /// DIGESTS 0xC6, ENTRIES 0xC7, ERROR 0xFF.
     pub fn opcode(&self) -> u8 {
         match self {
             PeerResponse::Hello { .. } => 0xC1,
             PeerResponse::Set(_) => 0xC2,
             PeerResponse::Applied => 0xC3,
+            PeerResponse::Hashes(_) => 0xC5,
+            PeerResponse::Digests(_) => 0xC6,
+            PeerResponse::Entries(_) => 0xC7,
             PeerResponse::Error { .. } => 0xFF,
         }
     }
@@ -141,8 +219,71 @@ pub fn encode_request(version: u8, id: u64, req: &PeerRequest, out: &mut Vec<u8>
             put_bytes(out, key);
             put_bytes(out, set);
         }
+        PeerRequest::Tree {
+            start,
+            end,
+            levels,
+            level,
+            indices,
+        } => {
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&end.to_le_bytes());
+            out.push(*levels);
+            out.push(*level);
+            let n = indices.len().min(TREE_INDICES_MAX);
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+            for i in &indices[..n] {
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+        }
+        PeerRequest::Digests {
+            start,
+            end,
+            after,
+            limit,
+        }
+        | PeerRequest::Scan {
+            start,
+            end,
+            after,
+            limit,
+        } => {
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&end.to_le_bytes());
+            put_bytes(out, after.as_deref().unwrap_or_default());
+            out.extend_from_slice(&limit.to_le_bytes());
+        }
     }
     end(out, start);
+}
+
+fn put_page<T>(out: &mut Vec<u8>, page: &Page<T>, mut put: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(u8::from(page.next_after.is_some()));
+    put_bytes(out, page.next_after.as_deref().unwrap_or_default());
+    out.extend_from_slice(&(page.entries.len() as u32).to_le_bytes());
+    for (key, value) in &page.entries {
+        put_bytes(out, key);
+        put(out, value);
+    }
+}
+
+fn read_page<T>(
+    r: &mut Reader<'_>,
+    mut read: impl FnMut(&mut Reader<'_>) -> Option<T>,
+) -> Result<Page<T>, &'static str> {
+    let more = r.u8().ok_or("page truncated")?;
+    let next = r.bytes(usize::MAX)?;
+    let n = r.u32().ok_or("page truncated")?;
+    let mut entries = Vec::with_capacity((n as usize).min(1024));
+    for _ in 0..n {
+        let key = r.bytes(usize::MAX)?.to_vec();
+        let value = read(r).ok_or("page entry truncated")?;
+        entries.push((key, value));
+    }
+    Ok(Page {
+        entries,
+        next_after: (more != 0).then(|| next.to_vec()),
+    })
 }
 
 /// Appends a response frame to `out`.
@@ -163,6 +304,16 @@ pub fn encode_response(version: u8, id: u64, resp: &PeerResponse, out: &mut Vec<
             put_bytes(out, set.as_deref().unwrap_or_default());
         }
         PeerResponse::Applied => {}
+        PeerResponse::Hashes(hashes) => {
+            out.extend_from_slice(&(hashes.len() as u32).to_le_bytes());
+            for h in hashes {
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        }
+        PeerResponse::Digests(page) => {
+            put_page(out, page, |out, d| out.extend_from_slice(&d.to_le_bytes()))
+        }
+        PeerResponse::Entries(page) => put_page(out, page, |out, set| put_bytes(out, set)),
         PeerResponse::Error { code, message } => put_error(out, *code, message),
     }
     end(out, start);
@@ -238,6 +389,60 @@ pub fn decode_request(
                 .to_vec();
             PeerRequest::Hint { owner, key, set }
         }
+        0x45 if f.version >= VERSION_RANGES => {
+            let start = r.u64().ok_or_else(|| bad(truncated("tree")))?;
+            let end = r.u64().ok_or_else(|| bad(truncated("tree")))?;
+            let levels = r.u8().ok_or_else(|| bad(truncated("tree")))?;
+            let level = r.u8().ok_or_else(|| bad(truncated("tree")))?;
+            let n = r.u32().ok_or_else(|| bad(truncated("tree")))? as usize;
+            if n > TREE_INDICES_MAX || level > levels || start > end {
+                return Err(bad((
+                    ErrorCode::BadFrame,
+                    format!("tree request: {n} indices, level {level} of {levels}, range {start}..={end}"),
+                )));
+            }
+            let indices = (0..n)
+                .map(|_| r.u32())
+                .collect::<Option<Vec<u32>>>()
+                .ok_or_else(|| bad(truncated("tree")))?;
+            PeerRequest::Tree {
+                start,
+                end,
+                levels,
+                level,
+                indices,
+            }
+        }
+        op @ (0x46 | 0x47) if f.version >= VERSION_RANGES => {
+            let start = r.u64().ok_or_else(|| bad(truncated("range")))?;
+            let end = r.u64().ok_or_else(|| bad(truncated("range")))?;
+            let after = r
+                .bytes(limits.max_key_bytes)
+                .map_err(|m| bad((ErrorCode::BadFrame, format!("after: {m}"))))?;
+            let after = (!after.is_empty()).then(|| after.to_vec());
+            let limit = r.u32().ok_or_else(|| bad(truncated("range")))?;
+            if start > end || limit == 0 {
+                return Err(bad((
+                    ErrorCode::BadFrame,
+                    format!("range request: range {start}..={end}, limit {limit}"),
+                )));
+            }
+            if op == 0x46 {
+                PeerRequest::Digests {
+                    start,
+                    end,
+                    after,
+                    limit,
+                }
+            } else {
+                PeerRequest::Scan {
+                    start,
+                    end,
+                    after,
+                    limit,
+                }
+            }
+        }
         other => {
             return Err(bad((
                 ErrorCode::UnknownOpcode,
@@ -276,6 +481,21 @@ pub fn decode_response(
             PeerResponse::Set((present != 0).then(|| set.to_vec()))
         }
         0xC3 => PeerResponse::Applied,
+        0xC5 => {
+            let n = r.u32().ok_or_else(|| bad("hashes truncated"))? as usize;
+            if n > TREE_INDICES_MAX {
+                return Err(bad("too many hashes"));
+            }
+            let hashes = (0..n)
+                .map(|_| r.u64())
+                .collect::<Option<Vec<u64>>>()
+                .ok_or_else(|| bad("hashes truncated"))?;
+            PeerResponse::Hashes(hashes)
+        }
+        0xC6 => PeerResponse::Digests(read_page(&mut r, |r| r.u64()).map_err(bad)?),
+        0xC7 => PeerResponse::Entries(
+            read_page(&mut r, |r| r.bytes(usize::MAX).ok().map(<[u8]>::to_vec)).map_err(bad)?,
+        ),
         0xFF => {
             let (code, message) = read_error(&mut r).map_err(bad)?;
             PeerResponse::Error { code, message }
@@ -313,6 +533,41 @@ mod tests {
                 prop::collection::vec(any::<u8>(), 0..300)
             )
                 .prop_map(|(owner, key, set)| PeerRequest::Hint { owner, key, set }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                0u8..6,
+                prop::collection::vec(any::<u32>(), 0..40)
+            )
+                .prop_map(|(a, b, levels, indices)| PeerRequest::Tree {
+                    start: a.min(b),
+                    end: a.max(b),
+                    levels,
+                    level: levels / 2,
+                    indices
+                }),
+            (
+                any::<u64>(),
+                prop::option::of(prop::collection::vec(any::<u8>(), 1..20)),
+                1u32..1000
+            )
+                .prop_map(|(a, after, limit)| PeerRequest::Digests {
+                    start: a / 2,
+                    end: a,
+                    after,
+                    limit
+                }),
+            (
+                any::<u64>(),
+                prop::option::of(prop::collection::vec(any::<u8>(), 1..20)),
+                1u32..1000
+            )
+                .prop_map(|(a, after, limit)| PeerRequest::Scan {
+                    start: a / 2,
+                    end: a,
+                    after,
+                    limit
+                }),
         ]
     }
 
@@ -328,6 +583,32 @@ mod tests {
             prop::option::of(prop::collection::vec(any::<u8>(), 0..300))
                 .prop_map(PeerResponse::Set),
             Just(PeerResponse::Applied),
+            prop::collection::vec(any::<u64>(), 0..50).prop_map(PeerResponse::Hashes),
+            (
+                prop::collection::vec(
+                    (prop::collection::vec(any::<u8>(), 0..9), any::<u64>()),
+                    0..10
+                ),
+                prop::option::of(prop::collection::vec(any::<u8>(), 0..9))
+            )
+                .prop_map(|(entries, next_after)| PeerResponse::Digests(Page {
+                    entries,
+                    next_after
+                })),
+            (
+                prop::collection::vec(
+                    (
+                        prop::collection::vec(any::<u8>(), 0..9),
+                        prop::collection::vec(any::<u8>(), 0..30)
+                    ),
+                    0..10
+                ),
+                prop::option::of(prop::collection::vec(any::<u8>(), 0..9))
+            )
+                .prop_map(|(entries, next_after)| PeerResponse::Entries(Page {
+                    entries,
+                    next_after
+                })),
             (1u16..20, "[ -~]{0,40}").prop_map(|(c, message)| PeerResponse::Error {
                 code: ErrorCode::from_u16(c),
                 message
@@ -376,7 +657,7 @@ mod tests {
         let e = decode_request(&out, &Limits::default()).expect_err("unsupported");
         assert_eq!(e.code, ErrorCode::UnsupportedVersion);
         assert_eq!(e.id, Some(7));
-        assert!(e.message.contains("1..=2"), "{}", e.message);
+        assert!(e.message.contains("1..=3"), "{}", e.message);
         assert_eq!(e.skip, Some(out.len()));
     }
 

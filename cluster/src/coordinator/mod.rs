@@ -36,8 +36,10 @@ pub use hints::{Hint, HintStore};
 pub use quorum::required;
 
 use crate::links::PeerLinks;
+use crate::repair::replica::TreeCache;
 use crate::ring::NodeIndex;
 use crate::runtime::config::{parse_level, NodeConfig};
+use crate::runtime::control::NodeControl;
 use crate::runtime::metrics::bump;
 use crate::runtime::ops::{context_after, KvOp, KvReply, PutCondition, ReplicaOp, ReplicaReply};
 use crate::runtime::router::{RouteError, Router};
@@ -139,6 +141,8 @@ pub struct Coordinator {
     default_read: Consistency,
     default_write: Consistency,
     mode: ConflictMode,
+    trees: TreeCache,
+    control: Arc<NodeControl>,
 }
 
 impl Coordinator {
@@ -147,6 +151,7 @@ impl Coordinator {
         router: Rc<Router>,
         topology: Arc<SharedTopology>,
         hints: Rc<HintStore>,
+        control: Arc<NodeControl>,
         config: &NodeConfig,
     ) -> crate::Result<Coordinator> {
         let mode = router.engine().options().conflict;
@@ -165,12 +170,29 @@ impl Coordinator {
             default_read: parse_level(&config.read_consistency)?,
             default_write: parse_level(&config.write_consistency)?,
             mode,
+            trees: TreeCache::default(),
+            control,
         })
     }
 
     /// This shard's router (engine and mesh).
     pub fn router(&self) -> &Rc<Router> {
         &self.router
+    }
+
+    /// This shard's peer connections.
+    pub fn links(&self) -> &PeerLinks {
+        &self.links
+    }
+
+    /// Trees this shard built for peers' repairs.
+    pub fn trees(&self) -> &TreeCache {
+        &self.trees
+    }
+
+    /// The node's shared command cells.
+    pub fn control(&self) -> &Arc<NodeControl> {
+        &self.control
     }
 
     /// The latest topology snapshot.

@@ -99,6 +99,14 @@ pub struct NodeConfig {
     pub seeds: Vec<SocketAddr>,
     /// Time between gossip rounds.
     pub gossip_interval_ms: u64,
+    /// Anti-entropy: every shard repairs its ranges with their other
+    /// replicas this often (0 = never; then tombstones of deletes a replica
+    /// missed can come back after `gc_grace_s`). Must be below
+    /// `gc_grace_s`.
+    pub repair_interval_s: u64,
+    /// Bytes a shard streams per second at most for repair and topology
+    /// changes, in MiB (0 = unthrottled).
+    pub stream_mb_per_s: u64,
     /// Failure-detector threshold: a node whose heartbeat has been silent
     /// for about `phi × ln 10 × the usual interval` is marked down (with
     /// the defaults, ~3.7 s).
@@ -156,6 +164,8 @@ impl Default for NodeConfig {
             admin_addr: "127.0.0.1:7080".into(),
             seeds: Vec::new(),
             gossip_interval_ms: 200,
+            repair_interval_s: 7 * 24 * 3600,
+            stream_mb_per_s: 64,
             phi_convict_threshold: 8.0,
         }
     }
@@ -247,6 +257,12 @@ impl NodeConfig {
         }
         if self.replication_factor == 0 || self.replication_factor > 15 {
             return Err(Error::Config("replication_factor must be in 1..=15".into()));
+        }
+        if self.repair_interval_s != 0 && self.repair_interval_s >= self.gc_grace_s {
+            return Err(Error::Config(format!(
+                "repair_interval_s ({}) must be below gc_grace_s ({}): a replica that missed a delete must be repaired before the tombstone is purged, or the value comes back",
+                self.repair_interval_s, self.gc_grace_s
+            )));
         }
         if self.gossip_interval_ms == 0 || self.gossip_interval_ms > 60_000 {
             return Err(Error::Config(

@@ -95,6 +95,32 @@ pub struct ShardMetrics {
     pub hints_delivered: Cell<u64>,
     /// Hints dropped as older than the hint window (anti-entropy's job then).
     pub hints_dropped: Cell<u64>,
+    /// Repairs running on the shard now (0 or 1).
+    pub repair_running: Cell<u64>,
+    /// Segments (intervals shared with one peer) in the current or last repair.
+    pub repair_segments_total: Cell<u64>,
+    /// Segments of the current or last repair compared and repaired.
+    pub repair_segments_done: Cell<u64>,
+    /// Keys fetched from a peer by repair and merged here.
+    pub repair_keys_pulled: Cell<u64>,
+    /// Keys sent to a peer by repair (merged there).
+    pub repair_keys_pushed: Cell<u64>,
+    /// Bytes repair moved: tree hashes, digests and sibling sets.
+    pub repair_bytes: Cell<u64>,
+    /// Repairs completed.
+    pub repair_runs: Cell<u64>,
+    /// Segments whose repair failed (retried at the next run).
+    pub repair_errors: Cell<u64>,
+    /// When the last repair of the shard completed, Unix ms (0: never; the latest over shards when summed).
+    pub repair_last_finished_ms: Cell<u64>,
+    /// Ranges to stream in the current or last topology change (join, decommission, removenode).
+    pub stream_ranges_total: Cell<u64>,
+    /// Ranges streamed so far.
+    pub stream_ranges_done: Cell<u64>,
+    /// Keys streamed to or from this shard by topology changes.
+    pub stream_keys: Cell<u64>,
+    /// Bytes of sibling sets streamed by topology changes.
+    pub stream_bytes: Cell<u64>,
     /// Client request latencies by kind (index: [`RequestKind`]).
     pub latency: [LatencyHistogram; 4],
 }
@@ -123,6 +149,32 @@ pub struct MetricsSnapshot {
     pub hints_delivered: u64,
     /// See [`ShardMetrics::hints_dropped`].
     pub hints_dropped: u64,
+    /// See [`ShardMetrics::repair_running`].
+    pub repair_running: u64,
+    /// See [`ShardMetrics::repair_segments_total`].
+    pub repair_segments_total: u64,
+    /// See [`ShardMetrics::repair_segments_done`].
+    pub repair_segments_done: u64,
+    /// See [`ShardMetrics::repair_keys_pulled`].
+    pub repair_keys_pulled: u64,
+    /// See [`ShardMetrics::repair_keys_pushed`].
+    pub repair_keys_pushed: u64,
+    /// See [`ShardMetrics::repair_bytes`].
+    pub repair_bytes: u64,
+    /// See [`ShardMetrics::repair_runs`].
+    pub repair_runs: u64,
+    /// See [`ShardMetrics::repair_errors`].
+    pub repair_errors: u64,
+    /// See [`ShardMetrics::repair_last_finished_ms`].
+    pub repair_last_finished_ms: u64,
+    /// See [`ShardMetrics::stream_ranges_total`].
+    pub stream_ranges_total: u64,
+    /// See [`ShardMetrics::stream_ranges_done`].
+    pub stream_ranges_done: u64,
+    /// See [`ShardMetrics::stream_keys`].
+    pub stream_keys: u64,
+    /// See [`ShardMetrics::stream_bytes`].
+    pub stream_bytes: u64,
     /// Client request latencies by kind (index: [`RequestKind`]).
     pub latency: [LatencySnapshot; 4],
 }
@@ -151,6 +203,19 @@ impl ShardMetrics {
             hints_stored: self.hints_stored.get(),
             hints_delivered: self.hints_delivered.get(),
             hints_dropped: self.hints_dropped.get(),
+            repair_running: self.repair_running.get(),
+            repair_segments_total: self.repair_segments_total.get(),
+            repair_segments_done: self.repair_segments_done.get(),
+            repair_keys_pulled: self.repair_keys_pulled.get(),
+            repair_keys_pushed: self.repair_keys_pushed.get(),
+            repair_bytes: self.repair_bytes.get(),
+            repair_runs: self.repair_runs.get(),
+            repair_errors: self.repair_errors.get(),
+            repair_last_finished_ms: self.repair_last_finished_ms.get(),
+            stream_ranges_total: self.stream_ranges_total.get(),
+            stream_ranges_done: self.stream_ranges_done.get(),
+            stream_keys: self.stream_keys.get(),
+            stream_bytes: self.stream_bytes.get(),
             latency: std::array::from_fn(|k| LatencySnapshot {
                 buckets: std::array::from_fn(|b| self.latency[k].buckets[b].get()),
                 sum_us: self.latency[k].sum_us.get(),
@@ -174,6 +239,19 @@ impl std::ops::AddAssign for MetricsSnapshot {
         self.hints_stored += o.hints_stored;
         self.hints_delivered += o.hints_delivered;
         self.hints_dropped += o.hints_dropped;
+        self.repair_running += o.repair_running;
+        self.repair_segments_total += o.repair_segments_total;
+        self.repair_segments_done += o.repair_segments_done;
+        self.repair_keys_pulled += o.repair_keys_pulled;
+        self.repair_keys_pushed += o.repair_keys_pushed;
+        self.repair_bytes += o.repair_bytes;
+        self.repair_runs += o.repair_runs;
+        self.repair_errors += o.repair_errors;
+        self.stream_ranges_total += o.stream_ranges_total;
+        self.stream_ranges_done += o.stream_ranges_done;
+        self.stream_keys += o.stream_keys;
+        self.stream_bytes += o.stream_bytes;
+        self.repair_last_finished_ms = self.repair_last_finished_ms.max(o.repair_last_finished_ms);
         for (mine, theirs) in self.latency.iter_mut().zip(o.latency) {
             for (a, b) in mine.buckets.iter_mut().zip(theirs.buckets) {
                 *a += b;

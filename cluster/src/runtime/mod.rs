@@ -2,6 +2,7 @@
 //! shutdown, operations and routing between shards.
 
 pub mod config;
+pub mod control;
 pub mod datadir;
 pub mod metrics;
 pub mod node;

@@ -16,6 +16,7 @@ use crate::admin::{self, ReportSender, ShardReport};
 use crate::coordinator::{Coordinator, HintStore};
 use crate::error::{Error, Result};
 use crate::gossip;
+use crate::runtime::control::NodeControl;
 use crate::server::{self, Shutdown};
 use crate::topology::SharedTopology;
 
@@ -97,6 +98,7 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
         }
         None => None,
     };
+    let control = Arc::new(NodeControl::default());
     let mesh = MeshBuilder::<Forward, _>::full(shards, MESH_CHANNEL_CAPACITY);
     let ready = Arc::new(AtomicUsize::new(0));
     let handles = LocalExecutorPoolBuilder::new(placement)
@@ -107,7 +109,13 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
             let ready = ready.clone();
             let topology = topology.clone();
             let reports = reports.clone();
-            async move { shard_main(config, topology, mesh, stop, ready, reports, shards).await }
+            let control = control.clone();
+            async move {
+                shard_main(
+                    config, topology, control, mesh, stop, ready, reports, shards,
+                )
+                .await
+            }
         })
         .map_err(|e| Error::Io {
             context: "starting shard executors".into(),
@@ -129,6 +137,66 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
         None => {
             tracing::info!("corekv node stopped cleanly");
             Ok(())
+        }
+    }
+}
+
+/// Task-queue shares of repair (foreground queues have 1000): repair
+/// takes what foreground work leaves, and a tenth when both compete.
+const REPAIR_SHARES: usize = 100;
+
+/// A shard's repair runs: started by an operator's request (a new trigger
+/// epoch) or by the schedule, one at a time, in a low-share task queue.
+struct Repairs {
+    seen_epoch: u64,
+    last_ms: u64,
+    running: Rc<std::cell::Cell<bool>>,
+    queue: glommio::TaskQueueHandle,
+}
+
+impl Repairs {
+    fn poll(
+        &mut self,
+        coordinator: &Rc<Coordinator>,
+        control: &NodeControl,
+        config: &NodeConfig,
+        shard_dir: &std::path::Path,
+    ) {
+        let epoch = control.repair.epoch();
+        let requested = epoch != self.seen_epoch;
+        let now = corekv_engine::version::wall_clock_ms();
+        let interval_ms = config.repair_interval_s.saturating_mul(1000);
+        let due = interval_ms > 0 && now.saturating_sub(self.last_ms) >= interval_ms;
+        if !(requested || due) || self.running.get() {
+            return;
+        }
+        self.seen_epoch = epoch;
+        self.last_ms = now;
+        let req = if requested {
+            control.repair.latest()
+        } else {
+            crate::repair::RepairRequest::default()
+        };
+        self.running.set(true);
+        let running = self.running.clone();
+        let c = coordinator.clone();
+        let mb = config.stream_mb_per_s;
+        let dir = shard_dir.to_path_buf();
+        let task = glommio::spawn_local_into(
+            async move {
+                crate::repair::repair_shard(&c, &req, mb, &dir).await;
+                running.set(false);
+            },
+            self.queue,
+        );
+        match task {
+            Ok(t) => {
+                t.detach();
+            }
+            Err(e) => {
+                self.running.set(false);
+                tracing::warn!(error = %e, "could not start a repair task");
+            }
         }
     }
 }
@@ -165,9 +233,11 @@ fn ports_are_free(config: &NodeConfig, shards: usize) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn shard_main(
     config: NodeConfig,
     topology: Arc<SharedTopology>,
+    control: Arc<NodeControl>,
     mesh: MeshBuilder<Forward, glommio::channels::channel_mesh::Full>,
     stop: StopHandle,
     ready: Arc<AtomicUsize>,
@@ -197,7 +267,13 @@ async fn shard_main(
         router.metrics().clone(),
     )
     .await?;
-    let coordinator = Rc::new(Coordinator::new(router, topology, Rc::new(hints), &config)?);
+    let coordinator = Rc::new(Coordinator::new(
+        router,
+        topology,
+        Rc::new(hints),
+        control.clone(),
+        &config,
+    )?);
     let shutdown = Shutdown::new();
     let listeners = server::bind_all(&config, index)?;
     server::spawn_all(listeners, coordinator.clone(), &config, shutdown.clone());
@@ -233,12 +309,28 @@ async fn shard_main(
     };
     let mut last_report = std::time::Instant::now();
     report(true);
+    let shard_dir = datadir::shard_dir(&config.data_dir, index);
+    let mut repairs = Repairs {
+        seen_epoch: control.repair.epoch(),
+        last_ms: crate::repair::load_last_repair(&shard_dir),
+        running: Rc::new(std::cell::Cell::new(false)),
+        queue: glommio::executor().create_task_queue(
+            glommio::Shares::Static(REPAIR_SHARES),
+            glommio::Latency::NotImportant,
+            "repair",
+        ),
+    };
+    if repairs.last_ms == 0 {
+        // Never repaired: the first scheduled repair is an interval from now.
+        repairs.last_ms = corekv_engine::version::wall_clock_ms();
+    }
     while !stop.is_stopped() {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         if last_report.elapsed() >= REPORT_PERIOD {
             report(true);
             last_report = std::time::Instant::now();
         }
+        repairs.poll(&coordinator, &control, &config, &shard_dir);
     }
     report(false);
     tracing::info!(

@@ -2,6 +2,7 @@
 //! (shared port and this shard's own port) and RESP, with the limits every
 //! connection lives within.
 
+mod command;
 mod context;
 mod native;
 mod peer;

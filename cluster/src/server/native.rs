@@ -11,7 +11,7 @@ use corekv_net::native::{self, ErrorCode, Request, RequestBody, Response, Respon
 use corekv_net::Limits;
 
 use super::pipeline::{read_more, Outbox, Pipeline};
-use super::{context, status, ConnectionLimits, Shutdown, Stream};
+use super::{command, context, status, ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::{Coordinator, CoordinatorError};
 use crate::runtime::metrics::RequestKind;
 use crate::runtime::ops::{KvOp, KvReply, PutCondition};
@@ -175,6 +175,15 @@ async fn handle(coordinator: &Rc<Coordinator>, req: Request) -> Response {
                 },
                 Err(e) => error(id, error_code(&e), e.to_string()),
             }
+        }
+        RequestBody::Admin(command) => {
+            return match command::run(coordinator, &command).await {
+                Ok(json) => Response {
+                    id,
+                    body: ResponseBody::Status(json.into_bytes()),
+                },
+                Err(message) => error(id, ErrorCode::BadFrame, message),
+            };
         }
         RequestBody::Get { key, consistency } => (KvOp::Get { key }, consistency),
         RequestBody::Put {

@@ -152,7 +152,19 @@ fn hello(
 
 /// Runs one replica request against this node (the owning shard).
 async fn serve(coordinator: &Coordinator, req: PeerRequest) -> PeerResponse {
-    let mode = coordinator.router().engine().options().conflict;
+    let router = coordinator.router();
+    if let Some(answer) = crate::repair::replica::serve(
+        router.engine(),
+        coordinator.trees(),
+        router.index(),
+        router.shards(),
+        &req,
+    )
+    .await
+    {
+        return answer;
+    }
+    let mode = router.engine().options().conflict;
     let op = match req {
         PeerRequest::Hello { .. } => {
             return PeerResponse::Error {
@@ -171,6 +183,12 @@ async fn serve(coordinator: &Coordinator, req: PeerRequest) -> PeerResponse {
                     message: e.to_string(),
                 },
             };
+        }
+        PeerRequest::Tree { .. } | PeerRequest::Digests { .. } | PeerRequest::Scan { .. } => {
+            return PeerResponse::Error {
+                code: ErrorCode::Internal,
+                message: "range request not served".into(),
+            }
         }
         PeerRequest::Apply { key, set } => match SiblingSet::decode(&set, mode) {
             Ok(delta) => ReplicaOp::Apply { key, delta },

@@ -38,6 +38,7 @@ pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
             put_bytes(out, key);
         }
         RequestBody::Ping | RequestBody::Topology | RequestBody::Status => {}
+        RequestBody::Admin(command) => put_bytes(out, command),
     }
     end(out, start);
 }
@@ -148,6 +149,7 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, us
         0x04 => RequestBody::Ping,
         0x05 => RequestBody::Topology,
         0x06 => RequestBody::Status,
+        0x07 => RequestBody::Admin(field(&mut r, "command")?),
         other => {
             return Err(bad(
                 ErrorCode::UnknownOpcode,
@@ -265,6 +267,7 @@ mod tests {
             Just(RequestBody::Ping),
             Just(RequestBody::Topology),
             Just(RequestBody::Status),
+            arb_bytes(100).prop_map(RequestBody::Admin),
         ];
         (any::<u64>(), body).prop_map(|(id, body)| Request { id, body })
     }

@@ -101,6 +101,9 @@ pub enum RequestBody {
     Topology,
     /// Node figures as JSON.
     Status,
+    /// An operator command as UTF-8 JSON, e.g. `{"op": "repair"}`;
+    /// answered with STATUS-style JSON (see docs/PROTOCOL.md).
+    Admin(Vec<u8>),
 }
 
 impl RequestBody {
@@ -113,6 +116,7 @@ impl RequestBody {
             RequestBody::Ping => 0x04,
             RequestBody::Topology => 0x05,
             RequestBody::Status => 0x06,
+            RequestBody::Admin(_) => 0x07,
         }
     }
 }

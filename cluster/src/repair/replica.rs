@@ -1,0 +1,207 @@
+//! The replica side of anti-entropy and streaming: Merkle trees, digests
+//! and entries of a token range read from this shard's engine, answering
+//! the internode TREE, DIGESTS and SCAN requests.
+//!
+//! A tree costs a scan of its range, and a top-down comparison asks for
+//! one level per round trip, so the last few trees built are kept for a
+//! short while (bounded in count and age).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use corekv_engine::{token_of, Engine, TokenRange};
+use corekv_net::native::ErrorCode;
+use corekv_net::peer::{Page, PeerRequest, PeerResponse};
+
+use super::merkle::{children, entry_hash, set_digest, MerkleTree};
+use super::segments::shard_of;
+
+/// Trees kept per shard.
+const TREE_CACHE_MAX: usize = 4;
+/// How long a kept tree answers (a comparison takes a few round trips).
+const TREE_TTL: Duration = Duration::from_secs(30);
+/// Keys read from the engine per scan call.
+const SCAN_PAGE: usize = 1024;
+/// An ENTRIES answer stops adding keys past this many bytes of sets.
+pub const ENTRIES_BYTES_MAX: usize = 4 << 20;
+
+/// A shard's recently built trees.
+#[derive(Default)]
+pub struct TreeCache {
+    trees: RefCell<Vec<(u64, u64, u8, Instant, Rc<MerkleTree>)>>,
+}
+
+impl TreeCache {
+    fn get(&self, start: u64, end: u64, levels: u8) -> Option<Rc<MerkleTree>> {
+        let mut trees = self.trees.borrow_mut();
+        trees.retain(|t| t.3.elapsed() < TREE_TTL);
+        trees
+            .iter()
+            .find(|t| (t.0, t.1, t.2) == (start, end, levels))
+            .map(|t| t.4.clone())
+    }
+
+    fn put(&self, start: u64, end: u64, levels: u8, tree: Rc<MerkleTree>) {
+        let mut trees = self.trees.borrow_mut();
+        if trees.len() >= TREE_CACHE_MAX {
+            trees.remove(0);
+        }
+        trees.push((start, end, levels, Instant::now(), tree));
+    }
+}
+
+/// The tree of this shard's data over `start..=end`.
+pub async fn build_tree(
+    engine: &Engine,
+    start: u64,
+    end: u64,
+    levels: u8,
+) -> corekv_engine::Result<MerkleTree> {
+    let mut tree = MerkleTree::new(start, end, levels);
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let batch = engine
+            .scan(TokenRange { start, end }, after.as_deref(), SCAN_PAGE)
+            .await?;
+        for (key, set) in &batch.entries {
+            tree.add(token_of(key), entry_hash(key, set_digest(&set.to_bytes())));
+        }
+        match batch.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    Ok(tree.finish())
+}
+
+/// Up to `limit` `(key, digest)` pairs of `start..=end` after `after`.
+pub async fn digests(
+    engine: &Engine,
+    start: u64,
+    end: u64,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> corekv_engine::Result<Page<u64>> {
+    let batch = engine.scan(TokenRange { start, end }, after, limit).await?;
+    Ok(Page {
+        entries: batch
+            .entries
+            .into_iter()
+            .map(|(k, set)| (k, set_digest(&set.to_bytes())))
+            .collect(),
+        next_after: batch.next_after,
+    })
+}
+
+/// Up to `limit` keys of `start..=end` after `after` with their encoded
+/// sets, stopping early past [`ENTRIES_BYTES_MAX`].
+pub async fn entries(
+    engine: &Engine,
+    start: u64,
+    end: u64,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> corekv_engine::Result<Page<Vec<u8>>> {
+    let batch = engine.scan(TokenRange { start, end }, after, limit).await?;
+    let mut out = Vec::with_capacity(batch.entries.len());
+    let mut bytes = 0usize;
+    let total = batch.entries.len();
+    for (i, (key, set)) in batch.entries.into_iter().enumerate() {
+        let encoded = set.to_bytes();
+        bytes += key.len() + encoded.len();
+        out.push((key, encoded));
+        if bytes >= ENTRIES_BYTES_MAX && i + 1 < total {
+            let next_after = out.last().map(|(k, _)| k.clone());
+            return Ok(Page {
+                entries: out,
+                next_after,
+            });
+        }
+    }
+    Ok(Page {
+        entries: out,
+        next_after: batch.next_after,
+    })
+}
+
+/// Answers TREE, DIGESTS or SCAN for shard `shard` of `shards`; `None`
+/// for any other request.
+pub async fn serve(
+    engine: &Engine,
+    cache: &TreeCache,
+    shard: usize,
+    shards: usize,
+    req: &PeerRequest,
+) -> Option<PeerResponse> {
+    let (start, end) = match req {
+        PeerRequest::Tree { start, end, .. }
+        | PeerRequest::Digests { start, end, .. }
+        | PeerRequest::Scan { start, end, .. } => (*start, *end),
+        _ => return None,
+    };
+    if shard_of(start, shards) != shard || shard_of(end, shards) != shard {
+        return Some(PeerResponse::Error {
+            code: ErrorCode::NotOwner,
+            message: format!("tokens {start}..={end} are not all in shard {shard} of {shards}"),
+        });
+    }
+    let storage = |e: corekv_engine::Error| PeerResponse::Error {
+        code: ErrorCode::Storage,
+        message: e.to_string(),
+    };
+    Some(match req {
+        PeerRequest::Tree {
+            levels,
+            level,
+            indices,
+            ..
+        } => {
+            let tree = match cache.get(start, end, *levels) {
+                Some(t) => t,
+                None => match build_tree(engine, start, end, *levels).await {
+                    Ok(t) => {
+                        let t = Rc::new(t);
+                        cache.put(start, end, *levels, t.clone());
+                        t
+                    }
+                    Err(e) => return Some(storage(e)),
+                },
+            };
+            let hashes = children(*level, indices)
+                .into_iter()
+                .map(|i| tree.hash(*level, i).unwrap_or(0))
+                .collect();
+            PeerResponse::Hashes(hashes)
+        }
+        PeerRequest::Digests { after, limit, .. } => {
+            match digests(
+                engine,
+                start,
+                end,
+                after.as_deref(),
+                (*limit).min(65_536) as usize,
+            )
+            .await
+            {
+                Ok(page) => PeerResponse::Digests(page),
+                Err(e) => storage(e),
+            }
+        }
+        PeerRequest::Scan { after, limit, .. } => {
+            match entries(
+                engine,
+                start,
+                end,
+                after.as_deref(),
+                (*limit).min(65_536) as usize,
+            )
+            .await
+            {
+                Ok(page) => PeerResponse::Entries(page),
+                Err(e) => storage(e),
+            }
+        }
+        _ => return None,
+    })
+}
