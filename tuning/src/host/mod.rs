@@ -1,0 +1,1 @@
+//! `corekv tune host`: host checks, applying safe fixes, unit files.
