@@ -11,3 +11,5 @@ pub mod recommend;
 pub mod report;
 mod ring;
 pub mod stats;
+
+pub(crate) use ring::probe_ring;
