@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use glommio::io::{DmaFile, OpenOptions};
+use glommio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 
@@ -63,6 +64,40 @@ pub(crate) async fn read_exact(
         out.extend_from_slice(&got);
     }
     Ok(out)
+}
+
+/// Bounds the table-block reads one shard has in flight at once
+/// (`Options::max_concurrent_reads`, sized from the disk's measured queue
+/// depth by `corekv tune io`). Reads beyond the bound wait for a slot in
+/// arrival order instead of piling up in the device queue, where they would
+/// only add latency once the disk stops scaling.
+pub(crate) struct ReadSlots {
+    slots: Semaphore,
+}
+
+impl ReadSlots {
+    /// At most `n` (at least 1) reads in flight.
+    pub(crate) fn new(n: usize) -> ReadSlots {
+        ReadSlots {
+            slots: Semaphore::new(n.max(1) as u64),
+        }
+    }
+
+    /// `read_exact` holding one slot for the duration of the read.
+    pub(crate) async fn read_exact(
+        &self,
+        file: &DmaFile,
+        path: &Path,
+        pos: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
+        let _slot = self
+            .slots
+            .acquire_permit(1)
+            .await
+            .map_err(|e| Error::io(path, e))?;
+        read_exact(file, path, pos, len).await
+    }
 }
 
 /// Reads the whole file (used by recovery and small metadata files).

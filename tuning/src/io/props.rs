@@ -81,7 +81,8 @@ pub struct RandomRead {
     pub p99_us: f64,
 }
 
-/// fdatasync latency, each after a 4 KiB O_DIRECT overwrite.
+/// fdatasync latency, each after a 4 KiB O_DIRECT append (as the commit
+/// log does: the sync also persists the new file size).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fdatasync {
@@ -110,9 +111,10 @@ impl IoProperties {
     pub fn to_toml(&self) -> Result<String> {
         let body = toml::to_string(self)
             .map_err(|e| Error::InvalidArgument(format!("cannot encode io properties: {e}")))?;
+        let newline = if body.ends_with('\n') { "" } else { "\n" };
         Ok(format!(
             "# corekv io properties, written by `corekv tune io`; read by `corekv serve`.\n\
-             # Re-run the measurement rather than editing figures by hand.\n{body}"
+             # Re-run the measurement rather than editing figures by hand.\n{body}{newline}"
         ))
     }
 

@@ -8,60 +8,56 @@ use super::props::IoProperties;
 /// Pure: the same properties always give the same text.
 pub fn table(p: &IoProperties) -> String {
     let mut s = String::new();
-    let mib = |b: f64| b / (1u64 << 20) as f64;
-    let _ = writeln!(
-        s,
-        "disk under {} ({} MiB test file, {:.1} s)",
+    let mib_s = |b: f64| format!("{:.0} MiB/s", b / (1u64 << 20) as f64);
+    let us = |v: f64| format!("{v:.1} us");
+    let mut row = |name: String, value: String, p50: String, p99: String| {
+        let _ = writeln!(s, "{name:<30} {value:>14} {p50:>11} {p99:>11}");
+    };
+    row("test".into(), "result".into(), "p50".into(), "p99".into());
+    let seq = &p.sequential;
+    row(
+        format!("sequential write {} KiB qd={}", seq.block_bytes >> 10, seq.queue_depth),
+        mib_s(seq.write_bytes_per_s),
+        "-".into(),
+        "-".into(),
+    );
+    row(
+        format!("sequential read {} KiB qd={}", seq.block_bytes >> 10, seq.queue_depth),
+        mib_s(seq.read_bytes_per_s),
+        "-".into(),
+        "-".into(),
+    );
+    for r in &p.random_read {
+        row(
+            format!("random read 4 KiB qd={}", r.queue_depth),
+            format!("{:.0} IOPS", r.iops),
+            us(r.p50_us),
+            us(r.p99_us),
+        );
+    }
+    row(
+        "fdatasync after 4 KiB append".into(),
+        format!("{} syncs", p.fdatasync.count),
+        us(p.fdatasync.p50_us),
+        us(p.fdatasync.p99_us),
+    );
+    let mut out = format!(
+        "disk under {} ({} MiB test file, {:.1} s)\n{s}\n",
         p.data_dir,
         p.test_file_bytes >> 20,
         p.duration_s
     );
-    let _ = writeln!(s, "{:<26} {:>12} {:>12} {:>12}", "test", "throughput", "p50", "p99");
+    let r = &p.recommended;
     let _ = writeln!(
-        s,
-        "{:<26} {:>8.0} MiB/s {:>12} {:>12}",
-        format!("sequential write {} KiB qd={}", p.sequential.block_bytes >> 10, p.sequential.queue_depth),
-        mib(p.sequential.write_bytes_per_s),
-        "-",
-        "-"
+        out,
+        "recommended commit_batch_bytes_max   = {} ({} KiB: bytes written in one median fdatasync)",
+        r.commit_batch_bytes_max,
+        r.commit_batch_bytes_max >> 10
     );
     let _ = writeln!(
-        s,
-        "{:<26} {:>8.0} MiB/s {:>12} {:>12}",
-        format!("sequential read {} KiB qd={}", p.sequential.block_bytes >> 10, p.sequential.queue_depth),
-        mib(p.sequential.read_bytes_per_s),
-        "-",
-        "-"
+        out,
+        "recommended io_queue_depth_per_shard = {} (deepest queue before latency outgrows IOPS)",
+        r.io_queue_depth_per_shard
     );
-    for r in &p.random_read {
-        let _ = writeln!(
-            s,
-            "{:<26} {:>9.0} IOPS {:>9.1} us {:>9.1} us",
-            format!("random read 4 KiB qd={}", r.queue_depth),
-            r.iops,
-            r.p50_us,
-            r.p99_us
-        );
-    }
-    let _ = writeln!(
-        s,
-        "{:<26} {:>9} syncs {:>8.1} us {:>9.1} us",
-        "fdatasync after 4 KiB",
-        p.fdatasync.count,
-        p.fdatasync.p50_us,
-        p.fdatasync.p99_us
-    );
-    let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "recommended commit_batch_bytes_max   = {} ({} KiB)",
-        p.recommended.commit_batch_bytes_max,
-        p.recommended.commit_batch_bytes_max >> 10
-    );
-    let _ = writeln!(
-        s,
-        "recommended io_queue_depth_per_shard = {}",
-        p.recommended.io_queue_depth_per_shard
-    );
-    s
+    out
 }
