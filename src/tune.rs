@@ -129,7 +129,9 @@ pub fn apply_io_properties(config: &mut NodeConfig) -> Result<Option<String>> {
     }
     let p = match props::IoProperties::load(&path) {
         Ok(p) => p,
-        Err(e) => bail!("{e} (fix or delete it, re-run `corekv tune io`, or set io_properties = \"off\")"),
+        Err(e) => {
+            bail!("{e} (fix or delete it, re-run `corekv tune io`, or set io_properties = \"off\")")
+        }
     };
     let mut taken = Vec::new();
     let mut kept = Vec::new();

@@ -145,7 +145,11 @@ fn serve_refuses_a_corrupt_io_properties_file() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).expect("mkdir");
     let path = data.join("io-properties.toml");
-    std::fs::write(&path, "format_version = 1\n[sequential\nwrite_bytes_per_s = ").expect("write");
+    std::fs::write(
+        &path,
+        "format_version = 1\n[sequential\nwrite_bytes_per_s = ",
+    )
+    .expect("write");
     let args = serve_args(&data, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run_bounded(&args, Duration::from_secs(30));
@@ -158,7 +162,10 @@ fn serve_refuses_a_corrupt_io_properties_file() {
     // An explicit file that does not exist is an error naming it too.
     std::fs::remove_file(&path).expect("rm");
     let missing = dir.path().join("nope.toml");
-    let args = serve_args(&data, &["--io-properties", missing.to_str().expect("utf-8")]);
+    let args = serve_args(
+        &data,
+        &["--io-properties", missing.to_str().expect("utf-8")],
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run_bounded(&args, Duration::from_secs(30));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -185,7 +192,10 @@ fn tune_host_json_reports_every_check() {
             ["ok", "warn", "unknown"].contains(&c["status"].as_str().unwrap_or_default()),
             "{id}: {c}"
         );
-        assert!(c["recommended"].is_string() && c["why"].is_string(), "{id}: {c}");
+        assert!(
+            c["recommended"].is_string() && c["why"].is_string(),
+            "{id}: {c}"
+        );
     }
     // The table form lists the same checks.
     let out = run_bounded(&["tune", "host", "--shards", "1"], Duration::from_secs(30));
@@ -235,10 +245,7 @@ fn tune_host_apply_changes_swappiness_then_it_is_restored() {
     assert_eq!(c["applied"]["result"], "applied", "{c}");
     assert_eq!(c["status"], "ok", "re-checked after applying: {c}");
     assert_eq!(c["current"], "vm.swappiness = 1");
-    assert_eq!(
-        std::fs::read_to_string(PATH).expect("read").trim(),
-        "1"
-    );
+    assert_eq!(std::fs::read_to_string(PATH).expect("read").trim(), "1");
     drop(_restore);
     assert_eq!(
         std::fs::read_to_string(PATH).expect("read"),
@@ -287,6 +294,9 @@ fn tune_host_emit_systemd_writes_unit_and_sysctl_file() {
         "net.core.somaxconn = 4096",
         "net.ipv4.tcp_max_syn_backlog = 4096",
     ] {
-        assert!(sysctl.lines().any(|l| l == line), "{line:?} missing in\n{sysctl}");
+        assert!(
+            sysctl.lines().any(|l| l == line),
+            "{line:?} missing in\n{sysctl}"
+        );
     }
 }

@@ -259,9 +259,7 @@ impl NodeConfig {
                 .max(2 * (max_record as u64).max(4 << 20))
                 .max(2 * batch as u64),
             commit_batch_bytes_max: batch,
-            max_concurrent_reads: self
-                .io_queue_depth
-                .unwrap_or(defaults.max_concurrent_reads),
+            max_concurrent_reads: self.io_queue_depth.unwrap_or(defaults.max_concurrent_reads),
             memtable_bytes_max: (self.memtable_mib << 20) as usize,
             block_cache_bytes: (self.block_cache_mib << 20) as usize,
             gc_grace: Duration::from_secs(self.gc_grace_s),

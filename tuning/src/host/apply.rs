@@ -8,10 +8,7 @@ use super::checks::{Applied, Check, Status};
 /// Applies the fixes of `checks` that are not ok through `write(path,
 /// value)` and sets each such check's [`Check::applied`]. Checks that are
 /// ok, or unknown without a fix, are left alone.
-pub fn apply(
-    checks: &mut [Check],
-    write: &mut dyn FnMut(&str, &str) -> std::io::Result<()>,
-) {
+pub fn apply(checks: &mut [Check], write: &mut dyn FnMut(&str, &str) -> std::io::Result<()>) {
     for c in checks.iter_mut() {
         if c.status == Status::Ok {
             continue;
@@ -83,8 +80,16 @@ mod tests {
     #[test]
     fn applies_what_it_can_and_reports_the_rest() {
         let mut checks = vec![
-            c("swappiness", Status::Warn, Some(vec![("/proc/sys/vm/swappiness", "1")])),
-            c("somaxconn", Status::Warn, Some(vec![("/proc/sys/net/core/somaxconn", "4096")])),
+            c(
+                "swappiness",
+                Status::Warn,
+                Some(vec![("/proc/sys/vm/swappiness", "1")]),
+            ),
+            c(
+                "somaxconn",
+                Status::Warn,
+                Some(vec![("/proc/sys/net/core/somaxconn", "4096")]),
+            ),
             c("memlock", Status::Warn, None),
             c("clocksource", Status::Ok, None),
             c("cpu_governor", Status::Unknown, None),
@@ -97,14 +102,28 @@ mod tests {
             written.push((p.to_string(), v.to_string()));
             Ok(())
         });
-        assert_eq!(written, vec![("/proc/sys/vm/swappiness".to_string(), "1".to_string())]);
+        assert_eq!(
+            written,
+            vec![("/proc/sys/vm/swappiness".to_string(), "1".to_string())]
+        );
         let results: Vec<Option<&str>> = checks
             .iter()
             .map(|c| c.applied.as_ref().map(|a| a.result.as_str()))
             .collect();
-        assert_eq!(results, vec![Some("applied"), Some("failed"), Some("manual"), None, None]);
+        assert_eq!(
+            results,
+            vec![Some("applied"), Some("failed"), Some("manual"), None, None]
+        );
         let failed = checks[1].applied.as_ref().expect("failed");
-        assert!(failed.detail.contains("/proc/sys/net/core/somaxconn"), "{}", failed.detail);
-        assert!(failed.detail.contains("Permission denied"), "{}", failed.detail);
+        assert!(
+            failed.detail.contains("/proc/sys/net/core/somaxconn"),
+            "{}",
+            failed.detail
+        );
+        assert!(
+            failed.detail.contains("Permission denied"),
+            "{}",
+            failed.detail
+        );
     }
 }

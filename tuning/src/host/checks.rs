@@ -178,7 +178,8 @@ pub fn evaluate(facts: &HostFacts, placement: &Placement) -> Vec<Check> {
 
 fn governor(f: &HostFacts) -> Check {
     let rec = "performance";
-    let why = "a powersave or ondemand governor adds wake-up latency to every request after an idle gap";
+    let why =
+        "a powersave or ondemand governor adds wake-up latency to every request after an idle gap";
     if f.governors.is_empty() {
         return check(
             "cpu_governor",
@@ -246,7 +247,13 @@ fn sysctl(f: &HostFacts, r: &SysctlRule) -> Check {
         format!(">= {}", r.value)
     };
     let Some(raw) = f.sysctls.get(r.name) else {
-        return check(r.id, Status::Unknown, format!("{} not readable", r.name), rec, r.why);
+        return check(
+            r.id,
+            Status::Unknown,
+            format!("{} not readable", r.name),
+            rec,
+            r.why,
+        );
     };
     let Some(v) = parse::int(raw) else {
         return check(
@@ -268,12 +275,19 @@ fn sysctl(f: &HostFacts, r: &SysctlRule) -> Check {
         return check(
             r.id,
             Status::Ok,
-            format!("{} = {bytes} (overrides the ratio)", bytes_name.unwrap_or_default()),
+            format!(
+                "{} = {bytes} (overrides the ratio)",
+                bytes_name.unwrap_or_default()
+            ),
             rec,
             "a byte limit is set explicitly; the ratio is not used",
         );
     }
-    let good = if r.at_most { v <= r.value } else { v >= r.value };
+    let good = if r.at_most {
+        v <= r.value
+    } else {
+        v >= r.value
+    };
     let mut c = check(
         r.id,
         if good { Status::Ok } else { Status::Warn },
@@ -296,8 +310,16 @@ fn nofile(f: &HostFacts) -> Check {
         None => check("nofile", Status::Unknown, "getrlimit failed", rec, why),
         Some((soft, hard)) => check(
             "nofile",
-            if soft >= NOFILE_OK { Status::Ok } else { Status::Warn },
-            format!("soft {} / hard {}", parse::rlimit(soft), parse::rlimit(hard)),
+            if soft >= NOFILE_OK {
+                Status::Ok
+            } else {
+                Status::Warn
+            },
+            format!(
+                "soft {} / hard {}",
+                parse::rlimit(soft),
+                parse::rlimit(hard)
+            ),
             rec,
             format!("{why} (this shell's limit; the systemd unit sets LimitNOFILE)"),
         ),
@@ -307,7 +329,13 @@ fn nofile(f: &HostFacts) -> Check {
 fn memlock(f: &HostFacts) -> Check {
     let why = "io_uring rings and each glommio executor lock memory; with 8 MiB only a few shards start (LimitMEMLOCK=infinity in the unit)";
     match f.memlock {
-        None => check("memlock", Status::Unknown, "getrlimit failed", "unlimited", why),
+        None => check(
+            "memlock",
+            Status::Unknown,
+            "getrlimit failed",
+            "unlimited",
+            why,
+        ),
         Some((soft, hard)) => check(
             "memlock",
             if soft == libc::RLIM_INFINITY || soft >= MEMLOCK_OK {
@@ -315,7 +343,11 @@ fn memlock(f: &HostFacts) -> Check {
             } else {
                 Status::Warn
             },
-            format!("soft {} / hard {}", parse::rlimit(soft), parse::rlimit(hard)),
+            format!(
+                "soft {} / hard {}",
+                parse::rlimit(soft),
+                parse::rlimit(hard)
+            ),
             "unlimited",
             why,
         ),
@@ -380,14 +412,23 @@ fn nic_irqs(f: &HostFacts, placement: &Placement) -> Check {
         parse::format_cpu_list(&shards)
     );
     let Some(text) = &f.interrupts else {
-        return check("nic_irqs", Status::Unknown, "/proc/interrupts not readable", rec, "");
+        return check(
+            "nic_irqs",
+            Status::Unknown,
+            "/proc/interrupts not readable",
+            rec,
+            "",
+        );
     };
     let irqs = parse::nic_irqs(&parse::interrupts(text), &f.nic_ids);
     if irqs.is_empty() {
         return check(
             "nic_irqs",
             Status::Unknown,
-            format!("no NIC interrupts found (interfaces: {})", f.nic_ids.join(", ")),
+            format!(
+                "no NIC interrupts found (interfaces: {})",
+                f.nic_ids.join(", ")
+            ),
             rec,
             "no per-queue IRQs of a physical or virtio NIC in /proc/interrupts",
         );
@@ -400,7 +441,12 @@ fn nic_irqs(f: &HostFacts, placement: &Placement) -> Check {
                 if cpus.iter().any(|c| shards.contains(c)) {
                     clash.push(l.irq);
                 }
-                parts.push(format!("{} {}→{}", l.irq, l.name, parse::format_cpu_list(&cpus)));
+                parts.push(format!(
+                    "{} {}→{}",
+                    l.irq,
+                    l.name,
+                    parse::format_cpu_list(&cpus)
+                ));
             }
             _ => parts.push(format!("{} {}→?", l.irq, l.name)),
         }
@@ -412,9 +458,19 @@ fn nic_irqs(f: &HostFacts, placement: &Placement) -> Check {
         } else {
             Status::Ok
         };
-        return check("nic_irqs", status, current, rec, "interrupt work stays off the shards' cores");
+        return check(
+            "nic_irqs",
+            status,
+            current,
+            rec,
+            "interrupt work stays off the shards' cores",
+        );
     }
-    let spare: Vec<usize> = online.iter().copied().filter(|c| !shards.contains(c)).collect();
+    let spare: Vec<usize> = online
+        .iter()
+        .copied()
+        .filter(|c| !shards.contains(c))
+        .collect();
     let advice = if spare.is_empty() {
         "every online CPU runs a shard (normal on small hosts); pass --cpus to leave one for interrupts".to_string()
     } else {
@@ -505,7 +561,9 @@ mod tests {
         let checks = evaluate(&facts(), &Placement::default());
         let ids: Vec<&str> = checks.iter().map(|c| c.id).collect();
         assert_eq!(ids, CHECK_IDS);
-        assert!(checks.iter().all(|c| !c.current.is_empty() && !c.recommended.is_empty()));
+        assert!(checks
+            .iter()
+            .all(|c| !c.current.is_empty() && !c.recommended.is_empty()));
     }
 
     #[test]
@@ -519,9 +577,15 @@ mod tests {
             ("/sys/b".into(), "powersave".into()),
         ];
         let c = governor(&f);
-        assert_eq!((c.status, c.current.as_str()), (Status::Warn, "performance,powersave"));
+        assert_eq!(
+            (c.status, c.current.as_str()),
+            (Status::Warn, "performance,powersave")
+        );
         let fix = c.fix.expect("fix");
-        assert_eq!(fix.writes, vec![("/sys/b".to_string(), "performance".to_string())]);
+        assert_eq!(
+            fix.writes,
+            vec![("/sys/b".to_string(), "performance".to_string())]
+        );
         f.governors = vec![("/sys/a".into(), "performance".into())];
         assert_eq!(governor(&f).status, Status::Ok);
     }
@@ -543,7 +607,10 @@ mod tests {
         let mut f = facts();
         let checks = evaluate(&f, &Placement::default());
         let swap = by_id(&checks, "swappiness");
-        assert_eq!((swap.status, swap.current.as_str()), (Status::Warn, "vm.swappiness = 60"));
+        assert_eq!(
+            (swap.status, swap.current.as_str()),
+            (Status::Warn, "vm.swappiness = 60")
+        );
         assert_eq!(
             swap.fix.as_ref().expect("fix").writes,
             vec![("/proc/sys/vm/swappiness".to_string(), "1".to_string())]
@@ -552,16 +619,27 @@ mod tests {
         assert!(by_id(&checks, "somaxconn").fix.is_none());
         assert_eq!(by_id(&checks, "tcp_max_syn_backlog").status, Status::Warn);
         assert_eq!(by_id(&checks, "dirty_ratio").status, Status::Warn);
-        assert_eq!(by_id(&checks, "dirty_background_ratio").status, Status::Warn);
-        f.sysctls.insert("vm.dirty_bytes".into(), "268435456".into());
+        assert_eq!(
+            by_id(&checks, "dirty_background_ratio").status,
+            Status::Warn
+        );
+        f.sysctls
+            .insert("vm.dirty_bytes".into(), "268435456".into());
         f.sysctls.insert("vm.swappiness".into(), "garbage".into());
         let checks = evaluate(&f, &Placement::default());
         let d = by_id(&checks, "dirty_ratio");
         assert_eq!(d.status, Status::Ok);
-        assert!(d.current.contains("vm.dirty_bytes = 268435456"), "{}", d.current);
+        assert!(
+            d.current.contains("vm.dirty_bytes = 268435456"),
+            "{}",
+            d.current
+        );
         assert_eq!(by_id(&checks, "swappiness").status, Status::Unknown);
         f.sysctls.clear();
-        assert_eq!(by_id(&evaluate(&f, &Placement::default()), "somaxconn").status, Status::Unknown);
+        assert_eq!(
+            by_id(&evaluate(&f, &Placement::default()), "somaxconn").status,
+            Status::Unknown
+        );
     }
 
     #[test]
@@ -576,7 +654,10 @@ mod tests {
         let checks = evaluate(&f, &Placement::default());
         assert_eq!(by_id(&checks, "nofile").status, Status::Ok);
         let m = by_id(&checks, "memlock");
-        assert_eq!((m.status, m.current.as_str()), (Status::Ok, "soft unlimited / hard unlimited"));
+        assert_eq!(
+            (m.status, m.current.as_str()),
+            (Status::Ok, "soft unlimited / hard unlimited")
+        );
     }
 
     #[test]
@@ -599,19 +680,47 @@ mod tests {
         // Default: shards on every online CPU (0-3): IRQs on 0-1 and 1 clash.
         let c = nic_irqs(&f, &Placement::default());
         assert_eq!(c.status, Status::Warn);
-        assert!(c.current.contains("38 virtio2-input.0→0-1"), "{}", c.current);
+        assert!(
+            c.current.contains("38 virtio2-input.0→0-1"),
+            "{}",
+            c.current
+        );
         assert!(c.why.contains("every online CPU runs a shard"), "{}", c.why);
         // Shards on 2-3: no clash.
-        let c = nic_irqs(&f, &Placement { cpus: Some(vec![2, 3]), shards: None });
+        let c = nic_irqs(
+            &f,
+            &Placement {
+                cpus: Some(vec![2, 3]),
+                shards: None,
+            },
+        );
         assert_eq!(c.status, Status::Ok, "{c:?}");
         // Two shards take CPUs 0-1: clash, and 2-3 are spare.
-        let c = nic_irqs(&f, &Placement { cpus: None, shards: Some(2) });
+        let c = nic_irqs(
+            &f,
+            &Placement {
+                cpus: None,
+                shards: Some(2),
+            },
+        );
         assert_eq!(c.status, Status::Warn);
         assert!(c.why.contains("move them to 2-3"), "{}", c.why);
         let mut none = f.clone();
         none.nic_ids = vec!["eth9".into()];
-        assert_eq!(nic_irqs(&none, &Placement::default()).status, Status::Unknown);
-        assert_eq!(shard_cpus(&[0, 1, 2], &Placement { cpus: None, shards: Some(9) }), vec![0, 1, 2]);
+        assert_eq!(
+            nic_irqs(&none, &Placement::default()).status,
+            Status::Unknown
+        );
+        assert_eq!(
+            shard_cpus(
+                &[0, 1, 2],
+                &Placement {
+                    cpus: None,
+                    shards: Some(9)
+                }
+            ),
+            vec![0, 1, 2]
+        );
     }
 
     #[test]

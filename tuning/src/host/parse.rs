@@ -18,7 +18,12 @@ pub fn int(text: &str) -> Option<i64> {
 /// and `/proc/irq/N/smp_affinity_list`), ascending without duplicates.
 pub fn cpu_list(text: &str) -> Result<Vec<usize>, String> {
     let mut cpus = Vec::new();
-    for part in text.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in text
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let bad = || format!("{part:?} in CPU list {:?} is not N or N-M", text.trim());
         match part.split_once('-') {
             Some((a, b)) => {
@@ -100,7 +105,8 @@ pub fn nic_irqs(lines: &[IrqLine], nic_ids: &[String]) -> Vec<IrqLine> {
                     || n.strip_prefix(id.as_str())
                         .and_then(|rest| rest.chars().next())
                         .is_some_and(|c| !c.is_ascii_alphanumeric())
-                    || n.split_once('@').is_some_and(|(_, at)| at.contains(id.as_str()))
+                    || n.split_once('@')
+                        .is_some_and(|(_, at)| at.contains(id.as_str()))
             })
         })
         .cloned()

@@ -8,14 +8,22 @@ use super::checks::{Check, Status};
 /// and any `--apply` outcome indented below. Pure.
 pub fn table(checks: &[Check]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:<7} {:<23} {:<34} {}", "status", "check", "current", "recommended");
+    let _ = writeln!(
+        s,
+        "{:<7} {:<23} {:<34} recommended",
+        "status", "check", "current"
+    );
     for c in checks {
         let status = match c.status {
             Status::Ok => "ok",
             Status::Warn => "WARN",
             Status::Unknown => "unknown",
         };
-        let _ = writeln!(s, "{:<7} {:<23} {:<34} {}", status, c.id, c.current, c.recommended);
+        let _ = writeln!(
+            s,
+            "{:<7} {:<23} {:<34} {}",
+            status, c.id, c.current, c.recommended
+        );
         if c.status != Status::Ok && !c.why.is_empty() {
             let _ = writeln!(s, "        why: {}", c.why);
         }

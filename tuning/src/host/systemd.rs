@@ -46,7 +46,11 @@ pub fn unit(opts: &UnitOptions) -> String {
              # kernel parameter (see `corekv tune host`, check nic_irqs).\n\
              CPUAffinity={spaced}\n",
             list = format_cpu_list(c),
-            spaced = c.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+            spaced = c
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
         None => "# CPU pinning: corekv pins one shard per CPU itself. To leave CPUs for NIC\n\
                  # interrupts and tools, pass --cpus LIST (or cpus = [...] in the config),\n\
@@ -102,12 +106,14 @@ pub fn sysctl_conf() -> String {
 
 /// Writes both files into `dir` (created if missing); returns their paths.
 pub fn write_files(dir: &Path, opts: &UnitOptions) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let files = [(UNIT_FILE, unit(opts)), (SYSCTL_FILE, sysctl_conf())];
     let mut out = Vec::new();
     for (name, text) in files {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        std::fs::write(&path, text)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         out.push(path);
     }
     Ok(out)
@@ -135,7 +141,10 @@ mod tests {
             cpus: Some(vec![2, 3]),
             ..UnitOptions::default()
         });
-        assert!(pinned.contains("serve --config /etc/corekv/corekv.toml --cpus 2-3\n"), "{pinned}");
+        assert!(
+            pinned.contains("serve --config /etc/corekv/corekv.toml --cpus 2-3\n"),
+            "{pinned}"
+        );
         assert!(pinned.contains("\nCPUAffinity=2 3\n"), "{pinned}");
     }
 

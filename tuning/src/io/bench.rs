@@ -151,7 +151,10 @@ impl Progress {
             return;
         }
         let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(250)) {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_millis(250))
+        {
             return;
         }
         self.last = Some(now);
@@ -268,10 +271,7 @@ pub fn run(opts: &BenchOptions) -> Result<IoProperties> {
 
 fn measure(test: &TestFile, opts: &BenchOptions) -> Result<IoProperties> {
     let fd = test.file.as_raw_fd();
-    let budgets: Vec<Duration> = WEIGHTS
-        .iter()
-        .map(|w| opts.duration.mul_f64(*w))
-        .collect();
+    let budgets: Vec<Duration> = WEIGHTS.iter().map(|w| opts.duration.mul_f64(*w)).collect();
     let later = |i: usize| budgets[i + 1..].iter().sum::<Duration>();
     let mut progress = Progress {
         enabled: opts.progress,
@@ -403,8 +403,12 @@ fn measure(test: &TestFile, opts: &BenchOptions) -> Result<IoProperties> {
         || {
             progress.tick();
             let syncs = step / 2;
-            let write_turn = step % 2 == 0;
-            if write_turn && (syncs >= SYNCS_MAX || interrupted() || (syncs > 0 && Instant::now() >= deadline)) {
+            let write_turn = step.is_multiple_of(2);
+            if write_turn
+                && (syncs >= SYNCS_MAX
+                    || interrupted()
+                    || (syncs > 0 && Instant::now() >= deadline))
+            {
                 return None;
             }
             step += 1;
@@ -496,17 +500,26 @@ mod tests {
             duration: Duration::from_millis(10),
             ..base.clone()
         };
-        assert!(run(&short).expect_err("too short").to_string().contains("duration"));
+        assert!(run(&short)
+            .expect_err("too short")
+            .to_string()
+            .contains("duration"));
         let tiny = BenchOptions {
             file_mib: 1,
             ..base.clone()
         };
-        assert!(run(&tiny).expect_err("tiny").to_string().contains("file size"));
+        assert!(run(&tiny)
+            .expect_err("tiny")
+            .to_string()
+            .contains("file size"));
         let missing = BenchOptions {
             dir: dir.path().join("nope"),
             ..base
         };
-        assert!(run(&missing).expect_err("missing").to_string().contains("nope"));
+        assert!(run(&missing)
+            .expect_err("missing")
+            .to_string()
+            .contains("nope"));
     }
 
     #[test]
@@ -523,7 +536,10 @@ mod tests {
         assert!(p.sequential.write_bytes_per_s > 0.0 && p.sequential.read_bytes_per_s > 0.0);
         let depths: Vec<u32> = p.random_read.iter().map(|r| r.queue_depth).collect();
         assert_eq!(depths, QUEUE_DEPTHS);
-        assert!(p.random_read.iter().all(|r| r.ops >= u64::from(r.queue_depth)));
+        assert!(p
+            .random_read
+            .iter()
+            .all(|r| r.ops >= u64::from(r.queue_depth)));
         assert!(p.fdatasync.count >= 1);
         p.validate().expect("valid figures");
         assert!(!test_file_path(dir.path()).exists());

@@ -18,7 +18,7 @@ pub(crate) struct AlignedBuf {
 impl AlignedBuf {
     /// Allocates `len` zeroed bytes (`len` a non-zero multiple of [`ALIGN`]).
     pub(crate) fn new(len: usize) -> Result<AlignedBuf> {
-        if len == 0 || len % ALIGN != 0 {
+        if len == 0 || !len.is_multiple_of(ALIGN) {
             return Err(Error::InvalidArgument(format!(
                 "buffer of {len} bytes is not a non-zero multiple of {ALIGN}"
             )));

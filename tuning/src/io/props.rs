@@ -169,8 +169,14 @@ impl IoProperties {
     pub fn validate(&self) -> std::result::Result<(), String> {
         let figures = [
             ("duration_s", self.duration_s),
-            ("sequential.write_bytes_per_s", self.sequential.write_bytes_per_s),
-            ("sequential.read_bytes_per_s", self.sequential.read_bytes_per_s),
+            (
+                "sequential.write_bytes_per_s",
+                self.sequential.write_bytes_per_s,
+            ),
+            (
+                "sequential.read_bytes_per_s",
+                self.sequential.read_bytes_per_s,
+            ),
             ("fdatasync.p50_us", self.fdatasync.p50_us),
             ("fdatasync.p99_us", self.fdatasync.p99_us),
         ];
@@ -261,10 +267,28 @@ mod tests {
             ("format_version = 1\nsequential = [", "expected"),
             ("not toml at all ===", "io-properties.toml"),
             ("measured_unix_s = 5\n", "format_version is missing"),
-            (&good.replace("format_version = 1", "format_version = 9"), "format_version 9"),
-            (&good.replace("io_queue_depth_per_shard = 8", "io_queue_depth_per_shard = 0"), "io_queue_depth_per_shard"),
-            (&good.replace("commit_batch_bytes_max = 1048576", "commit_batch_bytes_max = 5"), "commit_batch_bytes_max"),
-            (&good.replace("p50_us = 250.0", "p50_us = -1.0"), "fdatasync.p50_us"),
+            (
+                &good.replace("format_version = 1", "format_version = 9"),
+                "format_version 9",
+            ),
+            (
+                &good.replace(
+                    "io_queue_depth_per_shard = 8",
+                    "io_queue_depth_per_shard = 0",
+                ),
+                "io_queue_depth_per_shard",
+            ),
+            (
+                &good.replace(
+                    "commit_batch_bytes_max = 1048576",
+                    "commit_batch_bytes_max = 5",
+                ),
+                "commit_batch_bytes_max",
+            ),
+            (
+                &good.replace("p50_us = 250.0", "p50_us = -1.0"),
+                "fdatasync.p50_us",
+            ),
             (&good.replace("data_dir", "data_dri"), "data_dri"),
         ];
         for (text, needle) in cases {

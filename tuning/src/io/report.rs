@@ -16,13 +16,21 @@ pub fn table(p: &IoProperties) -> String {
     row("test".into(), "result".into(), "p50".into(), "p99".into());
     let seq = &p.sequential;
     row(
-        format!("sequential write {} KiB qd={}", seq.block_bytes >> 10, seq.queue_depth),
+        format!(
+            "sequential write {} KiB qd={}",
+            seq.block_bytes >> 10,
+            seq.queue_depth
+        ),
         mib_s(seq.write_bytes_per_s),
         "-".into(),
         "-".into(),
     );
     row(
-        format!("sequential read {} KiB qd={}", seq.block_bytes >> 10, seq.queue_depth),
+        format!(
+            "sequential read {} KiB qd={}",
+            seq.block_bytes >> 10,
+            seq.queue_depth
+        ),
         mib_s(seq.read_bytes_per_s),
         "-".into(),
         "-".into(),

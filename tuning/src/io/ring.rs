@@ -78,8 +78,8 @@ impl Loop {
         let mut failure: Option<Error> = None;
         loop {
             if issuing {
-                for slot in 0..depth {
-                    if in_flight[slot].is_some() {
+                for (slot, state) in in_flight.iter_mut().enumerate() {
+                    if state.is_some() {
                         continue;
                     }
                     let Some(op) = next() else {
@@ -107,7 +107,7 @@ impl Loop {
                         failure = Some(Error::InvalidArgument("submission queue full".into()));
                         break;
                     }
-                    in_flight[slot] = Some((op, Instant::now()));
+                    *state = Some((op, Instant::now()));
                     busy += 1;
                 }
             }
@@ -130,11 +130,16 @@ impl Loop {
                     continue;
                 };
                 busy -= 1;
-                let expected = if op.kind == OpKind::Datasync { 0 } else { op.len };
+                let expected = if op.kind == OpKind::Datasync {
+                    0
+                } else {
+                    op.len
+                };
                 if res < 0 || res as usize != expected {
                     issuing = false;
                     if failure.is_none() {
-                        let what = format!("{:?} of {} bytes at offset {}", op.kind, op.len, op.offset);
+                        let what =
+                            format!("{:?} of {} bytes at offset {}", op.kind, op.len, op.offset);
                         failure = Some(if res < 0 {
                             Error::io(what, std::io::Error::from_raw_os_error(-res))
                         } else {
@@ -190,7 +195,7 @@ impl Loop {
         }
         Err(Error::io(
             "io_uring_enter",
-            std::io::Error::new(std::io::ErrorKind::Other, "kept failing with EINTR/EAGAIN"),
+            std::io::Error::other("kept failing with EINTR/EAGAIN"),
         ))
     }
 
