@@ -77,7 +77,14 @@ fn tune_io(a: IoArgs) -> Result<()> {
         file_mib: a.file_mib,
         progress: true,
     };
-    let measured = bench::run(&opts).context("corekv tune io")?;
+    let measured = match bench::run(&opts) {
+        Ok(m) => m,
+        Err(corekv_tuning::Error::Interrupted) => {
+            eprintln!("corekv tune io: interrupted; the test file was removed");
+            std::process::exit(130);
+        }
+        Err(e) => return Err(e).context("corekv tune io"),
+    };
     print!("{}", report::table(&measured));
     measured.save(&out)?;
     println!("wrote {}", out.display());

@@ -118,6 +118,46 @@ fn tune_io_refuses_a_missing_directory() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent"));
 }
 
+#[test]
+fn tune_io_interrupted_by_sigint_removes_its_test_file() {
+    let dir = scratch();
+    let mut child = Command::new(corekv())
+        .args(["tune", "io", "--dir"])
+        .arg(dir.path())
+        .args(["--duration-s", "30", "--file-mib", "32"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait (bounded) for the test file, then send SIGINT.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leftover_test_files(dir.path()).is_empty() && Instant::now() < deadline {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tune io did not stop within 60 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    // Normally interrupted (exit 130); a disk fast enough to finish first
+    // exits 0. Either way the test file is gone.
+    if !out.status.success() {
+        assert_eq!(out.status.code(), Some(130), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    }
+    assert!(leftover_test_files(dir.path()).is_empty());
+}
+
 fn serve_args(data: &Path, extra: &[&str]) -> Vec<String> {
     let base = free_ports(4);
     let mut args: Vec<String> = vec![

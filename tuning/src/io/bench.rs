@@ -264,6 +264,10 @@ pub fn run(opts: &BenchOptions) -> Result<IoProperties> {
     let test = TestFile::create(&opts.dir)?;
     let result = measure(&test, opts);
     drop(test);
+    if result.is_err() && opts.progress {
+        // End the progress line before the caller prints the error.
+        let _ = writeln!(std::io::stderr());
+    }
     let mut props = result?;
     props.duration_s = started.elapsed().as_secs_f64();
     Ok(props)
