@@ -7,14 +7,14 @@
 //! ends the run with [`Error::Interrupted`]). The whole run takes about
 //! `duration` plus the time to drain the last operations in flight.
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+pub use super::guard::test_file_path;
+use super::guard::{check_interrupted, interrupted, SigintGuard, TestFile};
+use super::progress::{Progress, XorShift};
 use super::props::{Fdatasync, IoProperties, RandomRead, Recommended, Sequential, FORMAT_VERSION};
 use super::recommend;
 use super::ring::{Loop, Op, OpKind};
@@ -50,159 +50,6 @@ pub struct BenchOptions {
     pub file_mib: u64,
     /// Print a progress line on stderr.
     pub progress: bool,
-}
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Catches SIGINT while alive; restores the previous handler on drop.
-struct SigintGuard {
-    old: libc::sigaction,
-}
-
-impl SigintGuard {
-    fn install() -> SigintGuard {
-        INTERRUPTED.store(false, Ordering::SeqCst);
-        // SAFETY: plain sigaction calls with zero-initialised structs; the
-        // handler only stores to an atomic (async-signal-safe).
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            let mut old: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(libc::SIGINT, &sa, &mut old);
-            SigintGuard { old }
-        }
-    }
-}
-
-impl Drop for SigintGuard {
-    fn drop(&mut self) {
-        // SAFETY: restores the handler saved by `install`.
-        unsafe {
-            libc::sigaction(libc::SIGINT, &self.old, std::ptr::null_mut());
-        }
-    }
-}
-
-/// The test file; removed on drop.
-struct TestFile {
-    path: PathBuf,
-    file: File,
-}
-
-impl TestFile {
-    fn create(dir: &Path) -> Result<TestFile> {
-        let path = dir.join(format!(".corekv-tune-io-{}.tmp", std::process::id()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&path)
-            .map_err(|e| {
-                let hint = if e.raw_os_error() == Some(libc::EINVAL) {
-                    " (the filesystem does not support O_DIRECT, e.g. tmpfs; measure the real data directory)"
-                } else {
-                    ""
-                };
-                Error::io(format!("creating test file {}{hint}", path.display()), e)
-            })?;
-        Ok(TestFile { path, file })
-    }
-}
-
-impl Drop for TestFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Path of the test file `run` uses in `dir` (for tests and messages).
-pub fn test_file_path(dir: &Path) -> PathBuf {
-    dir.join(format!(".corekv-tune-io-{}.tmp", std::process::id()))
-}
-
-/// The progress line.
-struct Progress {
-    enabled: bool,
-    phase: usize,
-    label: String,
-    deadline: Instant,
-    later: Duration,
-    last: Option<Instant>,
-}
-
-impl Progress {
-    fn start(&mut self, phase: usize, label: String, budget: Duration, later: Duration) {
-        self.phase = phase;
-        self.label = label;
-        self.deadline = Instant::now() + budget;
-        self.later = later;
-        self.last = None;
-        self.tick();
-    }
-
-    fn tick(&mut self) {
-        if !self.enabled {
-            return;
-        }
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_millis(250))
-        {
-            return;
-        }
-        self.last = Some(now);
-        let left = self.deadline.saturating_duration_since(now) + self.later;
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r[{}/{}] {:<24} ... {:>3} s left ",
-            self.phase,
-            WEIGHTS.len(),
-            self.label,
-            left.as_secs()
-        );
-        let _ = err.flush();
-    }
-
-    fn finish(&self) {
-        if self.enabled {
-            let _ = writeln!(std::io::stderr(), "\r{:<60}\rdone", "");
-        }
-    }
-}
-
-/// A tiny xorshift generator: offsets need no cryptographic quality, and
-/// a fixed seed keeps runs comparable.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
-fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
-fn check_interrupted() -> Result<()> {
-    if interrupted() {
-        Err(Error::Interrupted)
-    } else {
-        Ok(())
-    }
 }
 
 fn validate(opts: &BenchOptions) -> Result<()> {
@@ -277,14 +124,7 @@ fn measure(test: &TestFile, opts: &BenchOptions) -> Result<IoProperties> {
     let fd = test.file.as_raw_fd();
     let budgets: Vec<Duration> = WEIGHTS.iter().map(|w| opts.duration.mul_f64(*w)).collect();
     let later = |i: usize| budgets[i + 1..].iter().sum::<Duration>();
-    let mut progress = Progress {
-        enabled: opts.progress,
-        phase: 0,
-        label: String::new(),
-        deadline: Instant::now(),
-        later: Duration::ZERO,
-        last: None,
-    };
+    let mut progress = Progress::new(opts.progress, WEIGHTS.len());
     let file_bytes = opts.file_mib << 20;
 
     // 1. Sequential write of the test file, then one fdatasync.

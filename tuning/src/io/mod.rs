@@ -6,6 +6,8 @@
 
 pub mod bench;
 mod buf;
+mod guard;
+mod progress;
 pub mod props;
 pub mod recommend;
 pub mod report;
