@@ -73,6 +73,8 @@ pub(crate) async fn read_exact(
 /// only add latency once the disk stops scaling.
 pub(crate) struct ReadSlots {
     slots: Semaphore,
+    in_flight: std::cell::Cell<usize>,
+    peak: std::cell::Cell<usize>,
 }
 
 impl ReadSlots {
@@ -80,6 +82,8 @@ impl ReadSlots {
     pub(crate) fn new(n: usize) -> ReadSlots {
         ReadSlots {
             slots: Semaphore::new(n.max(1) as u64),
+            in_flight: std::cell::Cell::new(0),
+            peak: std::cell::Cell::new(0),
         }
     }
 
@@ -96,7 +100,24 @@ impl ReadSlots {
             .acquire_permit(1)
             .await
             .map_err(|e| Error::io(path, e))?;
+        let now = self.in_flight.get() + 1;
+        self.in_flight.set(now);
+        self.peak.set(self.peak.get().max(now));
+        // Counted down also when the read's future is dropped midway.
+        struct Done<'a>(&'a std::cell::Cell<usize>);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get().saturating_sub(1));
+            }
+        }
+        let _done = Done(&self.in_flight);
         read_exact(file, path, pos, len).await
+    }
+
+    /// Most reads that were in flight at once so far.
+    #[cfg(test)]
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.get()
     }
 }
 
@@ -212,4 +233,48 @@ pub(crate) async fn warm_up(dir: &Path) -> Result<()> {
         ));
     }
     close(file, &path).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_slots_bound_the_reads_in_flight() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let dir = tempfile::tempdir().expect("tempdir");
+                warm_up(dir.path()).await.expect("warm up");
+                let path = dir.path().join("data");
+                let bytes: Vec<u8> = (0..64 * 4096).map(|i| (i / 4096) as u8).collect();
+                std::fs::write(&path, &bytes).expect("write");
+                let file = std::rc::Rc::new(open_read(&path).await.expect("open"));
+                for bound in [1usize, 3] {
+                    let slots = std::rc::Rc::new(ReadSlots::new(bound));
+                    let tasks: Vec<_> = (0..32u64)
+                        .map(|i| {
+                            let (slots, file, path) = (slots.clone(), file.clone(), path.clone());
+                            glommio::spawn_local(async move {
+                                let got = slots
+                                    .read_exact(&file, &path, i * 4096, 4096)
+                                    .await
+                                    .expect("read");
+                                assert!(got.iter().all(|&b| b == i as u8));
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await;
+                    }
+                    assert!(
+                        slots.peak() >= 1 && slots.peak() <= bound,
+                        "peak {}",
+                        slots.peak()
+                    );
+                }
+            })
+            .expect("executor")
+            .join()
+            .expect("thread");
+    }
 }
