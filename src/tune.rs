@@ -176,3 +176,96 @@ pub fn apply_io_properties(config: &mut NodeConfig) -> Result<Option<String>> {
     }
     Ok(Some(line))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use props::{Fdatasync, IoProperties, RandomRead, Recommended, Sequential};
+
+    fn write_props(dir: &std::path::Path, batch: u64, qd: u32) {
+        let p = IoProperties {
+            format_version: props::FORMAT_VERSION,
+            measured_unix_s: 0,
+            data_dir: dir.display().to_string(),
+            test_file_bytes: 16 << 20,
+            duration_s: 1.0,
+            sequential: Sequential {
+                block_bytes: 1 << 20,
+                queue_depth: 4,
+                write_bytes_per_s: 1e9,
+                read_bytes_per_s: 1e9,
+            },
+            random_read: vec![RandomRead {
+                queue_depth: 1,
+                ops: 10,
+                iops: 10.0,
+                p50_us: 1.0,
+                p99_us: 2.0,
+            }],
+            fdatasync: Fdatasync {
+                count: 1,
+                p50_us: 100.0,
+                p99_us: 100.0,
+            },
+            recommended: Recommended {
+                commit_batch_bytes_max: batch,
+                io_queue_depth_per_shard: qd,
+            },
+        };
+        p.save(&props::default_path(dir)).expect("save");
+    }
+
+    #[test]
+    fn file_values_fill_unset_settings_and_explicit_ones_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = NodeConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..NodeConfig::default()
+        };
+        // No file: nothing changes.
+        let mut c = base.clone();
+        assert_eq!(apply_io_properties(&mut c).expect("no file"), None);
+        assert_eq!(c, base);
+
+        write_props(dir.path(), 8 << 20, 16);
+        let mut c = base.clone();
+        let line = apply_io_properties(&mut c).expect("file").expect("line");
+        assert_eq!(c.commit_batch_kib, Some(8 << 10));
+        assert_eq!(c.io_queue_depth, Some(16));
+        assert!(line.contains("io-properties.toml"), "{line}");
+        let o = c.engine_options(0).expect("engine options");
+        assert_eq!(o.commit_batch_bytes_max, 8 << 20);
+        assert_eq!(o.max_concurrent_reads, 16);
+
+        // Explicit settings win.
+        let mut c = NodeConfig {
+            commit_batch_kib: Some(2048),
+            io_queue_depth: Some(4),
+            ..base.clone()
+        };
+        let line = apply_io_properties(&mut c).expect("file").expect("line");
+        assert_eq!(
+            (c.commit_batch_kib, c.io_queue_depth),
+            (Some(2048), Some(4))
+        );
+        assert!(line.contains("kept"), "{line}");
+
+        // A small recommendation is raised to hold one maximal record.
+        write_props(dir.path(), 256 << 10, 8);
+        let mut c = base.clone();
+        apply_io_properties(&mut c).expect("file");
+        assert_eq!(c.commit_batch_kib, Some(base.commit_batch_kib_min()));
+        c.validate().expect("valid");
+
+        // "off" ignores the file; a corrupt one is an error naming it.
+        let mut c = NodeConfig {
+            io_properties: Some("off".into()),
+            ..base.clone()
+        };
+        assert_eq!(apply_io_properties(&mut c).expect("off"), None);
+        std::fs::write(props::default_path(dir.path()), "format_version = 1\nx").expect("write");
+        let mut c = base.clone();
+        let e = apply_io_properties(&mut c).expect_err("corrupt");
+        assert!(e.to_string().contains("io-properties.toml"), "{e}");
+    }
+}
