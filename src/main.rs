@@ -2,6 +2,8 @@
 //! Only argument parsing and wiring live here; everything else is in the
 //! crates (engine, net, cluster, bench).
 
+mod tune;
+
 use std::path::PathBuf;
 
 use std::time::Duration;
@@ -82,6 +84,9 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Measure the disk (`tune io`) or check the host (`tune host`).
+    #[command(subcommand)]
+    Tune(tune::TuneCommand),
     /// Show the node: shards, keys, memtable and SSTable sizes, commit-log mode.
     Status {
         /// Print the raw JSON.
@@ -187,6 +192,16 @@ struct ServeArgs {
     /// Admin HTTP address for /metrics, /health and /status ("off" disables).
     #[arg(long)]
     admin_addr: Option<String>,
+    /// io properties file from `corekv tune io` (default
+    /// DATA_DIR/io-properties.toml if it exists; "off" ignores it).
+    #[arg(long)]
+    io_properties: Option<PathBuf>,
+    /// Commit-log group-commit batch bound, KiB (overrides the io properties).
+    #[arg(long)]
+    commit_batch_kib: Option<u64>,
+    /// Table-block reads per shard in flight (overrides the io properties).
+    #[arg(long)]
+    io_queue_depth: Option<usize>,
 }
 
 impl ServeArgs {
@@ -252,6 +267,15 @@ impl ServeArgs {
         if let Some(v) = self.admin_addr {
             c.admin_addr = v;
         }
+        if let Some(v) = self.io_properties {
+            c.io_properties = Some(v);
+        }
+        if let Some(v) = self.commit_batch_kib {
+            c.commit_batch_kib = Some(v);
+        }
+        if let Some(v) = self.io_queue_depth {
+            c.io_queue_depth = Some(v);
+        }
         Ok(c)
     }
 }
@@ -270,8 +294,12 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = args.into_config()?;
+            let mut config = args.into_config()?;
+            let io_line = tune::apply_io_properties(&mut config)?;
             init_logging(&config.log)?;
+            if let Some(line) = io_line {
+                tracing::info!("{line}");
+            }
             corekv_cluster::run(config, StopHandle::default()).context("corekv serve failed")?;
             Ok(())
         }
@@ -329,6 +357,7 @@ fn main() -> Result<()> {
             println!("OK");
             Ok(())
         }
+        Command::Tune(cmd) => tune::run(cmd),
         Command::Bench(args) => {
             args.run(&mut std::io::stdout().lock())?;
             Ok(())

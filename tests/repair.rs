@@ -13,9 +13,10 @@ fn repair(node: &common::Server, extra: &[&str]) -> String {
     let out = node.cli(&args);
     assert!(
         out.status.success(),
-        "repair failed: {}{}",
+        "repair failed: {}{}\nnode log:\n{}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        node.log_text()
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

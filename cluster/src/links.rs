@@ -157,6 +157,14 @@ impl PeerLinks {
         h.down.set(true);
     }
 
+    /// Ends the backoff of node `id` (gossip heard from it again).
+    pub fn forgive(&self, id: u32) {
+        if let Some(h) = self.health.borrow().get(&id) {
+            h.down_until.set(None);
+            h.backoff.set(Duration::ZERO);
+        }
+    }
+
     fn mark_up(&self, id: u32) {
         let h = self.health(id);
         h.down_until.set(None);

@@ -324,12 +324,19 @@ impl TopologyView {
 
     /// The latest snapshot.
     pub fn current(&self) -> Rc<Topology> {
+        self.refresh().0
+    }
+
+    /// The latest snapshot, and the one it replaced if it is new.
+    pub fn refresh(&self) -> (Rc<Topology>, Option<Rc<Topology>>) {
         let epoch = self.shared.epoch();
         let mut cached = self.cached.borrow_mut();
-        if cached.0 != epoch {
-            *cached = (epoch, Rc::new((*self.shared.load()).clone()));
+        if cached.0 == epoch {
+            return (cached.1.clone(), None);
         }
-        cached.1.clone()
+        let fresh = Rc::new((*self.shared.load()).clone());
+        let old = std::mem::replace(&mut *cached, (epoch, fresh.clone()));
+        (fresh, Some(old.1))
     }
 }
 

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use glommio::io::{DmaFile, OpenOptions};
+use glommio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 
@@ -63,6 +64,61 @@ pub(crate) async fn read_exact(
         out.extend_from_slice(&got);
     }
     Ok(out)
+}
+
+/// Bounds the table-block reads one shard has in flight at once
+/// (`Options::max_concurrent_reads`, sized from the disk's measured queue
+/// depth by `corekv tune io`). Reads beyond the bound wait for a slot in
+/// arrival order instead of piling up in the device queue, where they would
+/// only add latency once the disk stops scaling.
+pub(crate) struct ReadSlots {
+    slots: Semaphore,
+    in_flight: std::cell::Cell<usize>,
+    peak: std::cell::Cell<usize>,
+}
+
+impl ReadSlots {
+    /// At most `n` (at least 1) reads in flight.
+    pub(crate) fn new(n: usize) -> ReadSlots {
+        ReadSlots {
+            slots: Semaphore::new(n.max(1) as u64),
+            in_flight: std::cell::Cell::new(0),
+            peak: std::cell::Cell::new(0),
+        }
+    }
+
+    /// `read_exact` holding one slot for the duration of the read.
+    pub(crate) async fn read_exact(
+        &self,
+        file: &DmaFile,
+        path: &Path,
+        pos: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
+        let _slot = self
+            .slots
+            .acquire_permit(1)
+            .await
+            .map_err(|e| Error::io(path, e))?;
+        let now = self.in_flight.get() + 1;
+        self.in_flight.set(now);
+        self.peak.set(self.peak.get().max(now));
+        // Counted down also when the read's future is dropped midway.
+        struct Done<'a>(&'a std::cell::Cell<usize>);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get().saturating_sub(1));
+            }
+        }
+        let _done = Done(&self.in_flight);
+        read_exact(file, path, pos, len).await
+    }
+
+    /// Most reads that were in flight at once so far.
+    #[cfg(test)]
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.get()
+    }
 }
 
 /// Reads the whole file (used by recovery and small metadata files).
@@ -177,4 +233,48 @@ pub(crate) async fn warm_up(dir: &Path) -> Result<()> {
         ));
     }
     close(file, &path).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_slots_bound_the_reads_in_flight() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let dir = tempfile::tempdir().expect("tempdir");
+                warm_up(dir.path()).await.expect("warm up");
+                let path = dir.path().join("data");
+                let bytes: Vec<u8> = (0..64 * 4096).map(|i| (i / 4096) as u8).collect();
+                std::fs::write(&path, &bytes).expect("write");
+                let file = std::rc::Rc::new(open_read(&path).await.expect("open"));
+                for bound in [1usize, 3] {
+                    let slots = std::rc::Rc::new(ReadSlots::new(bound));
+                    let tasks: Vec<_> = (0..32u64)
+                        .map(|i| {
+                            let (slots, file, path) = (slots.clone(), file.clone(), path.clone());
+                            glommio::spawn_local(async move {
+                                let got = slots
+                                    .read_exact(&file, &path, i * 4096, 4096)
+                                    .await
+                                    .expect("read");
+                                assert!(got.iter().all(|&b| b == i as u8));
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await;
+                    }
+                    assert!(
+                        slots.peak() >= 1 && slots.peak() <= bound,
+                        "peak {}",
+                        slots.peak()
+                    );
+                }
+            })
+            .expect("executor")
+            .join()
+            .expect("thread");
+    }
 }

@@ -70,6 +70,10 @@ pub struct Options {
     pub compaction_min_tables: usize,
     /// Most tables merged by one compaction (default 16).
     pub compaction_max_tables: usize,
+    /// Table-block reads (gets, scans and compaction) in flight at once;
+    /// more wait in arrival order (default 128). `corekv tune io` measures
+    /// the depth where the disk stops scaling.
+    pub max_concurrent_reads: usize,
     /// Whether the engine starts its own background compaction task
     /// (default true). Tests and benchmarks turn it off to compact by hand.
     pub auto_compaction: bool,
@@ -92,6 +96,7 @@ impl Default for Options {
             gc_grace: Duration::from_secs(10 * 24 * 3600),
             compaction_min_tables: 4,
             compaction_max_tables: 16,
+            max_concurrent_reads: 128,
             auto_compaction: true,
         }
     }
@@ -150,6 +155,12 @@ impl Options {
             return fail(format!(
                 "compaction_min_tables {} must be >= 2 and <= compaction_max_tables {}",
                 self.compaction_min_tables, self.compaction_max_tables
+            ));
+        }
+        if self.max_concurrent_reads == 0 || self.max_concurrent_reads > 4096 {
+            return fail(format!(
+                "max_concurrent_reads {} not in 1..=4096",
+                self.max_concurrent_reads
             ));
         }
         if let SyncMode::Periodic { period } = self.sync_mode {

@@ -197,7 +197,23 @@ impl Coordinator {
 
     /// The latest topology snapshot.
     pub fn topology(&self) -> Rc<Topology> {
-        self.topology.current()
+        self.snapshot()
+    }
+
+    /// The latest snapshot. When gossip has just seen a node come back,
+    /// this shard's own backoff for it ends too: the node answered
+    /// someone, so it is worth asking again at once.
+    fn snapshot(&self) -> Rc<Topology> {
+        let (now, before) = self.topology.refresh();
+        if let Some(before) = before {
+            for (i, m) in now.members().iter().enumerate() {
+                let was_up = before.index_of(m.id).is_some_and(|j| before.is_up(j));
+                if now.is_up(i) && !was_up {
+                    self.links.forgive(m.id);
+                }
+            }
+        }
+        now
     }
 
     /// Nodes this shard cannot reach right now (its own connection
@@ -359,7 +375,7 @@ impl Coordinator {
         key: &[u8],
         level: Consistency,
     ) -> Result<Option<SiblingSet>, CoordinatorError> {
-        let topo = self.topology.current();
+        let topo = self.snapshot();
         let (targets, _, needed) = self.plan(&topo, key, level, self.default_read, false)?;
         if targets.len() == 1 {
             // A lone replica (a single node): nothing to gather or repair.
@@ -425,7 +441,7 @@ impl Coordinator {
         context: WriteContext,
         level: Consistency,
     ) -> Result<VersionVector, CoordinatorError> {
-        let topo = self.topology.current();
+        let topo = self.snapshot();
         let (targets, down, needed) =
             self.plan(&topo, key, level, self.default_write, self.sloppy_quorum)?;
         let opts = WriteOptions { ttl, context };
@@ -758,7 +774,7 @@ impl Coordinator {
                 if stopping() {
                     return;
                 }
-                let topo = self.topology.current();
+                let topo = self.snapshot();
                 let Some(node) = topo.index_of(hint.node_id) else {
                     note_oldest(&mut pass_oldest_ms, hint.created_ms);
                     continue; // no longer a member; the window will drop it

@@ -26,10 +26,13 @@ const SCAN_PAGE: usize = 1024;
 /// An ENTRIES answer stops adding keys past this many bytes of sets.
 pub const ENTRIES_BYTES_MAX: usize = 4 << 20;
 
+/// A kept tree: its range, depth, when it was built, and the tree.
+type CachedTree = (u64, u64, u8, Instant, Rc<MerkleTree>);
+
 /// A shard's recently built trees.
 #[derive(Default)]
 pub struct TreeCache {
-    trees: RefCell<Vec<(u64, u64, u8, Instant, Rc<MerkleTree>)>>,
+    trees: RefCell<Vec<CachedTree>>,
 }
 
 impl TreeCache {

@@ -30,6 +30,15 @@ pub struct NodeConfig {
     pub commitlog_sync_period_ms: u64,
     /// Commit-log segment size.
     pub commitlog_segment_mib: u64,
+    /// Upper bound of one group-commit batch, KiB; unset = from the io
+    /// properties file, else max(4 MiB, one maximal record).
+    pub commit_batch_kib: Option<u64>,
+    /// Table-block reads one shard keeps in flight at most; unset = from the
+    /// io properties file, else the engine default (128).
+    pub io_queue_depth: Option<usize>,
+    /// The io properties file written by `corekv tune io`; unset =
+    /// `data_dir/io-properties.toml` when it exists; "off" ignores it.
+    pub io_properties: Option<PathBuf>,
     /// Memtable size that triggers a flush, per shard.
     pub memtable_mib: u64,
     /// Block-cache budget per shard.
@@ -135,6 +144,9 @@ impl Default for NodeConfig {
             commitlog_sync: "batch".into(),
             commitlog_sync_period_ms: 10,
             commitlog_segment_mib: 64,
+            commit_batch_kib: None,
+            io_queue_depth: None,
+            io_properties: None,
             memtable_mib: 64,
             block_cache_mib: 64,
             conflict: "siblings".into(),
@@ -189,6 +201,14 @@ impl NodeConfig {
         }
     }
 
+    /// Smallest `commit_batch_kib` that works: one maximal record
+    /// (`max_key_bytes + max_value_bytes + 4 KiB`) plus 64 KiB of headroom
+    /// (the hint store's keys carry a prefix), rounded up to 64 KiB.
+    pub fn commit_batch_kib_min(&self) -> u64 {
+        let record = (self.max_key_bytes + self.max_value_bytes + 4096) as u64;
+        (record + (64 << 10)).div_ceil(64 << 10) * 64
+    }
+
     /// The engine options of shard `index`.
     pub fn engine_options(&self, index: usize) -> Result<corekv_engine::Options> {
         use corekv_engine::{ConflictMode, SyncMode};
@@ -213,6 +233,17 @@ impl NodeConfig {
             }
         };
         let max_record = self.max_key_bytes + self.max_value_bytes + 4096;
+        let batch = match self.commit_batch_kib {
+            Some(kib) if kib < self.commit_batch_kib_min() => {
+                return Err(Error::Config(format!(
+                    "commit_batch_kib = {kib} is below {} KiB: a batch must hold one maximal record (max_key_bytes + max_value_bytes + 4 KiB) plus 64 KiB",
+                    self.commit_batch_kib_min()
+                )))
+            }
+            Some(kib) => usize::try_from(kib.saturating_mul(1024)).unwrap_or(usize::MAX),
+            None => max_record.max(4 << 20),
+        };
+        let defaults = corekv_engine::Options::default();
         let opts = corekv_engine::Options {
             // Dots must be unique per writer: node id in the high bits, shard below.
             replica_id: (u64::from(self.node_id) << 16) | index as u64,
@@ -221,12 +252,14 @@ impl NodeConfig {
             conflict,
             sync_mode,
             segment_bytes: (self.commitlog_segment_mib << 20)
-                .max(2 * (max_record as u64).max(4 << 20)),
-            commit_batch_bytes_max: max_record.max(4 << 20),
+                .max(2 * (max_record as u64).max(4 << 20))
+                .max(2 * batch as u64),
+            commit_batch_bytes_max: batch,
+            max_concurrent_reads: self.io_queue_depth.unwrap_or(defaults.max_concurrent_reads),
             memtable_bytes_max: (self.memtable_mib << 20) as usize,
             block_cache_bytes: (self.block_cache_mib << 20) as usize,
             gc_grace: Duration::from_secs(self.gc_grace_s),
-            ..corekv_engine::Options::default()
+            ..defaults
         };
         opts.validate().map_err(|e| Error::Config(e.to_string()))?;
         Ok(opts)
@@ -347,6 +380,47 @@ mod tests {
             .expect_err("bad value")
             .to_string()
             .contains("commitlog_sync"));
+    }
+
+    #[test]
+    fn io_settings_reach_the_engine_and_are_checked() {
+        let c: NodeConfig = toml::from_str(
+            "commit_batch_kib = 2048\nio_queue_depth = 8\nio_properties = \"/x/io.toml\"\n",
+        )
+        .expect("parses");
+        assert_eq!(c.io_properties.as_deref(), Some(Path::new("/x/io.toml")));
+        let o = c.engine_options(0).expect("options");
+        assert_eq!(o.commit_batch_bytes_max, 2048 << 10);
+        assert_eq!(o.max_concurrent_reads, 8);
+        assert!(o.segment_bytes >= 2 * o.commit_batch_bytes_max as u64);
+        let d = NodeConfig::default().engine_options(0).expect("defaults");
+        assert_eq!(d.commit_batch_bytes_max, 4 << 20);
+        assert_eq!(
+            d.max_concurrent_reads,
+            corekv_engine::Options::default().max_concurrent_reads
+        );
+        // A batch too small for one maximal record (and the hint prefix).
+        let small = NodeConfig {
+            commit_batch_kib: Some(NodeConfig::default().commit_batch_kib_min() - 1),
+            ..NodeConfig::default()
+        };
+        let e = small.validate().expect_err("too small");
+        assert!(e.to_string().contains("commit_batch_kib"), "{e}");
+        let big = NodeConfig {
+            commit_batch_kib: Some(64 << 10),
+            ..NodeConfig::default()
+        };
+        let o = big.engine_options(0).expect("64 MiB batch");
+        assert!(o.segment_bytes >= 128 << 20);
+        let zero = NodeConfig {
+            io_queue_depth: Some(0),
+            ..NodeConfig::default()
+        };
+        assert!(zero
+            .validate()
+            .expect_err("zero")
+            .to_string()
+            .contains("max_concurrent_reads"));
     }
 
     #[test]

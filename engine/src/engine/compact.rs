@@ -173,7 +173,7 @@ impl Engine {
         } else {
             let meta = writer.finish().await?;
             Some(Rc::new(
-                TableReader::open(&meta.path, id, self.cache.clone()).await?,
+                TableReader::open(&meta.path, id, self.cache.clone(), self.reads.clone()).await?,
             ))
         };
         {

@@ -150,7 +150,7 @@ impl Engine {
         }
         let meta = writer.finish().await?;
         Ok(Rc::new(
-            TableReader::open(&meta.path, id, self.cache.clone()).await?,
+            TableReader::open(&meta.path, id, self.cache.clone(), self.reads.clone()).await?,
         ))
     }
 

@@ -116,6 +116,8 @@ pub struct Engine {
     me: Weak<Engine>,
     log: Rc<CommitLog>,
     cache: Rc<BlockCache>,
+    /// Bound on table-block reads in flight, shared by every table.
+    reads: Rc<io::ReadSlots>,
     clock: RefCell<HybridClock>,
     state: RefCell<State>,
     flush_lock: Semaphore,
@@ -150,9 +152,11 @@ impl Engine {
         });
         remove_orphans(&dir, &manifest)?;
         let cache = Rc::new(BlockCache::new(opts.block_cache_bytes));
+        let reads = Rc::new(io::ReadSlots::new(opts.max_concurrent_reads));
         let mut tables = Vec::with_capacity(manifest.tables.len());
         for &id in manifest.tables.iter().rev() {
-            let reader = TableReader::open(&table_path(&dir, id), id, cache.clone()).await?;
+            let reader =
+                TableReader::open(&table_path(&dir, id), id, cache.clone(), reads.clone()).await?;
             tables.push(Rc::new(reader));
         }
 
@@ -198,6 +202,7 @@ impl Engine {
             me: me.clone(),
             log,
             cache,
+            reads,
             clock: RefCell::new(clock),
             state: RefCell::new(State {
                 active,

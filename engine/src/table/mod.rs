@@ -125,7 +125,12 @@ mod tests {
 
     use super::*;
     use crate::cache::BlockCache;
+    use crate::io::ReadSlots;
     use crate::token::token_of;
+
+    fn slots() -> Rc<ReadSlots> {
+        Rc::new(ReadSlots::new(4))
+    }
 
     fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
         glommio::LocalExecutorBuilder::default()
@@ -167,7 +172,7 @@ mod tests {
             assert_eq!(meta.entries, rows.len() as u64);
             assert_eq!(meta.file_bytes % BLOCK_ALIGN as u64, 0);
             let r = Rc::new(
-                TableReader::open(&path, 9, Rc::new(BlockCache::new(1 << 20)))
+                TableReader::open(&path, 9, Rc::new(BlockCache::new(1 << 20)), slots())
                     .await
                     .expect("open"),
             );
@@ -217,13 +222,13 @@ mod tests {
             let n = bad.len();
             bad[n - 10] ^= 0xFF; // inside the footer's magic
             std::fs::write(&path, &bad).expect("write");
-            let e = TableReader::open(&path, 1, cache.clone())
+            let e = TableReader::open(&path, 1, cache.clone(), slots())
                 .await
                 .err()
                 .expect("bad footer");
             assert!(e.to_string().contains("t.sst"), "{e}");
             std::fs::write(&path, &good[..n - 4096]).expect("truncate");
-            assert!(TableReader::open(&path, 1, cache).await.is_err());
+            assert!(TableReader::open(&path, 1, cache, slots()).await.is_err());
         });
     }
 }

@@ -13,7 +13,7 @@ use super::iter::TableIter;
 use super::TableMeta;
 use crate::cache::BlockCache;
 use crate::error::{Error, Result};
-use crate::io;
+use crate::io::{self, ReadSlots};
 
 /// An open, immutable table. Index, bloom filter and properties stay in
 /// memory; data blocks are read on demand (one aligned DMA read each) and
@@ -24,11 +24,19 @@ pub(crate) struct TableReader {
     index: Vec<BlockHandle>,
     bloom: Bloom,
     cache: Rc<BlockCache>,
+    /// The shard's bound on block reads in flight.
+    reads: Rc<ReadSlots>,
 }
 
 impl TableReader {
     /// Opens `path`, reading and verifying footer, index, bloom and properties.
-    pub(crate) async fn open(path: &Path, id: u64, cache: Rc<BlockCache>) -> Result<Self> {
+    /// Block reads share `reads`, the shard's bound on reads in flight.
+    pub(crate) async fn open(
+        path: &Path,
+        id: u64,
+        cache: Rc<BlockCache>,
+        reads: Rc<ReadSlots>,
+    ) -> Result<Self> {
         let file = io::open_read(path).await?;
         let size = file.file_size().await.map_err(|e| Error::io(path, e))?;
         if size < FOOTER_BYTES as u64 {
@@ -89,6 +97,7 @@ impl TableReader {
             index,
             bloom,
             cache,
+            reads,
         })
     }
 
@@ -147,13 +156,15 @@ impl TableReader {
         if let Some(b) = self.cache.get(self.meta.id, handle.offset) {
             return Ok(b);
         }
-        let raw = io::read_exact(
-            &self.file,
-            &self.meta.path,
-            handle.offset,
-            handle.len as usize,
-        )
-        .await?;
+        let raw = self
+            .reads
+            .read_exact(
+                &self.file,
+                &self.meta.path,
+                handle.offset,
+                handle.len as usize,
+            )
+            .await?;
         block::verify(&raw).map_err(|e| self.block_error(n, e))?;
         let block: Rc<[u8]> = raw.into();
         if fill_cache {

@@ -37,6 +37,8 @@ pub fn small_options(conflict: ConflictMode) -> Options {
         gc_grace: Duration::from_secs(3600),
         compaction_min_tables: 3,
         compaction_max_tables: 8,
+        // Small, so concurrent reads in the tests also wait for slots.
+        max_concurrent_reads: 2,
         auto_compaction: true,
     }
 }

@@ -1,0 +1,47 @@
+//! What the host checks look at, gathered once by [`super::probe`]. Every
+//! field is the raw text (or number) the system gave; `None` means it was
+//! not available. Checks are pure functions of this.
+
+use std::collections::BTreeMap;
+
+/// Raw host state.
+#[derive(Clone, Debug)]
+pub struct HostFacts {
+    /// `scaling_governor` of each CPU that has cpufreq, as `(path, value)`;
+    /// empty when there is no cpufreq (typical of VMs).
+    pub governors: Vec<(String, String)>,
+    /// `/sys/kernel/mm/transparent_hugepage/enabled`.
+    pub thp_enabled: Option<String>,
+    /// Sysctl values by dotted name (`vm.swappiness`), for the names in
+    /// [`super::checks::SYSCTLS`] and the `vm.dirty_*bytes` pair.
+    pub sysctls: BTreeMap<String, String>,
+    /// RLIMIT_NOFILE (soft, hard) of this process.
+    pub nofile: Option<(u64, u64)>,
+    /// RLIMIT_MEMLOCK (soft, hard) of this process, bytes.
+    pub memlock: Option<(u64, u64)>,
+    /// `current_clocksource`.
+    pub clocksource: Option<String>,
+    /// `available_clocksource`.
+    pub clocksources_available: Option<String>,
+    /// `/proc/interrupts`.
+    pub interrupts: Option<String>,
+    /// Names a NIC's IRQs can carry (interface, bus device, PCI address).
+    pub nic_ids: Vec<String>,
+    /// `/proc/irq/N/smp_affinity_list` by IRQ number.
+    pub irq_affinity: BTreeMap<u32, String>,
+    /// `/sys/devices/system/cpu/online`.
+    pub online_cpus: Option<String>,
+    /// `/proc/sys/kernel/io_uring_disabled` (absent on older kernels).
+    pub io_uring_disabled: Option<String>,
+    /// Outcome of setting up a tiny io_uring in this process.
+    pub ring_setup: Result<(), String>,
+}
+
+/// Where shards will run, to compare NIC interrupt placement with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// `--cpus`: the CPUs shards are pinned to.
+    pub cpus: Option<Vec<usize>>,
+    /// `--shards`: without `--cpus`, shards take the first online CPUs.
+    pub shards: Option<usize>,
+}

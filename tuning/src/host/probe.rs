@@ -1,0 +1,117 @@
+//! The edge: reads `/proc`, `/sys` and rlimits into [`HostFacts`]. Nothing
+//! here interprets values; missing files become `None` or empty lists.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::checks::{sysctl_path, SYSCTLS, THP_PATH};
+use super::facts::HostFacts;
+use super::parse;
+
+fn read(path: impl AsRef<Path>) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+fn rlimit(resource: libc::__rlimit_resource_t) -> Option<(u64, u64)> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let rc = unsafe { libc::getrlimit(resource, &mut r) };
+    (rc == 0).then_some((r.rlim_cur, r.rlim_max))
+}
+
+fn governors() -> Vec<(String, String)> {
+    let Ok(dir) = std::fs::read_dir("/sys/devices/system/cpu") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = dir
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.strip_prefix("cpu")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| {
+            let path = e.path().join("cpufreq/scaling_governor");
+            let value = read(&path)?;
+            Some((path.display().to_string(), value.trim().to_string()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Names that a network interface's IRQs can carry: the interface name,
+/// its device's name (`virtio2`, or a PCI address) and the parent PCI
+/// address of a virtio device. Loopback and virtual interfaces (no
+/// `device` link) are skipped.
+fn nic_ids() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    for e in dir.flatten() {
+        let dev = e.path().join("device");
+        let Ok(target) = std::fs::canonicalize(&dev) else {
+            continue;
+        };
+        ids.push(e.file_name().to_string_lossy().into_owned());
+        if let Some(name) = target.file_name() {
+            ids.push(name.to_string_lossy().into_owned());
+        }
+        if let Some(parent) = target.parent().and_then(Path::file_name) {
+            let p = parent.to_string_lossy();
+            if p.contains(':') {
+                ids.push(p.into_owned());
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Gathers the host's state for [`super::checks::evaluate`].
+pub fn probe() -> HostFacts {
+    let mut sysctls = BTreeMap::new();
+    let names = SYSCTLS
+        .iter()
+        .map(|r| r.name)
+        .chain(["vm.dirty_bytes", "vm.dirty_background_bytes"]);
+    for name in names {
+        if let Some(v) = read(sysctl_path(name)) {
+            sysctls.insert(name.to_string(), v.trim().to_string());
+        }
+    }
+    let interrupts = read("/proc/interrupts");
+    let irq_affinity = interrupts
+        .as_deref()
+        .map(parse::interrupts)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|l| {
+            let v = read(format!("/proc/irq/{}/smp_affinity_list", l.irq))?;
+            Some((l.irq, v.trim().to_string()))
+        })
+        .collect();
+    HostFacts {
+        governors: governors(),
+        thp_enabled: read(THP_PATH),
+        sysctls,
+        nofile: rlimit(libc::RLIMIT_NOFILE),
+        memlock: rlimit(libc::RLIMIT_MEMLOCK),
+        clocksource: read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
+        clocksources_available: read(
+            "/sys/devices/system/clocksource/clocksource0/available_clocksource",
+        ),
+        interrupts,
+        nic_ids: nic_ids(),
+        irq_affinity,
+        online_cpus: read("/sys/devices/system/cpu/online"),
+        io_uring_disabled: read("/proc/sys/kernel/io_uring_disabled"),
+        ring_setup: crate::io::probe_ring().map_err(|e| e.to_string()),
+    }
+}
