@@ -114,7 +114,12 @@ impl Server {
             }
             let up =
                 |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok();
-            if up(&self.native) && up(&self.resp) {
+            // Every shard binds its own port; the shared ones answer as
+            // soon as the first shard is up.
+            if up(&self.native)
+                && up(&self.resp)
+                && (0..self.shards).all(|i| up(&self.shard_addr(i)))
+            {
                 return;
             }
             assert!(
