@@ -84,7 +84,10 @@ impl Ring {
         // process agrees.
         vnodes.sort_by_key(|&(t, index)| (t, members[index].id));
         vnodes.dedup_by_key(|&mut (t, _)| t);
-        let n = n.min(members.len()).max(1);
+        // Members without tokens (joining, or leaving in a future ring)
+        // are known but own nothing.
+        let owners_count = members.iter().filter(|m| !m.tokens.is_empty()).count();
+        let n = n.min(owners_count).max(1);
         let mut ring = Ring {
             members,
             tokens: vnodes.iter().map(|&(t, _)| t).collect(),
@@ -100,7 +103,7 @@ impl Ring {
                 let node = ring.owners[(start + step) % count];
                 if !walk.contains(&node) {
                     walk.push(node);
-                    if walk.len() == ring.members.len() {
+                    if walk.len() == owners_count {
                         break;
                     }
                 }

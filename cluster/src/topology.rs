@@ -74,6 +74,12 @@ struct TopologyJson {
     /// Ids of members the serving node believes down.
     #[serde(default)]
     down: Vec<u32>,
+    /// Ids of members joining (not yet owning ranges).
+    #[serde(default)]
+    joining: Vec<u32>,
+    /// Ids of members leaving (still owning ranges).
+    #[serde(default)]
+    leaving: Vec<u32>,
 }
 
 fn ring_member(id: u32, weight: f64, rack: &str, dc: &str, tokens: Vec<u64>) -> RingMember {
@@ -88,6 +94,12 @@ fn ring_member(id: u32, weight: f64, rack: &str, dc: &str, tokens: Vec<u64>) -> 
 
 /// Members, their liveness, and the ring built from them: one immutable
 /// snapshot of the cluster. `me` is `None` in a client.
+///
+/// While nodes join or leave there are two rings: the current one (normal
+/// and leaving nodes own ranges; reads use it) and the future one (normal
+/// and joining nodes). Writes also go to the future ring's replicas that
+/// the current one lacks, the *pending* replicas, so nothing written
+/// during the move is missing when it completes.
 #[derive(Clone, Debug)]
 pub struct Topology {
     cluster: String,
@@ -96,31 +108,69 @@ pub struct Topology {
     up: Vec<bool>,
     /// Per member: the status it announces.
     status: Vec<NodeStatus>,
+    /// Per member: the generation (process start) gossip knows (0 in a
+    /// client).
+    generation: Vec<u64>,
     ring: Ring,
+    future: Option<Ring>,
     me: Option<NodeIndex>,
     replication_factor: usize,
 }
 
 impl Topology {
-    /// The snapshot of a gossip view: every node whose status puts it on
-    /// the ring (normal or leaving), ordered by id, with N =
-    /// `replication_factor` capped at the member count.
+    /// The snapshot of `(member, status, up)` triples: every member but
+    /// those that left, ordered by id.
+    fn build(
+        cluster: &str,
+        my_id: Option<u32>,
+        replication_factor: usize,
+        mut nodes: Vec<(Member, NodeStatus, bool, u64)>,
+    ) -> Topology {
+        nodes.retain(|(m, status, _, _)| *status != NodeStatus::Left || Some(m.id) == my_id);
+        nodes.sort_by_key(|(m, _, _, _)| m.id);
+        let ring_of = |owns: &dyn Fn(NodeStatus) -> bool| {
+            let members = nodes
+                .iter()
+                .map(|(m, status, _, _)| {
+                    let tokens = if owns(*status) {
+                        m.tokens.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    ring_member(m.id, m.weight, &m.rack, &m.dc, tokens)
+                })
+                .collect();
+            Ring::new(members, replication_factor)
+        };
+        let moving = nodes
+            .iter()
+            .any(|(_, s, _, _)| matches!(s, NodeStatus::Joining | NodeStatus::Leaving));
+        Topology {
+            cluster: cluster.to_string(),
+            ring: ring_of(&|s| matches!(s, NodeStatus::Normal | NodeStatus::Leaving)),
+            future: moving
+                .then(|| ring_of(&|s| matches!(s, NodeStatus::Normal | NodeStatus::Joining))),
+            up: nodes.iter().map(|(_, _, up, _)| *up).collect(),
+            status: nodes.iter().map(|(_, s, _, _)| *s).collect(),
+            generation: nodes.iter().map(|(_, _, _, g)| *g).collect(),
+            me: my_id.and_then(|id| nodes.iter().position(|(m, _, _, _)| m.id == id)),
+            members: nodes.into_iter().map(|(m, _, _, _)| m).collect(),
+            replication_factor,
+        }
+    }
+
+    /// The snapshot of a gossip view.
     pub fn from_view(
         cluster: &str,
         my_id: u32,
         replication_factor: usize,
         view: &[PeerView],
     ) -> Topology {
-        let mut nodes: Vec<&PeerView> = view
-            .iter()
-            .filter(|p| p.state.status.in_ring() || p.state.meta.id == my_id)
-            .collect();
-        nodes.sort_by_key(|p| p.state.meta.id);
-        let members: Vec<Member> = nodes
+        let nodes = view
             .iter()
             .map(|p| {
                 let m = &p.state.meta;
-                Member {
+                let member = Member {
                     id: m.id,
                     native_addr: m.native_addr,
                     peer_addr: m.peer_addr,
@@ -129,22 +179,11 @@ impl Topology {
                     dc: m.dc.clone(),
                     weight: m.weight,
                     tokens: m.tokens.clone(),
-                }
+                };
+                (member, p.state.status, p.up, p.state.generation)
             })
             .collect();
-        let ring_members = members
-            .iter()
-            .map(|m| ring_member(m.id, m.weight, &m.rack, &m.dc, m.tokens.clone()))
-            .collect();
-        Topology {
-            cluster: cluster.to_string(),
-            up: nodes.iter().map(|p| p.up).collect(),
-            status: nodes.iter().map(|p| p.state.status).collect(),
-            me: members.iter().position(|m| m.id == my_id),
-            ring: Ring::new(ring_members, replication_factor),
-            members,
-            replication_factor,
-        }
+        Topology::build(cluster, Some(my_id), replication_factor, nodes)
     }
 
     /// The metadata this node announces: its addresses, shards, placement
@@ -184,20 +223,27 @@ impl Topology {
         if t.members.is_empty() || t.members.iter().any(|m| m.shards == 0) {
             return Err(Error::Config("topology lists no usable member".into()));
         }
-        let ring_members = t
+        let nodes = t
             .members
-            .iter()
-            .map(|m| ring_member(m.id, m.weight, &m.rack, &m.dc, m.tokens.clone()))
+            .into_iter()
+            .map(|m| {
+                let status = if t.joining.contains(&m.id) {
+                    NodeStatus::Joining
+                } else if t.leaving.contains(&m.id) {
+                    NodeStatus::Leaving
+                } else {
+                    NodeStatus::Normal
+                };
+                let up = !t.down.contains(&m.id);
+                (m, status, up, 0)
+            })
             .collect();
-        Ok(Topology {
-            cluster: t.cluster,
-            up: t.members.iter().map(|m| !t.down.contains(&m.id)).collect(),
-            status: vec![NodeStatus::Normal; t.members.len()],
-            ring: Ring::new(ring_members, t.replication_factor),
-            members: t.members,
-            me: None,
-            replication_factor: t.replication_factor,
-        })
+        Ok(Topology::build(
+            &t.cluster,
+            None,
+            t.replication_factor,
+            nodes,
+        ))
     }
 
     /// The TOPOLOGY response body.
@@ -209,12 +255,39 @@ impl Topology {
             node_id: me,
             replication_factor: self.replication_factor,
             members: self.members.clone(),
-            down: (0..self.members.len())
-                .filter(|&i| !self.up[i])
-                .map(|i| self.members[i].id)
-                .collect(),
+            down: self.ids_where(|t, i| !t.up[i]),
+            joining: self.ids_where(|t, i| t.status[i] == NodeStatus::Joining),
+            leaving: self.ids_where(|t, i| t.status[i] == NodeStatus::Leaving),
         })
         .unwrap_or_default()
+    }
+
+    fn ids_where(&self, pick: impl Fn(&Topology, usize) -> bool) -> Vec<u32> {
+        (0..self.members.len())
+            .filter(|&i| pick(self, i))
+            .map(|i| self.members[i].id)
+            .collect()
+    }
+
+    /// The ring after the joins and departures under way complete, when
+    /// any are.
+    pub fn future_ring(&self) -> Option<&Ring> {
+        self.future.as_ref()
+    }
+
+    /// Replicas of `token` in the future ring that the current one lacks:
+    /// writes go to them too.
+    pub fn pending(&self, token: u64) -> Vec<NodeIndex> {
+        let Some(future) = &self.future else {
+            return Vec::new();
+        };
+        let now = self.ring.replicas(token);
+        future
+            .replicas(token)
+            .iter()
+            .copied()
+            .filter(|n| !now.contains(n))
+            .collect()
     }
 
     /// The cluster's name.
@@ -247,6 +320,11 @@ impl Topology {
         self.members.len() == 1
     }
 
+    /// Ids of the members, in index order.
+    pub fn ids(&self) -> Vec<u32> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+
     /// Whether the failure detector believes member `i` up.
     pub fn is_up(&self, i: NodeIndex) -> bool {
         self.up.get(i).copied().unwrap_or(false)
@@ -255,6 +333,11 @@ impl Topology {
     /// The status member `i` announces.
     pub fn status(&self, i: NodeIndex) -> NodeStatus {
         self.status.get(i).copied().unwrap_or(NodeStatus::Normal)
+    }
+
+    /// The generation (process start, wall-clock ms) member `i` runs.
+    pub fn generation(&self, i: NodeIndex) -> u64 {
+        self.generation.get(i).copied().unwrap_or(0)
     }
 
     /// The index of the member with id `id`.

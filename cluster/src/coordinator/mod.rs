@@ -200,15 +200,19 @@ impl Coordinator {
         self.snapshot()
     }
 
-    /// The latest snapshot. When gossip has just seen a node come back,
-    /// this shard's own backoff for it ends too: the node answered
-    /// someone, so it is worth asking again at once.
+    /// The latest snapshot. When gossip has just seen a node come back or
+    /// restart, this shard's own backoff for it ends too: the node
+    /// answered someone, so it is worth asking again at once.
     fn snapshot(&self) -> Rc<Topology> {
         let (now, before) = self.topology.refresh();
         if let Some(before) = before {
             for (i, m) in now.members().iter().enumerate() {
-                let was_up = before.index_of(m.id).is_some_and(|j| before.is_up(j));
-                if now.is_up(i) && !was_up {
+                // Back up, or restarted (a new generation) before gossip
+                // even noticed it was gone.
+                let same = before
+                    .index_of(m.id)
+                    .is_some_and(|j| before.is_up(j) && before.generation(j) == now.generation(i));
+                if now.is_up(i) && !same {
                     self.links.forgive(m.id);
                 }
             }
@@ -313,11 +317,12 @@ impl Coordinator {
         key: &[u8],
         level: Consistency,
         default: Consistency,
-        sloppy: bool,
+        write: bool,
     ) -> Result<(Vec<Target>, Vec<NodeIndex>, usize), CoordinatorError> {
+        let sloppy = write && self.sloppy_quorum;
         let token = corekv_engine::token_of(key);
         let replicas = topo.ring().replicas(token);
-        let needed = required(level, default, replicas.len()).map_err(|m| {
+        let mut needed = required(level, default, replicas.len()).map_err(|m| {
             bump(&self.router.metrics().unavailable);
             CoordinatorError::Unavailable(m)
         })?;
@@ -364,6 +369,23 @@ impl Coordinator {
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
+        }
+        if write {
+            // Nodes joining (or taking over from a leaving one) get every
+            // write of their future ranges, and must acknowledge it like
+            // the replicas, so nothing acknowledged is missing when the move
+            // completes. One that is down gets a hint instead.
+            for node in topo.pending(token) {
+                if Some(node) == me {
+                    live.push(Target::Local);
+                    needed += 1;
+                } else if self.is_live(topo, node) {
+                    live.push(Target::Remote(node));
+                    needed += 1;
+                } else {
+                    down.push(node);
+                }
+            }
         }
         Ok((live, down, needed))
     }
@@ -442,8 +464,7 @@ impl Coordinator {
         level: Consistency,
     ) -> Result<VersionVector, CoordinatorError> {
         let topo = self.snapshot();
-        let (targets, down, needed) =
-            self.plan(&topo, key, level, self.default_write, self.sloppy_quorum)?;
+        let (targets, down, needed) = self.plan(&topo, key, level, self.default_write, true)?;
         let opts = WriteOptions { ttl, context };
         let (version, delta) = self
             .router
