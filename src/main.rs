@@ -87,6 +87,27 @@ enum Command {
     /// Measure the disk (`tune io`) or check the host (`tune host`).
     #[command(subcommand)]
     Tune(tune::TuneCommand),
+    /// Hand this node's ranges to their new owners and leave the ring
+    /// (refused if fewer nodes than the replication factor would remain);
+    /// shows progress and waits until done.
+    Decommission {
+        /// Give up following after this many seconds (the handoff goes on).
+        #[arg(long, default_value_t = 3600)]
+        wait_s: u64,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Remove a node that is dead for good: its ranges get new owners, and
+    /// every remaining node repairs so each range has N copies again.
+    Removenode {
+        /// The dead node's id.
+        id: u32,
+        /// Give up following each repair after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        wait_s: u64,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Show the node: shards, keys, memtable and SSTable sizes, commit-log mode.
     Status {
         /// Print the raw JSON.
@@ -371,6 +392,15 @@ fn main() -> Result<()> {
             &mut conn.connect()?,
             range,
             node,
+            Duration::from_secs(wait_s),
+        ),
+        Command::Decommission { wait_s, conn } => {
+            ops::decommission(&mut conn.connect()?, Duration::from_secs(wait_s))
+        }
+        Command::Removenode { id, wait_s, conn } => ops::removenode(
+            &mut conn.connect()?,
+            id,
+            Duration::from_secs(conn.timeout.max(1)),
             Duration::from_secs(wait_s),
         ),
         Command::Status { json, conn } => {

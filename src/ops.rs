@@ -115,3 +115,79 @@ pub fn repair(
         }
     }
 }
+
+/// Decommissions the node: starts the handoff and follows it until the
+/// node has left the ring.
+pub fn decommission(c: &mut Client, limit: Duration) -> Result<()> {
+    admin(c, &serde_json::json!({ "op": "decommission" }))?;
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = status(c)?;
+        let state = now["status"].as_str().unwrap_or("?").to_string();
+        if let Some(e) = now["movement_error"].as_str() {
+            eprintln!();
+            bail!("decommission stopped: {e}");
+        }
+        eprint!(
+            "\rdecommission: {state} · {}/{} ranges · {} keys · {} sent · {:.0} s   ",
+            total(&now, "stream_ranges_done"),
+            total(&now, "stream_ranges_total"),
+            total(&now, "stream_keys"),
+            mib(total(&now, "stream_bytes")),
+            started.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stderr().flush();
+        if state == "left" {
+            eprintln!();
+            println!(
+                "decommissioned in {:.1} s: the node holds no ranges; stop it",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            eprintln!();
+            bail!(
+                "still {state} after {} s; the handoff goes on in the background",
+                limit.as_secs()
+            );
+        }
+    }
+}
+
+/// Removes dead node `id`: the node at `c` declares it gone, then every
+/// remaining member repairs, so each range again has N copies.
+pub fn removenode(c: &mut Client, id: u32, timeout: Duration, limit: Duration) -> Result<()> {
+    admin(c, &serde_json::json!({ "op": "removenode", "id": id }))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let members = loop {
+        let now = status(c)?;
+        let members: Vec<(u64, String)> = now["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| Some((m["id"].as_u64()?, m["native_addr"].as_str()?.to_string())))
+            .collect();
+        if members.iter().all(|(m, _)| *m != u64::from(id)) {
+            break members;
+        }
+        if Instant::now() > deadline {
+            bail!("node {id} is still listed after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!(
+        "node {id} removed; repairing its ranges on {} nodes",
+        members.len()
+    );
+    // Let every member learn of the removal before repairing.
+    std::thread::sleep(Duration::from_secs(2));
+    for (member, addr) in members {
+        println!("node {member} ({addr}):");
+        let mut m = Client::connect(addr.as_str(), timeout)
+            .with_context(|| format!("cannot reach node {member} at {addr}"))?;
+        repair(&mut m, None, None, limit)?;
+    }
+    Ok(())
+}

@@ -22,6 +22,7 @@ pub mod coordinator;
 mod error;
 pub mod gossip;
 pub mod links;
+pub mod movement;
 pub mod repair;
 pub mod ring;
 pub mod runtime;

@@ -74,13 +74,15 @@ impl Cluster {
         i
     }
 
-    /// Waits until every running node sees every node up.
+    /// Waits until every running node sees every node up and normal
+    /// (joined: bootstrap done).
     pub fn wait_converged(&self) {
         let n = self.nodes.len();
         for (i, node) in self.nodes.iter().enumerate() {
-            wait_for(&format!("node {} to see {n} nodes up", i + 1), || {
-                up_ids(node).len() == n
-            });
+            wait_for(
+                &format!("node {} to see {n} nodes up and normal", i + 1),
+                || normal_ids(node).len() == n,
+            );
         }
     }
 
@@ -88,6 +90,20 @@ impl Cluster {
     pub fn client(&self, node: usize) -> Client {
         Client::connect(self.nodes[node].native, Duration::from_secs(10)).expect("connect")
     }
+}
+
+/// Ids of the members `node` believes up and normal, sorted.
+pub fn normal_ids(node: &Server) -> Vec<u64> {
+    let s = status(node);
+    let mut ids: Vec<u64> = s["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["up"].as_bool() == Some(true) && m["status"] == "normal")
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// Ids of the members `node` believes up, sorted.

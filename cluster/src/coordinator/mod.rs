@@ -143,6 +143,8 @@ pub struct Coordinator {
     mode: ConflictMode,
     trees: TreeCache,
     control: Arc<NodeControl>,
+    replication_factor: usize,
+    data_dir: std::path::PathBuf,
 }
 
 impl Coordinator {
@@ -172,12 +174,25 @@ impl Coordinator {
             mode,
             trees: TreeCache::default(),
             control,
+            replication_factor: config.replication_factor,
+            data_dir: config.data_dir.clone(),
         })
     }
 
     /// This shard's router (engine and mesh).
     pub fn router(&self) -> &Rc<Router> {
         &self.router
+    }
+
+    /// The configured replication factor N (the ring caps it at the
+    /// number of owners).
+    pub fn replication_factor_setting(&self) -> usize {
+        self.replication_factor
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.data_dir.clone()
     }
 
     /// This shard's peer connections.

@@ -142,6 +142,20 @@ impl Gossiper {
         }
     }
 
+    /// Declares node `id` gone on its behalf (removenode of a dead node):
+    /// its status becomes left with a newer version, which spreads like
+    /// any news. False when the node is unknown or this node itself.
+    pub fn remove(&mut self, id: u32) -> bool {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return false;
+        };
+        p.state.status = NodeStatus::Left;
+        p.state.version += 1;
+        self.view_version += 1;
+        self.events.push(Event::Changed(id));
+        true
+    }
+
     /// Every known node, this one included, by id.
     pub fn view(&self) -> Vec<PeerView> {
         let mut all: Vec<PeerView> = self
@@ -216,6 +230,20 @@ impl Gossiper {
         targets.dedup();
         let syn = self.syn();
         targets.into_iter().map(|t| (t, syn.clone())).collect()
+    }
+
+    /// What a stopping node sends every live peer: its own latest state,
+    /// so a status change made just before the stop (left, say) is not
+    /// lost with the process.
+    pub fn farewell(&self) -> Vec<(SocketAddr, Message)> {
+        let news = Message::Ack2 {
+            from: self.local.meta.id,
+            states: vec![Delta::for_partner(&self.local, None)],
+        };
+        self.addrs(true)
+            .into_iter()
+            .map(|a| (a, news.clone()))
+            .collect()
     }
 
     /// Handles a message from `from`; returns the answers to send.

@@ -23,6 +23,7 @@ use super::state::{EndpointState, NodeMeta, NodeStatus};
 use super::wire::{self, WireError};
 use crate::error::{Error, Result};
 use crate::runtime::config::NodeConfig;
+use crate::runtime::control::NodeControl;
 use crate::topology::{Member, SharedTopology, Topology};
 use crate::StopHandle;
 
@@ -69,14 +70,26 @@ struct RememberedPeer {
     status: String,
 }
 
+/// A running gossip thread and what it publishes.
+pub struct Gossip {
+    /// The topology snapshots it publishes.
+    pub topology: Arc<SharedTopology>,
+    /// Its figures.
+    pub stats: Arc<GossipStats>,
+    /// The thread; it ends (after telling its peers) once the node stops.
+    pub thread: std::thread::JoinHandle<()>,
+}
+
 /// Binds the gossip socket, loads remembered peers, publishes the first
 /// topology and starts the thread. On a first start with seeds, returns
 /// only once a seed answered (or after a bounded wait), so the node never
 /// serves with a ring of itself alone while a cluster exists.
 pub fn start(
     config: &NodeConfig,
+    status: NodeStatus,
+    control: Arc<NodeControl>,
     stop: StopHandle,
-) -> Result<(Arc<SharedTopology>, Arc<GossipStats>)> {
+) -> Result<Gossip> {
     let socket = UdpSocket::bind(config.peer_addr).map_err(|e| Error::Io {
         context: format!("binding the gossip socket (UDP {})", config.peer_addr),
         source: e,
@@ -91,7 +104,7 @@ pub fn start(
     let mut gossiper = Gossiper::new(
         &config.cluster_name,
         meta.clone(),
-        NodeStatus::Normal,
+        status,
         generation,
         settings,
     );
@@ -113,11 +126,14 @@ pub fn start(
         published: 0,
         syn_sent: HashMap::new(),
         interval: Duration::from_millis(config.gossip_interval_ms.max(1)),
+        control,
+        seen_status: 0,
+        seen_removals: 0,
     };
     node.publish_if_changed();
     let seeds_elsewhere = config.seeds.iter().any(|&s| s != meta.peer_addr);
     let (first_contact_tx, first_contact) = crossbeam_channel::bounded::<()>(1);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("corekv-gossip".into())
         .spawn(move || node.run(&stop, first_contact_tx))
         .map_err(|e| Error::Io {
@@ -134,7 +150,11 @@ pub fn start(
             );
         }
     }
-    Ok((shared, stats))
+    Ok(Gossip {
+        topology: shared,
+        stats,
+        thread,
+    })
 }
 
 struct GossipNode {
@@ -148,6 +168,9 @@ struct GossipNode {
     published: u64,
     syn_sent: HashMap<SocketAddr, Instant>,
     interval: Duration,
+    control: Arc<NodeControl>,
+    seen_status: u64,
+    seen_removals: u64,
 }
 
 impl GossipNode {
@@ -210,12 +233,28 @@ impl GossipNode {
                     tracing::trace!(error = %e, "gossip receive");
                 }
             }
+            if let Some(status) = self.control.take_announcement(&mut self.seen_status) {
+                tracing::info!(
+                    status = status.name(),
+                    "announcing a new status for this node"
+                );
+                self.gossiper.set_status(status);
+                self.persist();
+            }
+            for id in self.control.take_removals(&mut self.seen_removals) {
+                if self.gossiper.remove(id) {
+                    tracing::warn!(node = id, "node removed from the cluster (removenode)");
+                    self.persist();
+                }
+            }
             self.publish_if_changed();
             if !contacted && self.gossiper.knows_peers() {
                 contacted = true;
                 let _ = first_contact.try_send(());
             }
         }
+        let out = self.gossiper.farewell();
+        self.send(out);
         self.persist();
     }
 

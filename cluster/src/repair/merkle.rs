@@ -128,13 +128,15 @@ impl MerkleTree {
             .copied()
     }
 
-    /// The token range of leaf `leaf`, inclusive.
-    pub fn leaf_range(&self, leaf: usize) -> (u64, u64) {
+    /// The token range of leaf `leaf`, inclusive; `None` when the leaf
+    /// holds no token (more leaves than tokens).
+    pub fn leaf_range(&self, leaf: usize) -> Option<(u64, u64)> {
         let width = u128::from(self.end - self.start) + 1;
         let leaves = self.leaves() as u128;
         let lo = u128::from(self.start) + (width * leaf as u128).div_ceil(leaves);
-        let hi = u128::from(self.start) + (width * (leaf as u128 + 1)).div_ceil(leaves) - 1;
-        (lo as u64, hi as u64)
+        let hi = (u128::from(self.start) + (width * (leaf as u128 + 1)).div_ceil(leaves))
+            .checked_sub(1)?;
+        (lo <= hi).then_some((lo as u64, hi as u64))
     }
 }
 
@@ -250,10 +252,9 @@ mod tests {
             let t = MerkleTree::new(start, end, levels);
             let mut next = start;
             for leaf in 0..t.leaves() {
-                let (lo, hi) = t.leaf_range(leaf);
-                if lo > hi {
+                let Some((lo, hi)) = t.leaf_range(leaf) else {
                     continue; // more leaves than tokens
-                }
+                };
                 assert_eq!(lo, next, "leaf {leaf} of {start}..={end}");
                 assert_eq!(t.leaf_of(lo), leaf);
                 assert_eq!(t.leaf_of(hi), leaf);

@@ -150,10 +150,9 @@ impl SegmentRepair<'_> {
             }
         }
         for leaf in leaves {
-            let (lo, hi) = local.leaf_range(leaf as usize);
-            if lo > hi {
+            let Some((lo, hi)) = local.leaf_range(leaf as usize) else {
                 continue;
-            }
+            };
             self.repair_leaf(seg, lo, hi, &mut out).await?;
         }
         Ok(out)

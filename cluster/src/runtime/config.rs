@@ -113,6 +113,11 @@ pub struct NodeConfig {
     /// missed can come back after `gc_grace_s`). Must be below
     /// `gc_grace_s`.
     pub repair_interval_s: u64,
+    /// A node starting for the first time with seeds elsewhere joins as
+    /// "joining" and streams the ranges it will own before it serves them
+    /// (bootstrap). False: it owns its ranges at once, empty (for a new
+    /// cluster whose nodes all start together).
+    pub auto_bootstrap: bool,
     /// Bytes a shard streams per second at most for repair and topology
     /// changes, in MiB (0 = unthrottled).
     pub stream_mb_per_s: u64,
@@ -178,6 +183,7 @@ impl Default for NodeConfig {
             gossip_interval_ms: 200,
             repair_interval_s: 7 * 24 * 3600,
             stream_mb_per_s: 64,
+            auto_bootstrap: true,
             phi_convict_threshold: 8.0,
         }
     }

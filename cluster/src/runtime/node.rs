@@ -16,6 +16,8 @@ use crate::admin::{self, ReportSender, ShardReport};
 use crate::coordinator::{Coordinator, HintStore};
 use crate::error::{Error, Result};
 use crate::gossip;
+use crate::gossip::NodeStatus;
+use crate::movement::{self, Movement};
 use crate::runtime::control::NodeControl;
 use crate::server::{self, Shutdown};
 use crate::topology::SharedTopology;
@@ -54,6 +56,7 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
     let shards = config.shard_count();
     datadir::prepare(&config.data_dir, shards)?;
     let _lock = datadir::lock(&config.data_dir)?;
+    let status = initial_status(&config)?;
     ports_are_free(&config, shards)?;
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.flag.clone()).map_err(|e| Error::Io {
@@ -78,7 +81,15 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
         PoolPlacement::Unbound(shards)
     };
     tracing::info!(shards, native = %config.native_addr, resp = %config.resp_addr, data = %config.data_dir.display(), "starting corekv node");
-    let (topology, gossip_stats) = gossip::service::start(&config, stop.clone())?;
+    let control = Arc::new(NodeControl::default());
+    let gossip = gossip::service::start(&config, status, control.clone(), stop.clone())?;
+    let stop_gossip = stop.clone();
+    let (topology, gossip_stats) = (gossip.topology.clone(), gossip.stats.clone());
+    match status {
+        NodeStatus::Joining => control.start_movement(Movement::Bootstrap, shards),
+        NodeStatus::Leaving => control.start_movement(Movement::Decommission, shards),
+        _ => {}
+    }
     {
         let t = topology.load();
         tracing::info!(
@@ -98,7 +109,6 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
         }
         None => None,
     };
-    let control = Arc::new(NodeControl::default());
     let mesh = MeshBuilder::<Forward, _>::full(shards, MESH_CHANNEL_CAPACITY);
     let ready = Arc::new(AtomicUsize::new(0));
     let handles = LocalExecutorPoolBuilder::new(placement)
@@ -132,6 +142,12 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
             first_error.get_or_insert(e);
         }
     }
+    // The gossip thread tells its peers this node's last state (and ends
+    // even when shards failed rather than stopped).
+    stop_gossip.stop();
+    if gossip.thread.join().is_err() {
+        tracing::warn!("the gossip thread panicked");
+    }
     match first_error {
         Some(e) => Err(e),
         None => {
@@ -139,6 +155,40 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The status this node starts with: the one an earlier run saved, or
+/// joining on a first start with seeds elsewhere (bootstrap), else normal.
+fn initial_status(config: &NodeConfig) -> Result<NodeStatus> {
+    let saved = movement::load_node_status(&config.data_dir)?;
+    let status = match saved {
+        Some(NodeStatus::Left) => {
+            return Err(Error::DataDir {
+                path: config.data_dir.display().to_string(),
+                reason: "this node was decommissioned or removed; to rejoin, start it on an empty data directory".into(),
+            })
+        }
+        Some(s) => s,
+        None => {
+            let seeds_elsewhere = config.seeds.iter().any(|&s| s != config.peer_addr);
+            if seeds_elsewhere && config.auto_bootstrap {
+                NodeStatus::Joining
+            } else {
+                NodeStatus::Normal
+            }
+        }
+    };
+    movement::save_node_status(&config.data_dir, status).map_err(|e| Error::Io {
+        context: "saving node-state.json".into(),
+        source: e,
+    })?;
+    if saved.is_some_and(|s| s != NodeStatus::Normal) {
+        tracing::info!(
+            status = status.name(),
+            "resuming an interrupted topology change"
+        );
+    }
+    Ok(status)
 }
 
 /// Task-queue shares of repair (foreground queues have 1000): repair
@@ -196,6 +246,69 @@ impl Repairs {
             Err(e) => {
                 self.running.set(false);
                 tracing::warn!(error = %e, "could not start a repair task");
+            }
+        }
+    }
+}
+
+/// A shard's part in this node's topology change (bootstrap or
+/// decommission), started when the control cell's epoch moves.
+struct Movements {
+    seen_epoch: u64,
+    running: Rc<std::cell::Cell<bool>>,
+}
+
+impl Movements {
+    fn poll(
+        &mut self,
+        coordinator: &Rc<Coordinator>,
+        control: &Arc<NodeControl>,
+        config: &NodeConfig,
+        shard_dir: &std::path::Path,
+        queue: glommio::TaskQueueHandle,
+    ) {
+        let (epoch, movement) = control.movement();
+        if epoch == self.seen_epoch || self.running.get() {
+            return;
+        }
+        self.seen_epoch = epoch;
+        let Some(movement) = movement else { return };
+        self.running.set(true);
+        let running = self.running.clone();
+        let (c, control) = (coordinator.clone(), control.clone());
+        let mb = config.stream_mb_per_s;
+        let ring_delay = Duration::from_millis((5 * config.gossip_interval_ms).max(1000));
+        let dir = shard_dir.to_path_buf();
+        let data_dir = config.data_dir.clone();
+        let task = glommio::spawn_local_into(
+            async move {
+                match movement::run_shard(&c, movement, mb, ring_delay, &dir).await {
+                    Ok(()) => {
+                        if control.shard_done() {
+                            let outcome = movement.outcome();
+                            if let Err(e) = movement::save_node_status(&data_dir, outcome) {
+                                tracing::error!(error = %e, "could not save node-state.json");
+                            }
+                            tracing::info!(status = outcome.name(), "topology change complete");
+                            control.announce(outcome);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "topology change failed on this shard; restart the node to resume it");
+                        control.fail(e);
+                    }
+                }
+                running.set(false);
+            },
+            queue,
+        );
+        match task {
+            Ok(t) => {
+                t.detach();
+            }
+            Err(e) => {
+                self.running.set(false);
+                tracing::warn!(error = %e, "could not start a streaming task");
             }
         }
     }
@@ -320,6 +433,10 @@ async fn shard_main(
             "repair",
         ),
     };
+    let mut movements = Movements {
+        seen_epoch: 0,
+        running: Rc::new(std::cell::Cell::new(false)),
+    };
     if repairs.last_ms == 0 {
         // Never repaired: the first scheduled repair is an interval from now.
         repairs.last_ms = corekv_engine::version::wall_clock_ms();
@@ -331,6 +448,7 @@ async fn shard_main(
             last_report = std::time::Instant::now();
         }
         repairs.poll(&coordinator, &control, &config, &shard_dir);
+        movements.poll(&coordinator, &control, &config, &shard_dir, repairs.queue);
     }
     report(false);
     tracing::info!(

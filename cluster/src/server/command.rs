@@ -5,6 +5,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::coordinator::Coordinator;
+use crate::gossip::NodeStatus;
+use crate::movement::{self, Movement};
 use crate::repair::RepairRequest;
 
 #[derive(Deserialize)]
@@ -18,6 +20,14 @@ enum Command {
         end: Option<u64>,
         /// Only against this node.
         node: Option<u32>,
+    },
+    /// Hand this node's ranges to their new owners and leave the ring.
+    Decommission,
+    /// Declare a dead node gone for good; its ranges get new owners,
+    /// which a repair on every node then fills.
+    Removenode {
+        /// The dead node.
+        id: u32,
     },
 }
 
@@ -43,6 +53,54 @@ pub async fn run(coordinator: &Coordinator, command: &[u8]) -> Result<String, St
                 .repair
                 .request(RepairRequest { range, node });
             Ok(json!({ "started": "repair", "epoch": epoch }).to_string())
+        }
+        Command::Decommission => {
+            let topo = coordinator.topology();
+            let me = topo.me().ok_or("this node is not in its own topology")?;
+            match topo.status(me) {
+                NodeStatus::Normal => {}
+                NodeStatus::Leaving => {
+                    return Ok(json!({ "started": "decommission", "already": true }).to_string())
+                }
+                other => {
+                    return Err(format!(
+                        "this node is {}; only a normal node can be decommissioned",
+                        other.name()
+                    ))
+                }
+            }
+            let staying = (0..topo.members().len())
+                .filter(|&i| i != me && topo.status(i) == NodeStatus::Normal)
+                .count();
+            let n = coordinator.replication_factor_setting();
+            if staying < n {
+                return Err(format!(
+                    "refusing to decommission: {staying} normal nodes would remain, fewer than the replication factor {n}; add a node first"
+                ));
+            }
+            let data_dir = coordinator.data_dir();
+            movement::save_node_status(&data_dir, NodeStatus::Leaving)
+                .map_err(|e| format!("saving node-state.json: {e}"))?;
+            let control = coordinator.control();
+            control.announce(NodeStatus::Leaving);
+            control.start_movement(Movement::Decommission, coordinator.router().shards());
+            Ok(json!({ "started": "decommission" }).to_string())
+        }
+        Command::Removenode { id } => {
+            let topo = coordinator.topology();
+            let i = topo
+                .index_of(id)
+                .ok_or_else(|| format!("node {id} is not a member of the cluster"))?;
+            if Some(i) == topo.me() {
+                return Err("a node cannot remove itself; use decommission".into());
+            }
+            if topo.is_up(i) {
+                return Err(format!(
+                    "node {id} is up; decommission it instead (removenode is for nodes dead for good)"
+                ));
+            }
+            coordinator.control().remove(id);
+            Ok(json!({ "started": "removenode", "id": id }).to_string())
         }
     }
 }

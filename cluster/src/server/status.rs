@@ -63,6 +63,8 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
         "commitlog_sync": sync,
 
         "node_id": topology.me().map(|i| topology.members()[i].id),
+        "status": topology.me().map(|i| topology.status(i).name()),
+        "movement_error": coordinator.control().error(),
         "cluster": topology.cluster(),
         "replication_factor": topology.replication_factor(),
         "members": topology.members().iter().enumerate().map(|(i, m)| json!({
