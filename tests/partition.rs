@@ -168,12 +168,23 @@ fn cli(lab: &Lab, i: usize, args: &[&str]) -> Output {
 
 /// Ids node `i` believes up, or `None` while it does not answer.
 fn up_ids(lab: &Lab, i: usize) -> Option<Vec<u64>> {
+    ids_where(lab, i, |m| m["up"].as_bool() == Some(true))
+}
+
+/// Ids node `i` believes up and normal (joined).
+fn normal_ids(lab: &Lab, i: usize) -> Option<Vec<u64>> {
+    ids_where(lab, i, |m| {
+        m["up"].as_bool() == Some(true) && m["status"] == "normal"
+    })
+}
+
+fn ids_where(lab: &Lab, i: usize, pick: impl Fn(&serde_json::Value) -> bool) -> Option<Vec<u64>> {
     let out = cli(lab, i, &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     let mut ids: Vec<u64> = v["members"]
         .as_array()?
         .iter()
-        .filter(|m| m["up"].as_bool() == Some(true))
+        .filter(|m| pick(m))
         .filter_map(|m| m["id"].as_u64())
         .collect();
     ids.sort_unstable();
@@ -214,8 +225,8 @@ fn both_sides_of_a_partition_serve_what_their_quorum_allows_and_converge() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _nodes: Vec<Node> = (1..=3).map(|i| start(&lab, i, dir.path())).collect();
     for i in 1..=3 {
-        wait_for(&format!("node {i} to see all three"), || {
-            up_ids(&lab, i) == Some(vec![1, 2, 3])
+        wait_for(&format!("node {i} to see all three joined"), || {
+            normal_ids(&lab, i) == Some(vec![1, 2, 3])
         });
     }
 
