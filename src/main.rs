@@ -521,6 +521,28 @@ fn print_status(json: &str, member_timeout: Duration) -> Result<()> {
             ),
         }
     );
+    println!(
+        "this node: {} · repair: {} runs, last {} · {} segments left · {} keys pulled, {} pushed · streaming: {}/{} ranges, {} keys{}",
+        v["status"].as_str().unwrap_or("?"),
+        c["repair_runs"],
+        match c["repair_last_finished_ms"].as_u64() {
+            None | Some(0) => "never since start".to_string(),
+            Some(t) => format!(
+                "{} s ago",
+                corekv_engine::version::wall_clock_ms().saturating_sub(t) / 1000
+            ),
+        },
+        c["repair_segments_total"].as_u64().unwrap_or(0).saturating_sub(c["repair_segments_done"].as_u64().unwrap_or(0)),
+        c["repair_keys_pulled"],
+        c["repair_keys_pushed"],
+        c["stream_ranges_done"],
+        c["stream_ranges_total"],
+        c["stream_keys"],
+        v["movement_error"]
+            .as_str()
+            .map(|e| format!(" · FAILED: {e}"))
+            .unwrap_or_default()
+    );
     println!();
     println!(
         "{:>5} {:>12} {:>14} {:>8} {:>14} {:>10} {:>10}",

@@ -300,6 +300,77 @@ pub fn render(reports: &[ShardReport], ready: bool, gossip: &GossipStats) -> Str
         reports,
         e(|r| r.metrics.hints_dropped),
     );
+    for (name, help, value) in [
+        (
+            "repair_keys_pulled",
+            "Keys anti-entropy fetched from a peer and merged here",
+            e(|r| r.metrics.repair_keys_pulled),
+        ),
+        (
+            "repair_keys_pushed",
+            "Keys anti-entropy sent to a peer",
+            e(|r| r.metrics.repair_keys_pushed),
+        ),
+        (
+            "repair_bytes",
+            "Bytes anti-entropy exchanged (tree hashes, digests, sibling sets)",
+            e(|r| r.metrics.repair_bytes),
+        ),
+        (
+            "repair_runs",
+            "Repairs completed",
+            e(|r| r.metrics.repair_runs),
+        ),
+        (
+            "repair_segment_errors",
+            "Segments whose repair failed (retried by the next repair)",
+            e(|r| r.metrics.repair_errors),
+        ),
+        (
+            "stream_keys",
+            "Keys streamed by bootstrap or decommission",
+            e(|r| r.metrics.stream_keys),
+        ),
+        (
+            "stream_bytes",
+            "Bytes streamed by bootstrap or decommission",
+            e(|r| r.metrics.stream_bytes),
+        ),
+    ] {
+        counter(&mut registry, name, help, reports, value);
+    }
+    for (name, help, value) in [
+        (
+            "repair_running",
+            "1 while the shard runs a repair",
+            e(|r| r.metrics.repair_running),
+        ),
+        (
+            "repair_segments_remaining",
+            "Segments the running (or last) repair has yet to compare",
+            e(|r| {
+                r.metrics
+                    .repair_segments_total
+                    .saturating_sub(r.metrics.repair_segments_done)
+            }),
+        ),
+        (
+            "repair_last_finished_timestamp_seconds",
+            "When the shard's last repair finished (Unix time; 0 = never since start)",
+            e(|r| r.metrics.repair_last_finished_ms / 1000),
+        ),
+        (
+            "stream_ranges_remaining",
+            "Segments a bootstrap or decommission has yet to stream",
+            e(|r| {
+                r.metrics
+                    .stream_ranges_total
+                    .saturating_sub(r.metrics.stream_ranges_done)
+            }),
+        ),
+    ] {
+        gauge(&mut registry, name, help, reports, value);
+    }
     gauge(
         &mut registry,
         "hints_pending",
