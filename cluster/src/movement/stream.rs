@@ -20,7 +20,7 @@ use crate::topology::Member;
 
 /// Keys per streamed page.
 const PAGE_KEYS: u32 = 512;
-/// APPLYs in flight while pushing a page.
+/// Merges in flight while applying or pushing a page.
 const PUSH_IN_FLIGHT: usize = 64;
 /// A SCAN answer holds up to 4 MiB.
 const SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -162,14 +162,22 @@ impl Streamer<'_> {
                 Err(e) => return Err(e.to_string()),
             };
             let mut bytes = 0;
+            // Applied concurrently, so one group commit carries many.
+            let mut applying = FuturesUnordered::new();
             for (key, set) in &page.entries {
                 bytes += key.len() + set.len();
                 let set = SiblingSet::decode(set, self.mode)
                     .map_err(|e| format!("node {} sent a bad sibling set: {e}", source.id))?;
-                self.engine
-                    .apply(key, &set)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let engine = self.engine;
+                applying.push(async move { engine.apply(key, &set).await });
+                if applying.len() >= PUSH_IN_FLIGHT {
+                    if let Some(r) = applying.next().await {
+                        r.map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            while let Some(r) = applying.next().await {
+                r.map_err(|e| e.to_string())?;
             }
             self.count(page.entries.len(), bytes);
             self.throttle.spend(bytes).await;
