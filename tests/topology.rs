@@ -82,11 +82,46 @@ fn growing_from_3_to_6_and_shrinking_to_4_under_load_loses_nothing() {
         put(&mut c, k, "w", Vec::new(), Consistency::Quorum).expect("preload");
     }
     let writer = Writer::start(cluster.nodes[0].native, "grow");
+    // Reads and updates at QUORUM (the nodes' default levels) through
+    // node 2 meanwhile: open loop, bounded, stops by itself.
+    let bench = std::process::Command::new(common::corekv())
+        .args(["bench", "--quiet", "--workload", "a", "--keys", "2000"])
+        .args(["--rate", "1000", "--duration", "15s", "--threads", "1"])
+        .args(["--target", &format!("native://{}", cluster.nodes[1].native)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("corekv bench");
     for _ in 0..3 {
         cluster.add_node();
         cluster.wait_converged();
     }
     let (grown, failed) = writer.finish();
+    let out = bench.wait_with_output().expect("bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Vec<u64> = text
+        .lines()
+        .find(|l| l.starts_with("all "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .take(3)
+                .filter_map(|n| n.replace(',', "").parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(all.len(), 3, "{text}");
+    let (requests, errors, timeouts) = (all[0], all[1], all[2]);
+    assert!(requests > 5_000, "{text}");
+    assert!(
+        (errors + timeouts) * 100 <= requests,
+        "bench while growing: {text}"
+    );
     assert!(
         grown.len() > 100,
         "the writer made progress: {}",
