@@ -17,8 +17,10 @@
 //! sibling). Writes coordinated by different shards or nodes are
 //! unaffected.
 
+mod handoff;
 mod hints;
 mod quorum;
+mod replica;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,11 +31,12 @@ use std::time::{Duration, Instant};
 use corekv_engine::version::{wall_clock_ms, SiblingSet, VersionVector};
 use corekv_engine::{ConflictMode, WriteContext, WriteOptions};
 use corekv_net::native::Consistency;
-use corekv_net::peer::{PeerRequest, PeerResponse};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 pub use hints::{Hint, HintStore};
 pub use quorum::required;
+pub use replica::ReplicaError;
+use replica::Target;
 
 use crate::links::PeerLinks;
 use crate::repair::replica::TreeCache;
@@ -41,7 +44,7 @@ use crate::ring::NodeIndex;
 use crate::runtime::config::{parse_level, NodeConfig};
 use crate::runtime::control::NodeControl;
 use crate::runtime::metrics::bump;
-use crate::runtime::ops::{context_after, KvOp, KvReply, PutCondition, ReplicaOp, ReplicaReply};
+use crate::runtime::ops::{context_after, KvOp, KvReply, PutCondition};
 use crate::runtime::router::{RouteError, Router};
 use crate::topology::{SharedTopology, Topology, TopologyView};
 
@@ -73,53 +76,6 @@ pub enum CoordinatorError {
         needed: usize,
         /// The last replica error.
         last: String,
-    },
-}
-
-/// Why one replica did not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicaError {
-    /// This node's shard failed (typed, so a lone node reports e.g. a full
-    /// disk as such).
-    #[error(transparent)]
-    Local(#[from] RouteError),
-    /// Another node failed or could not be reached.
-    #[error("{0}")]
-    Remote(String),
-}
-
-impl ReplicaError {
-    fn into_coordinator(self, needed: usize) -> CoordinatorError {
-        match self {
-            ReplicaError::Local(e) => CoordinatorError::Local(e),
-            ReplicaError::Remote(last) => CoordinatorError::Failed {
-                answered: 0,
-                needed,
-                last,
-            },
-        }
-    }
-}
-
-/// Where a replica of a key lives, from this shard's point of view.
-#[derive(Clone, Copy, Debug)]
-enum Target {
-    /// On this node (this shard or another one via the mesh).
-    Local,
-    /// On another node.
-    Remote(NodeIndex),
-    /// Another node stands in for replica `owner`, which is down, and keeps
-    /// the write as a hint for it (sloppy quorum).
-    Fallback {
-        /// The stand-in.
-        node: NodeIndex,
-        /// The replica it stands in for.
-        owner: NodeIndex,
-    },
-    /// This node stands in for replica `owner` (a local hint).
-    LocalHint {
-        /// The replica it stands in for.
-        owner: NodeIndex,
     },
 }
 
@@ -646,112 +602,6 @@ impl Coordinator {
         }
     }
 
-    async fn replica_read(
-        &self,
-        topo: &Topology,
-        target: Target,
-        key: Vec<u8>,
-    ) -> Result<Option<SiblingSet>, ReplicaError> {
-        match target {
-            Target::Local => match self.router.call(ReplicaOp::Get { key }).await? {
-                ReplicaReply::Set(set) => Ok(set),
-                other => Err(ReplicaError::Remote(format!(
-                    "unexpected local reply {other:?}"
-                ))),
-            },
-            Target::Remote(node) => {
-                let member = &topo.members()[node];
-                let shard = member.shard_of(corekv_engine::token_of(&key));
-                match self
-                    .links
-                    .call(member, shard, PeerRequest::Read { key })
-                    .await
-                {
-                    Ok(PeerResponse::Set(None)) => Ok(None),
-                    Ok(PeerResponse::Set(Some(bytes))) => SiblingSet::decode(&bytes, self.mode)
-                        .map(Some)
-                        .map_err(|e| {
-                            ReplicaError::Remote(format!("replica sent a bad sibling set: {e}"))
-                        }),
-                    Ok(other) => Err(ReplicaError::Remote(format!(
-                        "unexpected replica reply {other:?}"
-                    ))),
-                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
-                }
-            }
-            Target::Fallback { .. } | Target::LocalHint { .. } => Err(ReplicaError::Remote(
-                "a stand-in does not serve reads".into(),
-            )),
-        }
-    }
-
-    async fn replica_apply(
-        &self,
-        topo: &Topology,
-        target: Target,
-        key: Vec<u8>,
-        delta: Rc<SiblingSet>,
-        encoded: Rc<Vec<u8>>,
-    ) -> Result<(), ReplicaError> {
-        match target {
-            Target::Local => {
-                // The mesh needs an owned set; remote replicas use `encoded`.
-                let delta = Rc::try_unwrap(delta).unwrap_or_else(|d| (*d).clone());
-                self.router.call(ReplicaOp::Apply { key, delta }).await?;
-                Ok(())
-            }
-            Target::Remote(node) => {
-                let member = &topo.members()[node];
-                let shard = member.shard_of(corekv_engine::token_of(&key));
-                let req = PeerRequest::Apply {
-                    key,
-                    set: encoded.to_vec(),
-                };
-                match self.links.call(member, shard, req).await {
-                    Ok(PeerResponse::Applied) => Ok(()),
-                    Ok(other) => Err(ReplicaError::Remote(format!(
-                        "unexpected replica reply {other:?}"
-                    ))),
-                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
-                }
-            }
-            Target::Fallback { node, owner } => {
-                let member = &topo.members()[node];
-                let shard = member.shard_of(corekv_engine::token_of(&key));
-                let req = PeerRequest::Hint {
-                    owner: topo.members()[owner].id,
-                    key,
-                    set: encoded.to_vec(),
-                };
-                match self.links.call(member, shard, req).await {
-                    Ok(PeerResponse::Applied) => Ok(()),
-                    Ok(other) => Err(ReplicaError::Remote(format!(
-                        "unexpected stand-in reply {other:?}"
-                    ))),
-                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
-                }
-            }
-            Target::LocalHint { owner } => {
-                let id = topo.members()[owner].id;
-                self.store_hint(id, &key, &encoded).await
-            }
-        }
-    }
-
-    /// Keeps a write for node `owner_id` as a durable hint on this shard
-    /// (this node stands in for it).
-    pub async fn store_hint(
-        &self,
-        owner_id: u32,
-        key: &[u8],
-        set: &[u8],
-    ) -> Result<(), ReplicaError> {
-        self.hints
-            .store(owner_id, key, set)
-            .await
-            .map_err(|e| ReplicaError::Local(RouteError::Engine(e)))
-    }
-
     /// Live nodes after the preference list that are not already standing
     /// in for a replica of this write, in ring order.
     fn spare_stand_ins(&self, topo: &Topology, key: &[u8], targets: &[Target]) -> Vec<NodeIndex> {
@@ -770,96 +620,10 @@ impl Coordinator {
             .collect()
     }
 
-    /// Stores, durably, the write each of `nodes` missed.
-    async fn store_hints(&self, topo: &Topology, nodes: &[NodeIndex], key: &[u8], set: &[u8]) {
-        for &node in nodes {
-            let id = topo.members()[node].id;
-            if let Err(e) = self.hints.store(id, key, set).await {
-                // Anti-entropy is left to bring the replica up to date.
-                tracing::warn!(node = id, error = %e, "could not store a hint");
-            }
-        }
-    }
-
-    /// Delivers hints to nodes that are reachable again, at most
-    /// `hint_replay_per_s` per second, until the shard stops; runs as a
-    /// background task. Each pass walks the whole store in batches.
-    pub async fn run_hint_replay(self: Rc<Self>, stopping: impl Fn() -> bool) {
-        const BATCH: usize = 128;
-        let mut after: Option<Vec<u8>> = None;
-        // The oldest hint left undelivered in the current pass.
-        let mut pass_oldest_ms: Option<u64> = None;
-        while !stopping() {
-            if self.router.metrics().hints_pending.get() == 0 {
-                self.router.metrics().hints_oldest_ms.set(0);
-                pass_oldest_ms = None;
-                glommio::timer::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            let started = Instant::now();
-            let (batch, next) = match self.hints.next_batch(after.as_deref(), BATCH).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading hints failed");
-                    glommio::timer::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            let mut sent = 0u32;
-            for hint in batch {
-                if stopping() {
-                    return;
-                }
-                let topo = self.snapshot();
-                let Some(node) = topo.index_of(hint.node_id) else {
-                    note_oldest(&mut pass_oldest_ms, hint.created_ms);
-                    continue; // no longer a member; the window will drop it
-                };
-                if !self.is_live(&topo, node) {
-                    note_oldest(&mut pass_oldest_ms, hint.created_ms);
-                    continue;
-                }
-                let member = &topo.members()[node];
-                let shard = member.shard_of(corekv_engine::token_of(&hint.key));
-                let req = PeerRequest::Apply {
-                    key: hint.key.clone(),
-                    set: hint.set.clone(),
-                };
-                sent += 1;
-                if let Ok(PeerResponse::Applied) = self.links.call(member, shard, req).await {
-                    if let Err(e) = self.hints.delivered(&hint).await {
-                        tracing::warn!(error = %e, "could not delete a delivered hint");
-                    }
-                } else {
-                    note_oldest(&mut pass_oldest_ms, hint.created_ms);
-                }
-            }
-            // Throttle: this batch may take at least sent / rate seconds.
-            let floor =
-                Duration::from_secs_f64(f64::from(sent) / f64::from(self.hint_replay_per_s));
-            let pause = floor.saturating_sub(started.elapsed());
-            after = next;
-            if after.is_none() {
-                let oldest = pass_oldest_ms.take().unwrap_or(0);
-                self.router.metrics().hints_oldest_ms.set(oldest);
-            }
-            let idle = if after.is_none() {
-                Duration::from_millis(200) // a full pass: wait before the next
-            } else {
-                Duration::ZERO
-            };
-            glommio::timer::sleep(pause.max(idle)).await;
-        }
-    }
-
     /// Flushes and closes the hint store (at shutdown, after draining).
     pub async fn close(&self) -> corekv_engine::Result<()> {
         self.hints.close().await
     }
-}
-
-fn note_oldest(oldest_ms: &mut Option<u64>, created_ms: u64) {
-    *oldest_ms = Some(oldest_ms.map_or(created_ms, |o| o.min(created_ms)));
 }
 
 /// The next answer, or `None` when none are left or the deadline passed.

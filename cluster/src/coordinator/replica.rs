@@ -1,0 +1,169 @@
+//! How the coordinator reaches one replica: this node's own shards over
+//! the channel mesh, another node's owning shard over a peer link, or a
+//! stand-in that keeps the write as a hint (sloppy quorum).
+
+use std::rc::Rc;
+
+use corekv_engine::version::SiblingSet;
+use corekv_net::peer::{PeerRequest, PeerResponse};
+
+use super::{Coordinator, CoordinatorError};
+use crate::ring::NodeIndex;
+use crate::runtime::ops::{ReplicaOp, ReplicaReply};
+use crate::runtime::router::RouteError;
+use crate::topology::Topology;
+
+/// Why one replica did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// This node's shard failed (typed, so a lone node reports e.g. a full
+    /// disk as such).
+    #[error(transparent)]
+    Local(#[from] RouteError),
+    /// Another node failed or could not be reached.
+    #[error("{0}")]
+    Remote(String),
+}
+
+impl ReplicaError {
+    pub(super) fn into_coordinator(self, needed: usize) -> CoordinatorError {
+        match self {
+            ReplicaError::Local(e) => CoordinatorError::Local(e),
+            ReplicaError::Remote(last) => CoordinatorError::Failed {
+                answered: 0,
+                needed,
+                last,
+            },
+        }
+    }
+}
+
+/// Where a replica of a key lives, from this shard's point of view.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Target {
+    /// On this node (this shard or another one via the mesh).
+    Local,
+    /// On another node.
+    Remote(NodeIndex),
+    /// Another node stands in for replica `owner`, which is down, and keeps
+    /// the write as a hint for it (sloppy quorum).
+    Fallback {
+        /// The stand-in.
+        node: NodeIndex,
+        /// The replica it stands in for.
+        owner: NodeIndex,
+    },
+    /// This node stands in for replica `owner` (a local hint).
+    LocalHint {
+        /// The replica it stands in for.
+        owner: NodeIndex,
+    },
+}
+
+impl Coordinator {
+    pub(super) async fn replica_read(
+        &self,
+        topo: &Topology,
+        target: Target,
+        key: Vec<u8>,
+    ) -> Result<Option<SiblingSet>, ReplicaError> {
+        match target {
+            Target::Local => match self.router.call(ReplicaOp::Get { key }).await? {
+                ReplicaReply::Set(set) => Ok(set),
+                other => Err(ReplicaError::Remote(format!(
+                    "unexpected local reply {other:?}"
+                ))),
+            },
+            Target::Remote(node) => {
+                let member = &topo.members()[node];
+                let shard = member.shard_of(corekv_engine::token_of(&key));
+                match self
+                    .links
+                    .call(member, shard, PeerRequest::Read { key })
+                    .await
+                {
+                    Ok(PeerResponse::Set(None)) => Ok(None),
+                    Ok(PeerResponse::Set(Some(bytes))) => SiblingSet::decode(&bytes, self.mode)
+                        .map(Some)
+                        .map_err(|e| {
+                            ReplicaError::Remote(format!("replica sent a bad sibling set: {e}"))
+                        }),
+                    Ok(other) => Err(ReplicaError::Remote(format!(
+                        "unexpected replica reply {other:?}"
+                    ))),
+                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
+                }
+            }
+            Target::Fallback { .. } | Target::LocalHint { .. } => Err(ReplicaError::Remote(
+                "a stand-in does not serve reads".into(),
+            )),
+        }
+    }
+
+    pub(super) async fn replica_apply(
+        &self,
+        topo: &Topology,
+        target: Target,
+        key: Vec<u8>,
+        delta: Rc<SiblingSet>,
+        encoded: Rc<Vec<u8>>,
+    ) -> Result<(), ReplicaError> {
+        match target {
+            Target::Local => {
+                // The mesh needs an owned set; remote replicas use `encoded`.
+                let delta = Rc::try_unwrap(delta).unwrap_or_else(|d| (*d).clone());
+                self.router.call(ReplicaOp::Apply { key, delta }).await?;
+                Ok(())
+            }
+            Target::Remote(node) => {
+                let member = &topo.members()[node];
+                let shard = member.shard_of(corekv_engine::token_of(&key));
+                let req = PeerRequest::Apply {
+                    key,
+                    set: encoded.to_vec(),
+                };
+                match self.links.call(member, shard, req).await {
+                    Ok(PeerResponse::Applied) => Ok(()),
+                    Ok(other) => Err(ReplicaError::Remote(format!(
+                        "unexpected replica reply {other:?}"
+                    ))),
+                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
+                }
+            }
+            Target::Fallback { node, owner } => {
+                let member = &topo.members()[node];
+                let shard = member.shard_of(corekv_engine::token_of(&key));
+                let req = PeerRequest::Hint {
+                    owner: topo.members()[owner].id,
+                    key,
+                    set: encoded.to_vec(),
+                };
+                match self.links.call(member, shard, req).await {
+                    Ok(PeerResponse::Applied) => Ok(()),
+                    Ok(other) => Err(ReplicaError::Remote(format!(
+                        "unexpected stand-in reply {other:?}"
+                    ))),
+                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
+                }
+            }
+            Target::LocalHint { owner } => {
+                let id = topo.members()[owner].id;
+                self.store_hint(id, &key, &encoded).await
+            }
+        }
+    }
+
+    /// Keeps a write for node `owner_id` as a durable hint on this shard
+    /// (this node stands in for it).
+    pub async fn store_hint(
+        &self,
+        owner_id: u32,
+        key: &[u8],
+        set: &[u8],
+    ) -> Result<(), ReplicaError> {
+        self.hints
+            .store(owner_id, key, set)
+            .await
+            .map_err(|e| ReplicaError::Local(RouteError::Engine(e)))
+    }
+}

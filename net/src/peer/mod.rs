@@ -1,0 +1,191 @@
+//! The internode protocol (docs/PROTOCOL.md, "Internode protocol"): how a
+//! coordinator shard asks a replica shard on another node to read or merge
+//! a key. Framed like the native protocol; sans-io.
+//!
+//! Versioning for rolling upgrades: a connection opens with HELLO, always
+//! framed as version 1 so every release can parse it. HELLO carries the
+//! range of versions the caller speaks; the answer names the highest
+//! version both speak, and every later frame on the connection uses it. A
+//! frame whose version the receiver does not speak gets an ERROR
+//! (`UnsupportedVersion`) naming the range it does.
+//!
+//! Sibling sets travel as the engine's encoding, opaque to this crate.
+
+mod codec;
+
+pub use codec::{decode_request, decode_response, encode_request, encode_response};
+
+use crate::native::ErrorCode;
+
+/// Oldest internode version this build speaks.
+pub const VERSION_MIN: u8 = 1;
+/// Newest internode version this build speaks (2 added HINT; 3 added
+/// TREE, DIGESTS and SCAN for anti-entropy and streaming).
+pub const VERSION_MAX: u8 = 3;
+/// The first version with HINT.
+pub const VERSION_HINT: u8 = 2;
+/// The first version with TREE, DIGESTS and SCAN.
+pub const VERSION_RANGES: u8 = 3;
+/// Most indices one TREE request may name.
+pub const TREE_INDICES_MAX: usize = 1 << 16;
+
+/// A request from a coordinator shard to a replica shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerRequest {
+    /// Opens a connection: who is calling and which versions it speaks.
+    Hello {
+        /// Oldest version the caller speaks.
+        version_min: u8,
+        /// Newest version the caller speaks.
+        version_max: u8,
+        /// The calling node's id.
+        node_id: u32,
+        /// The cluster name; a replica refuses callers from another cluster.
+        cluster: String,
+    },
+    /// Read the replica's sibling set of `key` (tombstones included).
+    Read {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Merge an encoded sibling set into the replica's state of `key`.
+    Apply {
+        /// The key.
+        key: Vec<u8>,
+        /// Encoded sibling set (engine codec).
+        set: Vec<u8>,
+    },
+    /// Keep a write for node `owner`, which is down, and hand it over when
+    /// it is back (sloppy quorum). Version 2 and later.
+    Hint {
+        /// The replica the write is meant for.
+        owner: u32,
+        /// The key.
+        key: Vec<u8>,
+        /// Encoded sibling set (engine codec).
+        set: Vec<u8>,
+    },
+    /// Hashes of nodes of the replica's Merkle tree over the tokens
+    /// `start..=end` with `levels` levels below the root (fanout 16).
+    /// Version 3 and later.
+    Tree {
+        /// First token.
+        start: u64,
+        /// Last token (inclusive).
+        end: u64,
+        /// Depth of the tree (leaves = 16^levels).
+        levels: u8,
+        /// Level asked for (0 = the root).
+        level: u8,
+        /// Node indices within that level.
+        indices: Vec<u32>,
+    },
+    /// `(key, digest of its sibling set)` for keys of `start..=end` in
+    /// `(token, key)` order, after `after`. Version 3 and later.
+    Digests {
+        /// First token.
+        start: u64,
+        /// Last token (inclusive).
+        end: u64,
+        /// Continue after this key (from the previous answer).
+        after: Option<Vec<u8>>,
+        /// Most keys to return.
+        limit: u32,
+    },
+    /// Keys of `start..=end` with their encoded sibling sets, after
+    /// `after` (streaming a range). Version 3 and later.
+    Scan {
+        /// First token.
+        start: u64,
+        /// Last token (inclusive).
+        end: u64,
+        /// Continue after this key.
+        after: Option<Vec<u8>>,
+        /// Most keys to return.
+        limit: u32,
+    },
+}
+
+impl PeerRequest {
+    /// The opcode byte: HELLO 0x41, READ 0x42, APPLY 0x43, HINT 0x44,
+    /// TREE 0x45, DIGESTS 0x46, SCAN 0x47.
+    pub fn opcode(&self) -> u8 {
+        match self {
+            PeerRequest::Hello { .. } => 0x41,
+            PeerRequest::Read { .. } => 0x42,
+            PeerRequest::Apply { .. } => 0x43,
+            PeerRequest::Hint { .. } => 0x44,
+            PeerRequest::Tree { .. } => 0x45,
+            PeerRequest::Digests { .. } => 0x46,
+            PeerRequest::Scan { .. } => 0x47,
+        }
+    }
+
+    /// The first protocol version that has this request.
+    pub fn version_needed(&self) -> u8 {
+        match self {
+            PeerRequest::Hello { .. } | PeerRequest::Read { .. } | PeerRequest::Apply { .. } => 1,
+            PeerRequest::Hint { .. } => VERSION_HINT,
+            PeerRequest::Tree { .. } | PeerRequest::Digests { .. } | PeerRequest::Scan { .. } => {
+                VERSION_RANGES
+            }
+        }
+    }
+}
+
+/// A page of a range: entries in `(token, key)` order and where to go on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The entries.
+    pub entries: Vec<(Vec<u8>, T)>,
+    /// Pass as `after` for the next page; `None` when the range is done.
+    pub next_after: Option<Vec<u8>>,
+}
+
+/// A replica shard's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerResponse {
+    /// Answer to HELLO: the version both ends now use, and who answers.
+    Hello {
+        /// Agreed version.
+        version: u8,
+        /// The replica node's id.
+        node_id: u32,
+        /// The replica node's shard count.
+        shards: u16,
+    },
+    /// Answer to READ: the encoded sibling set, or `None` if the replica
+    /// has never seen the key.
+    Set(Option<Vec<u8>>),
+    /// Answer to APPLY: merged and durable (per the replica's sync mode).
+    Applied,
+    /// Answer to TREE: one hash per index asked, in order.
+    Hashes(Vec<u64>),
+    /// Answer to DIGESTS.
+    Digests(Page<u64>),
+    /// Answer to SCAN: encoded sibling sets.
+    Entries(Page<Vec<u8>>),
+    /// The request failed.
+    Error {
+        /// Machine-readable reason (same codes as the native protocol).
+        code: ErrorCode,
+        /// Explanation.
+        message: String,
+    },
+}
+
+impl PeerResponse {
+    /// The opcode byte: HELLO 0xC1, SET 0xC2, APPLIED 0xC3, HASHES 0xC5,
+    /// DIGESTS 0xC6, ENTRIES 0xC7, ERROR 0xFF.
+    pub fn opcode(&self) -> u8 {
+        match self {
+            PeerResponse::Hello { .. } => 0xC1,
+            PeerResponse::Set(_) => 0xC2,
+            PeerResponse::Applied => 0xC3,
+            PeerResponse::Hashes(_) => 0xC5,
+            PeerResponse::Digests(_) => 0xC6,
+            PeerResponse::Entries(_) => 0xC7,
+            PeerResponse::Error { .. } => 0xFF,
+        }
+    }
+}
