@@ -423,10 +423,24 @@ impl TopologyView {
     }
 }
 
+/// A gossip view entry for `config`'s node, as tests build views.
+#[cfg(test)]
+pub(crate) fn test_peer(config: &NodeConfig, status: NodeStatus, up: bool) -> PeerView {
+    PeerView {
+        state: crate::gossip::EndpointState {
+            generation: 1,
+            heartbeat: 1,
+            version: 1,
+            status,
+            meta: Topology::local_meta(config),
+        },
+        up,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gossip::EndpointState;
 
     /// Nodes 1..=3 as gossip would show them; node 3 down.
     fn view() -> Vec<PeerView> {
@@ -440,16 +454,7 @@ mod tests {
                     rack: format!("r{id}"),
                     ..NodeConfig::default()
                 };
-                PeerView {
-                    state: EndpointState {
-                        generation: 1,
-                        heartbeat: 1,
-                        version: 1,
-                        status: NodeStatus::Normal,
-                        meta: Topology::local_meta(&config),
-                    },
-                    up: id != 3,
-                }
+                test_peer(&config, NodeStatus::Normal, id != 3)
             })
             .collect()
     }

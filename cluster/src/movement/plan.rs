@@ -128,7 +128,7 @@ pub fn segments(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gossip::{EndpointState, NodeStatus, PeerView};
+    use crate::gossip::{NodeStatus, PeerView};
     use crate::runtime::config::NodeConfig;
 
     fn view(statuses: &[NodeStatus]) -> Vec<PeerView> {
@@ -143,16 +143,7 @@ mod tests {
                     tokens: 16,
                     ..NodeConfig::default()
                 };
-                PeerView {
-                    state: EndpointState {
-                        generation: 1,
-                        heartbeat: 1,
-                        version: 1,
-                        status,
-                        meta: Topology::local_meta(&config),
-                    },
-                    up: true,
-                }
+                crate::topology::test_peer(&config, status, true)
             })
             .collect()
     }

@@ -135,6 +135,28 @@ impl Streamer<'_> {
         m.stream_bytes.set(m.stream_bytes.get() + bytes as u64);
     }
 
+    /// Counts a streamed page, waits for the budget, and saves the
+    /// cursor past it (or the segment as done).
+    async fn page_done(
+        &self,
+        state: &mut StreamState,
+        i: usize,
+        keys: usize,
+        bytes: usize,
+        next_after: Option<Vec<u8>>,
+    ) -> Result<(), String> {
+        self.count(keys, bytes);
+        self.throttle.spend(bytes).await;
+        let c = &mut state.cursors[i];
+        match next_after {
+            Some(next) => c.after = to_hex(&next),
+            None => c.done = true,
+        }
+        state
+            .save(self.shard_dir)
+            .map_err(|e| format!("saving stream progress: {e}"))
+    }
+
     /// Fetches `seg` from `source` (shard `source_shard`) and merges it
     /// here, from the saved cursor on.
     pub async fn pull(
@@ -179,16 +201,8 @@ impl Streamer<'_> {
             while let Some(r) = applying.next().await {
                 r.map_err(|e| e.to_string())?;
             }
-            self.count(page.entries.len(), bytes);
-            self.throttle.spend(bytes).await;
-            let c = &mut state.cursors[i];
-            match page.next_after {
-                Some(next) => c.after = to_hex(&next),
-                None => c.done = true,
-            }
-            state
-                .save(self.shard_dir)
-                .map_err(|e| format!("saving stream progress: {e}"))?;
+            self.page_done(state, i, page.entries.len(), bytes, page.next_after)
+                .await?;
         }
         Ok(())
     }
@@ -243,16 +257,8 @@ impl Streamer<'_> {
             while let Some(r) = pending.next().await {
                 r?;
             }
-            self.count(keys, bytes);
-            self.throttle.spend(bytes).await;
-            let c = &mut state.cursors[i];
-            match batch.next_after {
-                Some(next) => c.after = to_hex(&next),
-                None => c.done = true,
-            }
-            state
-                .save(self.shard_dir)
-                .map_err(|e| format!("saving stream progress: {e}"))?;
+            self.page_done(state, i, keys, bytes, batch.next_after)
+                .await?;
         }
         Ok(())
     }
