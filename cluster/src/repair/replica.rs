@@ -78,6 +78,56 @@ pub async fn build_tree(
     Ok(tree.finish())
 }
 
+/// Keys read from the engine per step of a page: each step holds full
+/// sibling sets in memory, so a page of large values is built a few at a
+/// time.
+const PAGE_STEP: usize = 64;
+
+/// Builds a page of at most `limit` keys of `start..=end` after `after`,
+/// stopping early once `bytes_max` bytes were added; `item` turns a key's
+/// set into what the page carries and its size.
+async fn page<T>(
+    engine: &Engine,
+    start: u64,
+    end: u64,
+    after: Option<&[u8]>,
+    limit: usize,
+    bytes_max: usize,
+    item: impl Fn(&corekv_engine::version::SiblingSet) -> (T, usize),
+) -> corekv_engine::Result<Page<T>> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut cursor: Option<Vec<u8>> = after.map(<[u8]>::to_vec);
+    loop {
+        let want = PAGE_STEP.min(limit - out.len());
+        let batch = engine
+            .scan(TokenRange { start, end }, cursor.as_deref(), want)
+            .await?;
+        for (key, set) in batch.entries {
+            let (value, size) = item(&set);
+            bytes += key.len() + size;
+            cursor = Some(key.clone());
+            out.push((key, value));
+        }
+        let more = batch.next_after.is_some();
+        if more {
+            cursor = batch.next_after;
+        }
+        if !more {
+            return Ok(Page {
+                entries: out,
+                next_after: None,
+            });
+        }
+        if out.len() >= limit || bytes >= bytes_max {
+            return Ok(Page {
+                entries: out,
+                next_after: cursor,
+            });
+        }
+    }
+}
+
 /// Up to `limit` `(key, digest)` pairs of `start..=end` after `after`.
 pub async fn digests(
     engine: &Engine,
@@ -86,15 +136,10 @@ pub async fn digests(
     after: Option<&[u8]>,
     limit: usize,
 ) -> corekv_engine::Result<Page<u64>> {
-    let batch = engine.scan(TokenRange { start, end }, after, limit).await?;
-    Ok(Page {
-        entries: batch
-            .entries
-            .into_iter()
-            .map(|(k, set)| (k, set_digest(&set.to_bytes())))
-            .collect(),
-        next_after: batch.next_after,
+    page(engine, start, end, after, limit.max(1), usize::MAX, |set| {
+        (set_digest(&set.to_bytes()), 8)
     })
+    .await
 }
 
 /// Up to `limit` keys of `start..=end` after `after` with their encoded
@@ -106,26 +151,20 @@ pub async fn entries(
     after: Option<&[u8]>,
     limit: usize,
 ) -> corekv_engine::Result<Page<Vec<u8>>> {
-    let batch = engine.scan(TokenRange { start, end }, after, limit).await?;
-    let mut out = Vec::with_capacity(batch.entries.len());
-    let mut bytes = 0usize;
-    let total = batch.entries.len();
-    for (i, (key, set)) in batch.entries.into_iter().enumerate() {
-        let encoded = set.to_bytes();
-        bytes += key.len() + encoded.len();
-        out.push((key, encoded));
-        if bytes >= ENTRIES_BYTES_MAX && i + 1 < total {
-            let next_after = out.last().map(|(k, _)| k.clone());
-            return Ok(Page {
-                entries: out,
-                next_after,
-            });
-        }
-    }
-    Ok(Page {
-        entries: out,
-        next_after: batch.next_after,
-    })
+    page(
+        engine,
+        start,
+        end,
+        after,
+        limit.max(1),
+        ENTRIES_BYTES_MAX,
+        |set| {
+            let encoded = set.to_bytes();
+            let size = encoded.len();
+            (encoded, size)
+        },
+    )
+    .await
 }
 
 /// Answers TREE, DIGESTS or SCAN for shard `shard` of `shards`; `None`
