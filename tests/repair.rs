@@ -150,3 +150,28 @@ fn repair_settings_that_would_resurrect_deletes_are_refused() {
         );
     }
 }
+
+#[test]
+fn the_scheduler_repairs_without_being_asked() {
+    // Repairs every second: a replica that missed writes (no hints) catches
+    // up by itself.
+    let mut cluster = Cluster::start(2, "hints_max_per_shard = 0\nrepair_interval_s = 1");
+    let mut c = cluster.client(0);
+    cluster.nodes[1].signal_and_wait("-KILL");
+    for i in 0..300 {
+        put(&mut c, &format!("s{i}"), "v", Vec::new(), Consistency::One).expect("W=1");
+    }
+    cluster.nodes[1].restart();
+    cluster.wait_converged();
+    common::cluster::wait_for("a scheduled repair to bring node 2 up to date", || {
+        let s = status(&cluster.nodes[1]);
+        s["totals"]["repair_runs"].as_u64() >= Some(1) && s["keys_estimate"].as_u64() == Some(300)
+    });
+    // Node 2's own replica answers everything (ONE is served locally first).
+    cluster.nodes[0].signal_and_wait("-KILL");
+    let mut c2 = cluster.client(1);
+    for i in 0..300 {
+        let got = get(&mut c2, &format!("s{i}"), Consistency::One).expect("ONE");
+        assert_eq!(values(&got), ["v"], "s{i}");
+    }
+}
