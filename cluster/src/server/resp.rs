@@ -35,17 +35,24 @@ pub(super) async fn serve_connection(
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // Run the buffered commands concurrently (so pipelined writes share
+    // commit-log syncs) but answer in order; a command touching a key an
+    // earlier command still running writes (or reads, for a write) waits
+    // for it, so a pipeline behaves as if run one by one.
+    let mut pending: VecDeque<Pending> = VecDeque::new();
     loop {
         let mut quit = false;
-        // Run the buffered commands concurrently (so pipelined writes share
-        // commit-log syncs) but answer in order; a command touching a key an
-        // earlier pending command writes (or reads, for a write) waits for
-        // it, so a pipeline behaves as if run one by one.
-        let mut pending: VecDeque<Pending> = VecDeque::new();
+        // Commands are parsed at an offset and the consumed bytes dropped
+        // once per read: draining per command moved the rest of a pipelined
+        // batch down every time.
+        let mut at = 0;
+        // Pending commands still running (not answered inline): only they
+        // can conflict with a later command.
+        let mut running = 0usize;
         loop {
-            match resp::parse_command(&buf, &parse_limits) {
+            match resp::parse_command(&buf[at..], &parse_limits) {
                 Ok(Some((parsed, used))) => {
-                    buf.drain(..used);
+                    at += used;
                     let Parsed::Command(cmd) = parsed else {
                         continue;
                     };
@@ -55,46 +62,87 @@ pub(super) async fn serve_connection(
                         quit = true;
                         break;
                     }
-                    let (reads, writes) = keys_of(&cmd);
-                    let conflict = pending.iter().any(|p| p.conflicts(&reads, &writes));
+                    // Keys are hashed only when they may be needed: to check
+                    // against running commands, or for a write, which will be
+                    // running itself (it waits for the commit log).
+                    let keys = (running > 0 || !is_read(&cmd)).then(|| keys_of(&cmd));
+                    let conflict = match &keys {
+                        Some((reads, writes)) => pending.iter().any(|p| p.conflicts(reads, writes)),
+                        None => false,
+                    };
                     if conflict || pending.len() >= limits.max_in_flight.max(1) {
                         drain(&mut pending, &mut out).await;
+                        running = 0;
                     }
-                    let coordinator = coordinator.clone();
-                    let shutdown = shutdown.clone();
-                    shutdown.request_started();
-                    let mut run = Box::pin(async move {
+                    if let Command::Get(key) = &cmd {
+                        // A lone node's point read from memory: answered
+                        // here from the borrowed value, without a future,
+                        // a decoded set, or a copy of the value. Straight
+                        // into the output when nothing is queued before it.
                         let started = std::time::Instant::now();
-                        let kind = match &cmd {
-                            Command::Get(_)
-                            | Command::Mget(_)
-                            | Command::Exists(_)
-                            | Command::Ttl(_) => RequestKind::Get,
-                            Command::Set { .. } | Command::Mset(_) | Command::Expire { .. } => {
-                                RequestKind::Put
-                            }
-                            Command::Del(_) => RequestKind::Delete,
-                            _ => RequestKind::Other,
+                        let answered = if pending.is_empty() {
+                            coordinator
+                                .read_winner_now(key, Consistency::Default, |w| {
+                                    resp::encode_bulk(w.map(|(value, _)| value), &mut out)
+                                })
+                                .map(|r| r.map_err(err).err())
+                        } else {
+                            coordinator
+                                .read_winner_now(key, Consistency::Default, |w| {
+                                    Reply::Bulk(w.map(|(value, _)| value.to_vec()))
+                                })
+                                .map(|r| Some(r.unwrap_or_else(err)))
                         };
-                        let reply = execute(&coordinator, cmd).await;
-                        coordinator
-                            .router()
-                            .metrics()
-                            .record(kind, started.elapsed());
-                        shutdown.request_finished();
-                        reply
-                    });
+                        if let Some(reply) = answered {
+                            coordinator
+                                .router()
+                                .metrics()
+                                .record(RequestKind::Get, started.elapsed());
+                            if let Some(reply) = reply {
+                                if pending.is_empty() {
+                                    reply.encode(&mut out);
+                                } else {
+                                    pending.push_back(Pending {
+                                        slot: Slot::Done(reply),
+                                        reads: Tokens::None,
+                                        writes: Tokens::None,
+                                    });
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                    shutdown.request_started();
+                    let mut run = Box::pin(run_command(coordinator.clone(), shutdown.clone(), cmd));
                     // Most reads finish without waiting (memtable or cached
-                    // block): run them here; only what must wait gets a task.
-                    let slot = match future::poll_once(&mut run).await {
-                        Some(reply) => Slot::Done(reply),
-                        None => Slot::Running(glommio::spawn_local(run)),
+                    // block) and are answered here. The rest stay in the
+                    // queue and are polled again when drained, in order: no
+                    // task per command, and a pipelined batch of writes
+                    // wakes this one task when its commit-log write is done.
+                    let pending_entry = match future::poll_once(&mut run).await {
+                        Some(reply) if pending.is_empty() => {
+                            reply.encode(&mut out);
+                            continue;
+                        }
+                        Some(reply) => Pending {
+                            slot: Slot::Done(reply),
+                            reads: Tokens::None,
+                            writes: Tokens::None,
+                        },
+                        None => {
+                            running += 1;
+                            // A read that must wait (a table read) and whose
+                            // keys were not hashed conflicts with any later
+                            // write: rare, and only ever makes one wait.
+                            let (reads, writes) = keys.unwrap_or((Tokens::All, Tokens::None));
+                            Pending {
+                                slot: Slot::Running(run),
+                                reads,
+                                writes,
+                            }
+                        }
                     };
-                    pending.push_back(Pending {
-                        slot,
-                        reads,
-                        writes,
-                    });
+                    pending.push_back(pending_entry);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -105,6 +153,7 @@ pub(super) async fn serve_connection(
                 }
             }
         }
+        buf.drain(..at);
         drain(&mut pending, &mut out).await;
         if !out.is_empty() {
             stream.write_all(&out).await?;
@@ -129,10 +178,40 @@ pub(super) async fn serve_connection(
     }
 }
 
-/// A command's reply, or the task still computing it.
+/// Runs one command, recording its latency and ending its shutdown
+/// accounting.
+async fn run_command(coordinator: Rc<Coordinator>, shutdown: Shutdown, cmd: Command) -> Reply {
+    let started = std::time::Instant::now();
+    let kind = match &cmd {
+        Command::Get(_) | Command::Mget(_) | Command::Exists(_) | Command::Ttl(_) => {
+            RequestKind::Get
+        }
+        Command::Set { .. } | Command::Mset(_) | Command::Expire { .. } => RequestKind::Put,
+        Command::Del(_) => RequestKind::Delete,
+        _ => RequestKind::Other,
+    };
+    let reply = execute(&coordinator, cmd).await;
+    coordinator
+        .router()
+        .metrics()
+        .record(kind, started.elapsed());
+    shutdown.request_finished();
+    reply
+}
+
+/// Commands that only read keys (or touch none).
+fn is_read(cmd: &Command) -> bool {
+    !matches!(
+        cmd,
+        Command::Set { .. } | Command::Mset(_) | Command::Expire { .. } | Command::Del(_)
+    )
+}
+
+/// A command's reply, or the command still computing it (polled again by
+/// [`drain`]).
 enum Slot {
     Done(Reply),
-    Running(glommio::Task<Reply>),
+    Running(std::pin::Pin<Box<dyn std::future::Future<Output = Reply>>>),
 }
 
 /// A command of the current pipeline, with the keys it reads and writes.
@@ -143,11 +222,14 @@ struct Pending {
 }
 
 impl Pending {
+    /// Whether a later command reading `reads` and writing `writes` must
+    /// wait for this one. Answered commands never conflict.
     fn conflicts(&self, reads: &Tokens, writes: &Tokens) -> bool {
-        writes
-            .iter()
-            .any(|t| self.writes.contains(t) || self.reads.contains(t))
-            || reads.iter().any(|t| self.writes.contains(t))
+        if matches!(self.slot, Slot::Done(_)) {
+            return false;
+        }
+        (!writes.is_empty() && (writes.meets(&self.writes) || writes.meets(&self.reads)))
+            || reads.meets(&self.writes)
     }
 }
 
@@ -159,6 +241,8 @@ enum Tokens {
     None,
     One(u64),
     Many(Vec<u64>),
+    /// Unknown keys: treated as touching every key.
+    All,
 }
 
 impl Tokens {
@@ -173,17 +257,20 @@ impl Tokens {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        let (one, many): (Option<u64>, &[u64]) = match self {
-            Tokens::None => (None, &[]),
-            Tokens::One(t) => (Some(*t), &[]),
-            Tokens::Many(v) => (None, v),
-        };
-        one.into_iter().chain(many.iter().copied())
+    fn is_empty(&self) -> bool {
+        matches!(self, Tokens::None)
     }
 
-    fn contains(&self, token: u64) -> bool {
-        self.iter().any(|t| t == token)
+    /// Whether the two share a token (`All` shares with anything but an
+    /// empty set).
+    fn meets(&self, other: &Tokens) -> bool {
+        match (self, other) {
+            (Tokens::None, _) | (_, Tokens::None) => false,
+            (Tokens::All, _) | (_, Tokens::All) => true,
+            (Tokens::One(a), Tokens::One(b)) => a == b,
+            (Tokens::One(a), Tokens::Many(v)) | (Tokens::Many(v), Tokens::One(a)) => v.contains(a),
+            (Tokens::Many(a), Tokens::Many(b)) => a.iter().any(|t| b.contains(t)),
+        }
     }
 }
 
@@ -192,7 +279,7 @@ async fn drain(pending: &mut VecDeque<Pending>, out: &mut Vec<u8>) {
     while let Some(p) = pending.pop_front() {
         match p.slot {
             Slot::Done(reply) => reply.encode(out),
-            Slot::Running(task) => task.await.encode(out),
+            Slot::Running(run) => run.await.encode(out),
         }
     }
 }
