@@ -20,13 +20,13 @@ port=18379
 bin=${CARGO_TARGET_DIR:-target}/release/corekv
 case $which in
 corekv)
-    taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out/$which.%p" \
+    taskset -c 0 valgrind --tool=callgrind ${CG_OPTS:-} --callgrind-out-file="$out/$which.%p" \
         "$bin" serve --shards 1 --cpus 0 --commitlog-sync periodic --data-dir "$work/d" \
         --native-addr 127.0.0.1:18000 --resp-addr 127.0.0.1:$port --log warn \
         >"$work/log" 2>&1 &
     ;;
 redis)
-    taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out/$which.%p" \
+    taskset -c 0 valgrind --tool=callgrind ${CG_OPTS:-} --callgrind-out-file="$out/$which.%p" \
         redis-server --port $port --bind 127.0.0.1 --appendonly yes --appendfsync everysec \
         --save "" --dir "$work" --daemonize no --loglevel warning >"$work/log" 2>&1 &
     ;;

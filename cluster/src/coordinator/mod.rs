@@ -330,6 +330,42 @@ impl Coordinator {
         Ok((live, down, needed))
     }
 
+    /// Whether this shard is `key`'s only replica (a single node) and a
+    /// write at `level` needs no other: then [`Coordinator::write_here`] is
+    /// the whole write, as [`Coordinator::write`] would run it.
+    pub fn writes_here_alone(&self, key: &[u8], level: Consistency) -> bool {
+        let topo = self.topology.current();
+        topo.me().is_some_and(|me| {
+            topo.ring().replicas(corekv_engine::token_of(key)) == [me]
+                && self.router.owns(key)
+                && required(level, self.default_write, 1).is_ok()
+        })
+    }
+
+    /// A write stored on this shard alone, for a key
+    /// [`writes_here_alone`](Coordinator::writes_here_alone) accepted: mint
+    /// the version, apply it, return the context that covers it. A small
+    /// future with no replica fan-out in it, so a pipelined client's
+    /// writes cost no more than the engine's.
+    pub async fn write_here(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        ttl: Option<Duration>,
+        context: WriteContext,
+    ) -> Result<VersionVector, CoordinatorError> {
+        let engine = self.router.engine();
+        let opts = WriteOptions { ttl, context };
+        let (version, delta) = engine
+            .mint(key, value, &opts)
+            .map_err(|e| CoordinatorError::Local(e.into()))?;
+        engine
+            .apply(key, &delta)
+            .await
+            .map_err(|e| CoordinatorError::Local(e.into()))?;
+        Ok(context_after(&opts.context, version.dot))
+    }
+
     /// A lone replica's read answered on the spot: when this shard is the
     /// key's only replica (a single node) and its engine can tell what a
     /// Redis-style reader sees without I/O ([`Engine::winner_now`]), `f`
