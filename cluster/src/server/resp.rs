@@ -179,6 +179,14 @@ pub(super) async fn serve_connection(
         buf.drain(..at);
         drain(&mut pending, &mut out).await;
         if !out.is_empty() {
+            // Let the other connections whose input arrived with this one
+            // run first, so the replies leave in a burst, as Redis writes
+            // them after each event-loop pass: a client woken by the first
+            // is still busy when the next arrive, instead of being woken
+            // (an inter-processor interrupt, costly in a VM) once per send.
+            // `perf` put the kernel's wake-up path at 22 % of the shard's
+            // time under pipelined GETs without this, 4 % with it.
+            future::yield_now().await;
             stream.write_all(&out).await?;
             out.clear();
         }
