@@ -9,6 +9,7 @@
 # request (from /proc/PID/stat, user + system time).
 #
 # Usage: bench/resp-vs-redis.sh [requests per test, default 200000]
+# Builds and runs $CARGO_TARGET_DIR/release/corekv (default target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200000}
@@ -17,6 +18,7 @@ command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
     exit 1
 }
 cargo build --release -q
+corekv_bin=${CARGO_TARGET_DIR:-target}/release/corekv
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -32,7 +34,7 @@ mkdir -p "$work/redis"
 taskset -c 0 redis-server --port $REDIS_PORT --bind 127.0.0.1 --appendonly yes --appendfsync everysec \
     --save "" --dir "$work/redis" --daemonize no --loglevel warning >"$work/redis.log" 2>&1 &
 pids+=($!); redis_pid=$!
-taskset -c 0 target/release/corekv serve --shards 1 --cpus 0 --commitlog-sync periodic \
+taskset -c 0 "$corekv_bin" serve --shards 1 --cpus 0 --commitlog-sync periodic \
     --data-dir "$work/corekv" --native-addr 127.0.0.1:17000 --resp-addr 127.0.0.1:$COREKV_RESP \
     --log warn >"$work/corekv.log" 2>&1 &
 pids+=($!); corekv_pid=$!

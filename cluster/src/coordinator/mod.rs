@@ -361,6 +361,71 @@ impl Coordinator {
         Ok((live, down, needed))
     }
 
+    /// Whether this shard is `key`'s only replica (a single node) and a
+    /// write at `level` needs no other: then [`Coordinator::write_here`] is
+    /// the whole write, as [`Coordinator::write`] would run it.
+    pub fn writes_here_alone(&self, key: &[u8], level: Consistency) -> bool {
+        let topo = self.topology.current();
+        topo.me().is_some_and(|me| {
+            topo.ring().replicas(corekv_engine::token_of(key)) == [me]
+                && self.router.owns(key)
+                && required(level, self.default_write, 1).is_ok()
+        })
+    }
+
+    /// A write stored on this shard alone, for a key
+    /// [`writes_here_alone`](Coordinator::writes_here_alone) accepted: mint
+    /// the version, apply it, return the context that covers it. A small
+    /// future with no replica fan-out in it, so a pipelined client's
+    /// writes cost no more than the engine's.
+    pub async fn write_here(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        ttl: Option<Duration>,
+        context: WriteContext,
+    ) -> Result<VersionVector, CoordinatorError> {
+        let engine = self.router.engine();
+        let opts = WriteOptions { ttl, context };
+        let (version, delta) = engine
+            .mint(key, value, &opts)
+            .map_err(|e| CoordinatorError::Local(e.into()))?;
+        engine
+            .apply(key, &delta)
+            .await
+            .map_err(|e| CoordinatorError::Local(e.into()))?;
+        Ok(context_after(&opts.context, version.dot))
+    }
+
+    /// A lone replica's read answered on the spot: when this shard is the
+    /// key's only replica (a single node) and its engine can tell what a
+    /// Redis-style reader sees without I/O ([`Engine::winner_now`]), `f`
+    /// gets that value and expiry, borrowed. `None` when the read must take
+    /// the usual way ([`Coordinator::read`]), which also reports a level the
+    /// lone replica cannot meet.
+    ///
+    /// [`Engine::winner_now`]: corekv_engine::Engine::winner_now
+    pub fn read_winner_now<T>(
+        &self,
+        key: &[u8],
+        level: Consistency,
+        f: impl FnOnce(Option<(&[u8], u64)>) -> T,
+    ) -> Option<Result<T, CoordinatorError>> {
+        let topo = self.topology.current();
+        let me = topo.me()?;
+        if topo.ring().replicas(corekv_engine::token_of(key)) != [me]
+            || !self.router.owns(key)
+            || required(level, self.default_read, 1).is_err()
+        {
+            return None;
+        }
+        match self.router.engine().winner_now(key, wall_clock_ms(), f) {
+            Ok(Some(answer)) => Some(Ok(answer)),
+            Ok(None) => None,
+            Err(e) => Some(Err(CoordinatorError::Local(e.into()))),
+        }
+    }
+
     /// Reads `key` from its replicas; the merged state of the first R
     /// answers.
     pub async fn read(
@@ -372,6 +437,16 @@ impl Coordinator {
         let (targets, _, needed) = self.plan(&topo, key, level, self.default_read, false)?;
         if targets.len() == 1 {
             // A lone replica (a single node): nothing to gather or repair.
+            if matches!(targets[0], Target::Local) && self.router.owns(key) {
+                // This very shard: straight to the engine, without the
+                // replica-op and routing layers (and their key copy).
+                return self
+                    .router
+                    .engine()
+                    .get(key)
+                    .await
+                    .map_err(|e| CoordinatorError::Local(e.into()));
+            }
             return self
                 .replica_read(&topo, targets[0], key.to_vec())
                 .await
@@ -456,6 +531,16 @@ impl Coordinator {
                     async move { me.store_hints(&topo, &down, &key, &encoded).await },
                 )
                 .detach();
+            }
+            if matches!(targets[0], Target::Local) && self.router.owns(key) {
+                // This very shard: apply the delta in place (no copy of the
+                // key or the set for a replica op).
+                self.router
+                    .engine()
+                    .apply(key, &delta)
+                    .await
+                    .map_err(|e| CoordinatorError::Local(e.into()))?;
+                return Ok(context);
             }
             self.replica_apply(&topo, targets[0], key.to_vec(), Rc::new(delta), encoded)
                 .await

@@ -71,6 +71,12 @@ impl Router {
         self.shards
     }
 
+    /// Whether this shard owns `key` (no mesh hop needed). With one shard,
+    /// no hash is computed.
+    pub fn owns(&self, key: &[u8]) -> bool {
+        self.shards == 1 || shard_of(key, self.shards) == self.index
+    }
+
     /// This shard's engine.
     pub fn engine(&self) -> &Rc<Engine> {
         &self.engine

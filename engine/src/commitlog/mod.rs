@@ -109,6 +109,8 @@ impl Failure {
 /// A batch of records on its way to disk, shared by the tickets in it.
 struct Batch {
     segment: u64,
+    /// Room for the batch header (filled in when written), then the
+    /// records: the writer sends this very buffer, without copying it.
     body: RefCell<Vec<u8>>,
     records: Cell<u64>,
     /// No more records may join (taken by the writer, or sealed by rotate).
@@ -121,10 +123,14 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(segment: u64) -> Rc<Batch> {
+    /// A batch whose buffer starts with `capacity` bytes reserved (the
+    /// previous batch's size: growing by doubling copied it several times).
+    fn new(segment: u64, capacity: usize) -> Rc<Batch> {
+        let mut body = Vec::with_capacity(capacity.max(BATCH_HEADER_BYTES));
+        body.resize(BATCH_HEADER_BYTES, 0);
         Rc::new(Batch {
             segment,
-            body: RefCell::new(Vec::new()),
+            body: RefCell::new(body),
             records: Cell::new(0),
             sealed: Cell::new(false),
             taken: Semaphore::new(0),
@@ -190,6 +196,8 @@ pub(crate) struct CommitLog {
     /// Signalled when a batch has work; the writer waits on it.
     work: Semaphore,
     writer_done: Semaphore,
+    /// Bytes to reserve for the next batch's buffer.
+    batch_capacity: Cell<usize>,
 }
 
 impl CommitLog {
@@ -225,6 +233,7 @@ impl CommitLog {
             }),
             work: Semaphore::new(0),
             writer_done: Semaphore::new(0),
+            batch_capacity: Cell::new(0),
         });
         let writer = log.clone();
         glommio::spawn_local(async move { writer.writer_loop().await }).detach();
@@ -255,9 +264,7 @@ impl CommitLog {
                     return Err(Error::Closed);
                 }
                 let fits = st.filling.as_ref().map(|b| {
-                    !b.sealed.get()
-                        && b.body.borrow().len() + need + BATCH_HEADER_BYTES
-                            <= self.opts.batch_bytes_max
+                    !b.sealed.get() && b.body.borrow().len() + need <= self.opts.batch_bytes_max
                 });
                 match (fits, st.filling.clone()) {
                     (Some(false), Some(full)) => Some(full),
@@ -266,7 +273,7 @@ impl CommitLog {
                             Some(b) => b,
                             None => {
                                 let segment = self.assign(&mut st);
-                                let b = Batch::new(segment);
+                                let b = Batch::new(segment, self.batch_capacity.get());
                                 st.filling = Some(b.clone());
                                 self.work.signal(1);
                                 b
@@ -366,7 +373,7 @@ impl CommitLog {
             {
                 let mut st = self.state.borrow_mut();
                 if batch.segment == st.assign_segment {
-                    let len = (BATCH_HEADER_BYTES + batch.body.borrow().len()) as u64;
+                    let len = batch.body.borrow().len() as u64;
                     st.assign_tail += len.div_ceil(MAX_ALIGN) * MAX_ALIGN;
                 }
             }
@@ -405,14 +412,17 @@ impl CommitLog {
             (seg.path.clone(), seg.pos, seg.durable, st.next_seq)
         };
         let bytes = {
-            let body = batch.body.borrow();
-            let mut bytes = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
-            bytes.extend_from_slice(&format::encode_batch_header(BatchHeader {
+            let mut bytes = std::mem::take(&mut *batch.body.borrow_mut());
+            let header = format::encode_batch_header(BatchHeader {
                 seq,
-                len: body.len() as u32,
+                len: (bytes.len() - BATCH_HEADER_BYTES) as u32,
                 durable_before,
-            }));
-            bytes.extend_from_slice(&body);
+            });
+            bytes[..BATCH_HEADER_BYTES].copy_from_slice(&header);
+            // The next batch starts with room for one like this (plus the
+            // padding the write adds), bounded by the batch limit.
+            self.batch_capacity
+                .set((bytes.len() + MAX_ALIGN as usize).min(self.opts.batch_bytes_max));
             bytes
         };
         let file = {
@@ -423,7 +433,7 @@ impl CommitLog {
                 .ok_or_else(|| Error::LogFailed("no open segment".into()))?;
             seg.file.clone()
         };
-        let written = file.write_at(&file_path, pos, &bytes).await?;
+        let written = file.write_owned_at(&file_path, pos, bytes).await?;
         drop(file);
         {
             let mut st = self.state.borrow_mut();

@@ -53,15 +53,16 @@ pub(crate) enum SegmentFile {
 
 impl SegmentFile {
     /// Writes `data` at the aligned `pos`, zero-padded to the alignment;
-    /// returns the bytes written including the padding.
-    pub(crate) async fn write_at(&self, path: &Path, pos: u64, data: &[u8]) -> Result<u64> {
+    /// returns the bytes written including the padding. Takes the buffer:
+    /// the page-cache path pads and sends it as it is, without a copy (the
+    /// O_DIRECT path copies into an aligned DMA buffer either way).
+    pub(crate) async fn write_owned_at(&self, path: &Path, pos: u64, data: Vec<u8>) -> Result<u64> {
         match self {
-            SegmentFile::Direct(f) => io::write_at(f, path, pos, data).await,
+            SegmentFile::Direct(f) => io::write_at(f, path, pos, &data).await,
             SegmentFile::Buffered { file, align } => {
                 assert_eq!(pos % align, 0, "unaligned log write at {pos}");
                 let padded = (data.len() as u64).div_ceil(*align) * align;
-                let mut buf = Vec::with_capacity(padded as usize);
-                buf.extend_from_slice(data);
+                let mut buf = data;
                 buf.resize(padded as usize, 0);
                 let n = file
                     .write_at(buf, pos)

@@ -34,6 +34,48 @@ impl Engine {
             .filter(|s| !s.is_empty()))
     }
 
+    /// What a Redis-style reader sees of `key` at `now_ms` — the
+    /// [`SiblingSet::winner`]'s value and expiry (0 = none), or `None` —
+    /// passed to `f` as borrowed bytes, when that needs neither I/O nor a
+    /// decoded sibling set: no table may hold the key (key range and bloom
+    /// filter), no frozen memtable has it, and the active memtable holds at
+    /// most a single version. `Ok(None)` (without calling `f`) otherwise:
+    /// then [`Engine::get`] answers.
+    ///
+    /// The point reads of a cache-like workload all take this path; it
+    /// skips the decode, the allocations of a set and its value, and the
+    /// copy of the value out of the memtable.
+    pub fn winner_now<T>(
+        &self,
+        key: &[u8],
+        now_ms: u64,
+        f: impl FnOnce(Option<(&[u8], u64)>) -> T,
+    ) -> Result<Option<T>> {
+        self.check_key(key)?;
+        self.check_open()?;
+        let token = token_of(key);
+        let st = self.state.borrow();
+        if let Some(frozen) = &st.frozen {
+            if frozen.mem.borrow().get(token, key).is_some() {
+                return Ok(None);
+            }
+        }
+        if st.tables.iter().any(|t| t.may_contain(token, key)) {
+            return Ok(None);
+        }
+        let winner = match st.active.get(token, key) {
+            None => None,
+            Some(bytes) => {
+                match SiblingSet::encoded_single_winner(bytes, self.opts.conflict, now_ms) {
+                    Some(winner) => winner,
+                    None => return Ok(None),
+                }
+            }
+        };
+        self.counters.gets.set(self.counters.gets.get() + 1);
+        Ok(Some(f(winner)))
+    }
+
     /// The merged set with nothing filtered.
     pub(super) async fn get_raw(&self, key: &[u8]) -> Result<Option<SiblingSet>> {
         self.check_key(key)?;

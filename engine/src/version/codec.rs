@@ -12,7 +12,7 @@
 //! The enclosing record or block carries the checksum; decoding still
 //! checks every length so damaged input is an error, never a panic.
 
-use super::dot::{Dot, VersionVector};
+use super::dot::{Dot, VersionVector, ANY_REPLICA};
 use super::sibling::{SiblingSet, Version};
 use crate::options::ConflictMode;
 
@@ -47,30 +47,46 @@ impl SiblingSet {
     /// key has few siblings and few writers), so the u16 counts always fit;
     /// exceeding them is a bug and asserts.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
+        self.encode_with(|bytes| out.extend_from_slice(bytes));
+    }
+
+    /// Writes the encoding over `out`, which must be exactly
+    /// [`encoded_len`](Self::encoded_len) bytes long (asserted): lets a
+    /// holder of an equally long encoding overwrite it without allocating.
+    pub fn encode_to_slice(&self, out: &mut [u8]) {
+        assert_eq!(out.len(), self.encoded_len(), "slice of the encoded length");
+        let mut at = 0;
+        self.encode_with(|bytes| {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        });
+    }
+
+    fn encode_with(&self, mut put: impl FnMut(&[u8])) {
         let ctx = self.context().entries();
         assert!(ctx.len() <= u16::MAX as usize && self.versions().len() <= u16::MAX as usize);
-        out.reserve(self.encoded_len());
-        out.push(FORMAT);
-        out.extend_from_slice(&(ctx.len() as u16).to_le_bytes());
+        put(&[FORMAT]);
+        put(&(ctx.len() as u16).to_le_bytes());
         for &(replica, counter) in ctx {
-            out.extend_from_slice(&replica.to_le_bytes());
-            out.extend_from_slice(&counter.to_le_bytes());
+            put(&replica.to_le_bytes());
+            put(&counter.to_le_bytes());
         }
-        out.extend_from_slice(&(self.versions().len() as u16).to_le_bytes());
+        put(&(self.versions().len() as u16).to_le_bytes());
         for v in self.versions() {
-            out.extend_from_slice(&v.dot.replica.to_le_bytes());
-            out.extend_from_slice(&v.dot.counter.to_le_bytes());
-            out.extend_from_slice(&v.timestamp.to_le_bytes());
-            out.extend_from_slice(&v.expires_at_ms.to_le_bytes());
+            put(&v.dot.replica.to_le_bytes());
+            put(&v.dot.counter.to_le_bytes());
+            put(&v.timestamp.to_le_bytes());
+            put(&v.expires_at_ms.to_le_bytes());
             match &v.value {
                 Some(value) => {
-                    out.push(KIND_VALUE);
-                    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                    out.extend_from_slice(value);
+                    put(&[KIND_VALUE]);
+                    put(&(value.len() as u32).to_le_bytes());
+                    put(value);
                 }
                 None => {
-                    out.push(KIND_TOMBSTONE);
-                    out.extend_from_slice(&0u32.to_le_bytes());
+                    put(&[KIND_TOMBSTONE]);
+                    put(&0u32.to_le_bytes());
                 }
             }
         }
@@ -81,6 +97,66 @@ impl SiblingSet {
         let mut out = Vec::with_capacity(self.encoded_len());
         self.encode(&mut out);
         out
+    }
+
+    /// For an encoding of a set with exactly one version, what
+    /// `decode(bytes, mode)` followed by [`winner`](SiblingSet::winner) at
+    /// `now_ms` gives — the value and its expiry, or `None` — borrowed from
+    /// `bytes`, without allocating. `None` (outer) for any other set or for
+    /// bytes that do not decode: the caller decodes instead.
+    pub fn encoded_single_winner(
+        bytes: &[u8],
+        mode: ConflictMode,
+        now_ms: u64,
+    ) -> Option<Option<(&[u8], u64)>> {
+        let mut r = Reader { bytes, at: 0 };
+        if r.u8().ok()? != FORMAT {
+            return None;
+        }
+        let contexts = r.u16().ok()? as usize;
+        let context_at = r.at;
+        r.take(contexts.checked_mul(16)?).ok()?;
+        if r.u16().ok()? != 1 {
+            return None;
+        }
+        let dot = Dot {
+            replica: r.u64().ok()?,
+            counter: r.u64().ok()?,
+        };
+        let _timestamp = r.u64().ok()?;
+        let expires_at_ms = r.u64().ok()?;
+        let kind = r.u8().ok()?;
+        let len = r.u32().ok()? as usize;
+        let value = match kind {
+            KIND_VALUE => Some(r.take(len).ok()?),
+            KIND_TOMBSTONE if len == 0 => None,
+            _ => return None,
+        };
+        if r.at != bytes.len() {
+            return None;
+        }
+        // Normalisation in `Siblings` mode drops a version its own context
+        // covers (see VersionVector::covers: an entry for the dot's replica,
+        // or the ANY_REPLICA entry, at or past its counter); a set with one
+        // version is otherwise already normal.
+        if mode == ConflictMode::Siblings {
+            let covered = bytes[context_at..context_at + contexts * 16]
+                .chunks_exact(16)
+                .any(|e| {
+                    let (replica, counter) = e.split_at(8);
+                    let replica = u64::from_le_bytes(replica.try_into().unwrap_or([0; 8]));
+                    let counter = u64::from_le_bytes(counter.try_into().unwrap_or([0; 8]));
+                    (replica == dot.replica || replica == ANY_REPLICA) && counter >= dot.counter
+                });
+            if covered {
+                return Some(None);
+            }
+        }
+        let expired = expires_at_ms != 0 && expires_at_ms <= now_ms;
+        Some(match value {
+            Some(value) if !expired => Some((value, expires_at_ms)),
+            _ => None,
+        })
     }
 
     /// Decodes an encoded set, normalising it under `mode`. Trailing bytes
@@ -205,5 +281,75 @@ impl<'a> Reader<'a> {
         let mut b = [0u8; 8];
         b.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Raw bytes in the documented format, so sets that normalisation would
+    /// change (a version its own context covers) can be encoded too.
+    fn raw(context: &[(u64, u64)], versions: &[(u64, u64, u64, Option<Vec<u8>>)]) -> Vec<u8> {
+        let mut out = vec![FORMAT];
+        out.extend_from_slice(&(context.len() as u16).to_le_bytes());
+        for (r, c) in context {
+            out.extend_from_slice(&r.to_le_bytes());
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out.extend_from_slice(&(versions.len() as u16).to_le_bytes());
+        for (replica, counter, expires, value) in versions {
+            for x in [replica, counter, counter, expires] {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            match value {
+                Some(v) => {
+                    out.push(KIND_VALUE);
+                    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    out.extend_from_slice(v);
+                }
+                None => {
+                    out.push(KIND_TOMBSTONE);
+                    out.extend_from_slice(&0u32.to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// The borrowed single-version winner is exactly what decoding and
+        /// `winner` give, for any context (covering the version or not),
+        /// expiry, tombstone and mode; sets of other sizes are declined.
+        #[test]
+        fn single_winner_equals_decode(
+            replica in 1u64..4,
+            counter in 1u64..50,
+            context in proptest::collection::btree_map(proptest::prop_oneof![1u64..4, proptest::strategy::Just(ANY_REPLICA)], 1u64..60, 0..4),
+            expires in proptest::prop_oneof![proptest::strategy::Just(0u64), 1u64..100],
+            now in 0u64..100,
+            tombstone in proptest::bool::ANY,
+            second in proptest::bool::ANY,
+            lww in proptest::bool::ANY,
+        ) {
+            let mode = if lww { ConflictMode::LastWriterWins } else { ConflictMode::Siblings };
+            let value = (!tombstone).then(|| vec![counter as u8; 5]);
+            let mut versions = vec![(replica, counter, expires, value.clone())];
+            if second {
+                versions.push((replica, counter + 100, expires, value));
+            }
+            let context: Vec<(u64, u64)> = context.into_iter().collect();
+            let bytes = raw(&context, &versions);
+            let fast = SiblingSet::encoded_single_winner(&bytes, mode, now);
+            if second {
+                proptest::prop_assert!(fast.is_none());
+            } else {
+                let decoded = SiblingSet::decode(&bytes, mode).expect("decodes");
+                let slow = decoded
+                    .winner(now)
+                    .and_then(|v| v.value.as_deref().map(|b| (b, v.expires_at_ms)));
+                proptest::prop_assert_eq!(fast, Some(slow));
+            }
+        }
     }
 }

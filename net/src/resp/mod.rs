@@ -8,4 +8,4 @@ mod reply;
 
 pub use command::{Command, SetCondition, SetExpiry};
 pub use parse::{parse_command, ParseError, Parsed};
-pub use reply::Reply;
+pub use reply::{encode_bulk, Reply};

@@ -28,6 +28,14 @@ fn find_crlf(buf: &[u8], from: usize, max: usize) -> Result<Option<usize>, Parse
 }
 
 fn parse_int(bytes: &[u8], what: &str) -> Result<i64, ParseError> {
+    // Every request has one of these per argument: plain digits (what
+    // clients send) are read directly; anything else (a sign, overflow,
+    // garbage) goes through the general parser and its errors.
+    if !bytes.is_empty() && bytes.len() <= 18 && bytes.iter().all(u8::is_ascii_digit) {
+        return Ok(bytes
+            .iter()
+            .fold(0i64, |n, &d| n * 10 + i64::from(d - b'0')));
+    }
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.parse::<i64>().ok())

@@ -31,14 +31,7 @@ impl Reply {
                 push_decimal(out, *n);
                 out.extend_from_slice(b"\r\n");
             }
-            Reply::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
-            Reply::Bulk(Some(b)) => {
-                out.push(b'$');
-                push_decimal(out, b.len() as i64);
-                out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(b);
-                out.extend_from_slice(b"\r\n");
-            }
+            Reply::Bulk(b) => encode_bulk(b.as_deref(), out),
             Reply::Array(None) => out.extend_from_slice(b"*-1\r\n"),
             Reply::Array(Some(items)) => {
                 out.push(b'*');
@@ -48,6 +41,23 @@ impl Reply {
                     i.encode(out);
                 }
             }
+        }
+    }
+}
+
+/// Appends a bulk string (`None`: the null bulk `$-1`) straight from a
+/// borrowed value, as [`Reply::Bulk`] would encode it: a reader answering
+/// from storage it borrows needs no owned copy of the value.
+pub fn encode_bulk(value: Option<&[u8]>, out: &mut Vec<u8>) {
+    match value {
+        None => out.extend_from_slice(b"$-1\r\n"),
+        Some(b) => {
+            out.reserve(b.len() + 16);
+            out.push(b'$');
+            push_decimal(out, b.len() as i64);
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(b);
+            out.extend_from_slice(b"\r\n");
         }
     }
 }
