@@ -361,13 +361,16 @@ impl Coordinator {
         Ok((live, down, needed))
     }
 
-    /// Whether this shard is `key`'s only replica (a single node) and a
-    /// write at `level` needs no other: then [`Coordinator::write_here`] is
+    /// Whether this shard is `key`'s only replica (a single node, no node
+    /// joining) and a write at `level` needs no other: then [`Coordinator::write_here`] is
     /// the whole write, as [`Coordinator::write`] would run it.
     pub fn writes_here_alone(&self, key: &[u8], level: Consistency) -> bool {
-        let topo = self.topology.current();
+        let topo = self.snapshot();
+        let token = corekv_engine::token_of(key);
         topo.me().is_some_and(|me| {
-            topo.ring().replicas(corekv_engine::token_of(key)) == [me]
+            topo.ring().replicas(token) == [me]
+                // A node joining takes this key's writes too.
+                && topo.pending(token).is_empty()
                 && self.router.owns(key)
                 && required(level, self.default_write, 1).is_ok()
         })
@@ -411,7 +414,7 @@ impl Coordinator {
         level: Consistency,
         f: impl FnOnce(Option<(&[u8], u64)>) -> T,
     ) -> Option<Result<T, CoordinatorError>> {
-        let topo = self.topology.current();
+        let topo = self.snapshot();
         let me = topo.me()?;
         if topo.ring().replicas(corekv_engine::token_of(key)) != [me]
             || !self.router.owns(key)
