@@ -16,9 +16,12 @@ pub fn corekv() -> &'static str {
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
-/// A block of `n` consecutive free loopback ports.
+/// A block of `n` consecutive free loopback ports, below Linux's
+/// ephemeral range (32768 and up): a port a killed node frees must not be
+/// taken as the local port of some outgoing connection before the node
+/// restarts on it.
 pub fn free_ports(n: u16) -> u16 {
-    let seed = (std::process::id() as u16 % 200) * 100 + 20_000;
+    let seed = (std::process::id() as u16 % 200) * 100 + 10_000;
     let _ = NEXT_PORT.compare_exchange(0, seed, Ordering::SeqCst, Ordering::SeqCst);
     for _ in 0..200 {
         let base = NEXT_PORT.fetch_add(n + 2, Ordering::SeqCst);
