@@ -371,8 +371,23 @@ fn init_logging(filter: &str) -> Result<()> {
     Ok(())
 }
 
+/// The printing commands end quietly when their reader goes away
+/// (`corekv status | head`), as Unix tools do, instead of panicking on a
+/// broken pipe. `serve` and `bench` keep Rust's default (SIGPIPE ignored):
+/// their sockets report a vanished peer as an error to handle.
+fn quiet_on_closed_stdout(command: &Command) {
+    if !matches!(command, Command::Serve(_) | Command::Bench(_)) {
+        // SAFETY: restoring the default disposition of one signal, before
+        // any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    quiet_on_closed_stdout(&cli.command);
     match cli.command {
         Command::Serve(args) => {
             let mut config = args.into_config()?;
