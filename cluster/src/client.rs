@@ -72,18 +72,11 @@ impl ShardAwareClient {
         &self.topology
     }
 
-    /// The shard addresses a key's request may go to, in preference order.
+    /// The shard addresses a key's request may go to, in preference order:
+    /// replicas the serving node believed up first (as of the topology
+    /// fetched), then the others.
     pub fn route(&self, key: &[u8]) -> Vec<SocketAddr> {
-        let token = corekv_engine::token_of(key);
-        self.topology
-            .ring()
-            .replicas(token)
-            .iter()
-            .map(|&n| {
-                let m = &self.topology.members()[n];
-                m.native_shard_addr(m.shard_of(token))
-            })
-            .collect()
+        self.topology.route(corekv_engine::token_of(key))
     }
 
     async fn conn(&self, addr: SocketAddr) -> Result<Rc<AsyncClient>, ClientError> {

@@ -340,6 +340,21 @@ impl Topology {
         self.generation.get(i).copied().unwrap_or(0)
     }
 
+    /// The native shard addresses that own `token` on its replicas, in
+    /// preference order with the replicas believed up first (stable): where
+    /// a shard-aware client sends a key's request.
+    pub fn route(&self, token: u64) -> Vec<SocketAddr> {
+        let mut replicas = self.ring.replicas(token).to_vec();
+        replicas.sort_by_key(|&n| !self.is_up(n));
+        replicas
+            .iter()
+            .map(|&n| {
+                let m = &self.members[n];
+                m.native_shard_addr(m.shard_of(token))
+            })
+            .collect()
+    }
+
     /// The index of the member with id `id`.
     pub fn index_of(&self, id: u32) -> Option<NodeIndex> {
         self.members.iter().position(|m| m.id == id)
@@ -473,6 +488,17 @@ mod tests {
         assert_eq!(m.peer_shard_addr(2).port(), 8032);
         assert!((0..1000u64).all(|t| m.shard_of(t.wrapping_mul(0x9e37_79b9_7f4a_7c15)) < 3));
         assert!(Topology::from_json(b"{}").is_err());
+        // Routes try replicas believed up first.
+        let token = (0..u64::MAX)
+            .step_by(1 << 40)
+            .find(|&t| client.ring().replicas(t).first() == Some(&2))
+            .expect("a token whose first replica is node 3");
+        let route = client.route(token);
+        assert_eq!(route.len(), 3);
+        assert_eq!(
+            route[2].port(),
+            7031 + client.members()[2].shard_of(token) as u16
+        );
     }
 
     #[test]
