@@ -40,6 +40,9 @@ pub enum Event {
     Up(u32),
     /// A node restarted (new generation) or changed status/metadata.
     Changed(u32),
+    /// Another node declared this one left (removenode) while it ran; the
+    /// cluster no longer gives it ranges.
+    RemovedByPeer,
 }
 
 /// One node as this node sees it.
@@ -390,6 +393,18 @@ impl Gossiper {
                     node = d.id,
                     "another process announces this node's id with a newer generation; node ids must be unique"
                 );
+            }
+            let removed = d.generation == self.local.generation
+                && d.version > self.local.version
+                && matches!(d.full, Some((NodeStatus::Left, _)));
+            if removed && self.local.status != NodeStatus::Left {
+                // Accept the verdict: announcing normal again with a lower
+                // version would never win, and serving as if in the ring
+                // would split the cluster's view.
+                self.local.status = NodeStatus::Left;
+                self.local.version = d.version;
+                self.view_version += 1;
+                self.events.push(Event::RemovedByPeer);
             }
             return;
         }

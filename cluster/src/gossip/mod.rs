@@ -246,6 +246,26 @@ mod tests {
     }
 
     #[test]
+    fn a_node_removed_while_it_runs_accepts_the_verdict() {
+        let mut sim = Sim::new(3);
+        sim.run(10);
+        sim.cut.insert((1, 3));
+        sim.cut.insert((2, 3));
+        assert!(sim.node(1).remove(3));
+        sim.run(10);
+        sim.cut.clear();
+        sim.run(10);
+        let me = sim
+            .node(3)
+            .view()
+            .into_iter()
+            .find(|p| p.state.meta.id == 3);
+        assert_eq!(me.map(|p| p.state.status), Some(NodeStatus::Left));
+        assert!(sim.node(3).take_events().contains(&Event::RemovedByPeer));
+        assert_eq!(sim.node(2).view()[2].state.status, NodeStatus::Left);
+    }
+
+    #[test]
     fn status_changes_spread() {
         let mut sim = Sim::new(3);
         sim.run(10);

@@ -323,6 +323,15 @@ impl GossipNode {
                         "node is down"
                     );
                 }
+                Event::RemovedByPeer => {
+                    membership_changed = true;
+                    if let Err(e) =
+                        crate::movement::save_node_status(&self.config.data_dir, NodeStatus::Left)
+                    {
+                        tracing::warn!(error = %e, "could not save node-state.json");
+                    }
+                    tracing::error!("this node was removed from the cluster (removenode) while it ran; it owns no ranges now: stop it, and restart it on an empty data directory to rejoin");
+                }
                 Event::Up(id) => {
                     self.stats.state_changes.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(node = id, "node is up");
