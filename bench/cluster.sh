@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
 cargo build --release -q
-bin=target/release/corekv
+bin=${CARGO_TARGET_DIR:-target}/release/corekv
 work=$(mktemp -d)
 pids=()
 cleanup() {
