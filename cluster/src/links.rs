@@ -166,12 +166,10 @@ impl PeerLinks {
     }
 
     fn mark_up(&self, id: u32) {
-        let h = self.health(id);
-        h.down_until.set(None);
-        if h.down.replace(false) {
+        self.forgive(id);
+        if self.health(id).down.replace(false) {
             tracing::info!(node = id, "peer reachable again from this shard");
         }
-        h.backoff.set(Duration::ZERO);
     }
 
     /// Sends `req` to shard `shard` of `member` and waits for the answer

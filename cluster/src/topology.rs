@@ -43,6 +43,35 @@ pub struct Member {
 }
 
 impl Member {
+    /// The member gossip metadata describes.
+    pub fn from_meta(m: &NodeMeta) -> Member {
+        Member {
+            id: m.id,
+            native_addr: m.native_addr,
+            peer_addr: m.peer_addr,
+            shards: usize::from(m.shards),
+            rack: m.rack.clone(),
+            dc: m.dc.clone(),
+            weight: m.weight,
+            tokens: m.tokens.clone(),
+        }
+    }
+
+    /// Back to gossip metadata; `None` for a shard count gossip cannot
+    /// carry.
+    pub fn to_meta(&self) -> Option<NodeMeta> {
+        Some(NodeMeta {
+            id: self.id,
+            native_addr: self.native_addr,
+            peer_addr: self.peer_addr,
+            shards: u16::try_from(self.shards).ok()?,
+            rack: self.rack.clone(),
+            dc: self.dc.clone(),
+            weight: self.weight,
+            tokens: self.tokens.clone(),
+        })
+    }
+
     /// The shard of this member that owns `token`.
     pub fn shard_of(&self, token: u64) -> usize {
         ((u128::from(token) * self.shards as u128) >> 64) as usize
@@ -169,17 +198,7 @@ impl Topology {
         let nodes = view
             .iter()
             .map(|p| {
-                let m = &p.state.meta;
-                let member = Member {
-                    id: m.id,
-                    native_addr: m.native_addr,
-                    peer_addr: m.peer_addr,
-                    shards: usize::from(m.shards),
-                    rack: m.rack.clone(),
-                    dc: m.dc.clone(),
-                    weight: m.weight,
-                    tokens: m.tokens.clone(),
-                };
+                let member = Member::from_meta(&p.state.meta);
                 (member, p.state.status, p.up, p.state.generation)
             })
             .collect();
@@ -320,10 +339,6 @@ impl Topology {
         self.members.len() == 1
     }
 
-    /// Ids of the members, in index order.
-    pub fn ids(&self) -> Vec<u32> {
-        self.members.iter().map(|m| m.id).collect()
-    }
 
     /// Whether the failure detector believes member `i` up.
     pub fn is_up(&self, i: NodeIndex) -> bool {

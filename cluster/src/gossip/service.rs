@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::gossiper::{Event, GossipSettings, Gossiper};
-use super::state::{EndpointState, NodeMeta, NodeStatus};
+use super::state::{EndpointState, NodeStatus};
 use super::wire::{self, WireError};
 use crate::error::{Error, Result};
 use crate::runtime::config::NodeConfig;
 use crate::runtime::control::NodeControl;
+use crate::runtime::datadir::write_atomically;
 use crate::topology::{Member, SharedTopology, Topology};
 use crate::StopHandle;
 
@@ -411,30 +412,12 @@ fn load_peers(path: &Path, cluster: &str) -> Result<Vec<EndpointState>> {
         .peers
         .into_iter()
         .filter_map(|p| {
-            let status = [
-                NodeStatus::Joining,
-                NodeStatus::Normal,
-                NodeStatus::Leaving,
-                NodeStatus::Left,
-            ]
-            .into_iter()
-            .find(|s| s.name() == p.status)?;
-            let m = p.member;
             Some(EndpointState {
                 generation: p.generation,
                 heartbeat: 0,
                 version: p.version,
-                status,
-                meta: NodeMeta {
-                    id: m.id,
-                    native_addr: m.native_addr,
-                    peer_addr: m.peer_addr,
-                    shards: u16::try_from(m.shards).ok()?,
-                    rack: m.rack,
-                    dc: m.dc,
-                    weight: m.weight,
-                    tokens: m.tokens,
-                },
+                status: NodeStatus::from_name(&p.status)?,
+                meta: p.member.to_meta()?,
             })
         })
         .collect())
@@ -448,16 +431,7 @@ fn save_peers(path: &Path, cluster: &str, states: &[EndpointState]) -> std::io::
         peers: states
             .iter()
             .map(|s| RememberedPeer {
-                member: Member {
-                    id: s.meta.id,
-                    native_addr: s.meta.native_addr,
-                    peer_addr: s.meta.peer_addr,
-                    shards: usize::from(s.meta.shards),
-                    rack: s.meta.rack.clone(),
-                    dc: s.meta.dc.clone(),
-                    weight: s.meta.weight,
-                    tokens: s.meta.tokens.clone(),
-                },
+                member: Member::from_meta(&s.meta),
                 generation: s.generation,
                 version: s.version,
                 status: s.status.name().to_string(),
@@ -465,12 +439,5 @@ fn save_peers(path: &Path, cluster: &str, states: &[EndpointState]) -> std::io::
             .collect(),
     };
     let text = serde_json::to_string(&file).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    write_atomically(path, text.as_bytes())
 }

@@ -56,6 +56,18 @@ impl NodeStatus {
         }
     }
 
+    /// The status named `name` (as [`NodeStatus::name`] spells it).
+    pub fn from_name(name: &str) -> Option<NodeStatus> {
+        [
+            NodeStatus::Joining,
+            NodeStatus::Normal,
+            NodeStatus::Leaving,
+            NodeStatus::Left,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
     /// Whether a node in this status holds ranges on the ring.
     pub fn in_ring(self) -> bool {
         matches!(self, NodeStatus::Normal | NodeStatus::Leaving)

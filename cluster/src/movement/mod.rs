@@ -24,6 +24,7 @@ use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::gossip::NodeStatus;
 use crate::repair::{SegmentRepair, Throttle};
+use crate::runtime::datadir::write_atomically;
 use crate::runtime::metrics::bump;
 use stream::{StreamState, Streamer};
 
@@ -79,36 +80,19 @@ pub fn load_node_status(data_dir: &Path) -> Result<Option<NodeStatus>> {
         reason: format!("not a node state file: {e}"),
     })?;
     let name = v["status"].as_str().unwrap_or_default();
-    [
-        NodeStatus::Joining,
-        NodeStatus::Normal,
-        NodeStatus::Leaving,
-        NodeStatus::Left,
-    ]
-    .into_iter()
-    .find(|s| s.name() == name)
-    .map(Some)
-    .ok_or_else(|| Error::DataDir {
-        path: path.display().to_string(),
-        reason: format!("unknown node status {name:?}"),
-    })
+    NodeStatus::from_name(name)
+        .map(Some)
+        .ok_or_else(|| Error::DataDir {
+            path: path.display().to_string(),
+            reason: format!("unknown node status {name:?}"),
+        })
 }
 
-/// Saves this node's status (temporary file, fsync, rename).
+/// Saves this node's status (atomically: a crash leaves the old or the
+/// new status).
 pub fn save_node_status(data_dir: &Path, status: NodeStatus) -> std::io::Result<()> {
-    use std::io::Write;
-    let path = data_dir.join("node-state.json");
-    let tmp = data_dir.join("node-state.json.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(
-            serde_json::json!({ "status": status.name() })
-                .to_string()
-                .as_bytes(),
-        )?;
-        f.sync_all()?;
-    }
-    std::fs::rename(tmp, path)
+    let text = serde_json::json!({ "status": status.name() }).to_string();
+    write_atomically(&data_dir.join("node-state.json"), text.as_bytes())
 }
 
 /// Waits (bounded) until this shard's topology shows this node in

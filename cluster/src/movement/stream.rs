@@ -67,12 +67,10 @@ impl StreamState {
             })
     }
 
-    /// Saves atomically (temporary file and rename).
+    /// Saves atomically.
     pub fn save(&self, shard_dir: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string(self).map_err(std::io::Error::other)?;
-        let tmp = Self::path(shard_dir).with_extension("json.tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, Self::path(shard_dir))
+        crate::runtime::datadir::write_atomically(&Self::path(shard_dir), text.as_bytes())
     }
 
     /// The cursor of (segment, peer), created if new.

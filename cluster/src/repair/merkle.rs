@@ -68,6 +68,15 @@ impl MerkleTree {
         }
     }
 
+    /// The complete tree of `(token, entry hash)` pairs.
+    pub fn from_entries(start: u64, end: u64, levels: u8, entries: &[(u64, u64)]) -> MerkleTree {
+        let mut tree = MerkleTree::new(start, end, levels);
+        for &(token, hash) in entries {
+            tree.add(token, hash);
+        }
+        tree.finish()
+    }
+
     /// The leaf holding `token` (which must lie in the range).
     pub fn leaf_of(&self, token: u64) -> usize {
         let width = u128::from(self.end - self.start) + 1;
@@ -216,11 +225,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn tree(start: u64, end: u64, levels: u8, keys: &[(u64, u64)]) -> MerkleTree {
-        let mut t = MerkleTree::new(start, end, levels);
-        for &(token, hash) in keys {
-            t.add(token, hash);
-        }
-        t.finish()
+        MerkleTree::from_entries(start, end, levels, keys)
     }
 
     /// Runs the top-down exchange between two trees; the differing leaves.

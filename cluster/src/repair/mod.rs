@@ -149,7 +149,10 @@ pub async fn repair_shard(
     let now = wall_clock_ms();
     metrics.repair_last_finished_ms.set(now);
     if failed == 0 {
-        let _ = std::fs::write(last_repair_path(shard_dir), now.to_string());
+        let _ = crate::runtime::datadir::write_atomically(
+            &last_repair_path(shard_dir),
+            now.to_string().as_bytes(),
+        );
     }
     crate::runtime::metrics::bump(&metrics.repair_runs);
     metrics.repair_running.set(0);

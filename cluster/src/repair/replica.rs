@@ -54,6 +54,29 @@ impl TreeCache {
     }
 }
 
+/// `(token, entry hash)` of every key of this shard in `start..=end`: one
+/// scan, 16 bytes a key, from which trees of any depth are built.
+pub async fn entry_hashes(
+    engine: &Engine,
+    start: u64,
+    end: u64,
+) -> corekv_engine::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let batch = engine
+            .scan(TokenRange { start, end }, after.as_deref(), SCAN_PAGE)
+            .await?;
+        for (key, set) in &batch.entries {
+            out.push((token_of(key), entry_hash(key, set_digest(&set.to_bytes()))));
+        }
+        match batch.next_after {
+            Some(next) => after = Some(next),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// The tree of this shard's data over `start..=end`.
 pub async fn build_tree(
     engine: &Engine,
@@ -61,21 +84,8 @@ pub async fn build_tree(
     end: u64,
     levels: u8,
 ) -> corekv_engine::Result<MerkleTree> {
-    let mut tree = MerkleTree::new(start, end, levels);
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let batch = engine
-            .scan(TokenRange { start, end }, after.as_deref(), SCAN_PAGE)
-            .await?;
-        for (key, set) in &batch.entries {
-            tree.add(token_of(key), entry_hash(key, set_digest(&set.to_bytes())));
-        }
-        match batch.next_after {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
-    Ok(tree.finish())
+    let entries = entry_hashes(engine, start, end).await?;
+    Ok(MerkleTree::from_entries(start, end, levels, &entries))
 }
 
 /// Keys read from the engine per step of a page: each step holds full

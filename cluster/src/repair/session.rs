@@ -12,8 +12,8 @@ use corekv_engine::version::SiblingSet;
 use corekv_engine::{ConflictMode, Engine};
 use corekv_net::peer::{PeerRequest, PeerResponse};
 
-use super::merkle::{children, levels_for, set_digest, TreeDiff, FANOUT};
-use super::replica::{build_tree, digests};
+use super::merkle::{children, levels_for, set_digest, MerkleTree, TreeDiff, FANOUT};
+use super::replica::{digests, entry_hashes};
 use super::segments::Segment;
 use crate::links::PeerLinks;
 use crate::runtime::metrics::ShardMetrics;
@@ -110,13 +110,13 @@ impl SegmentRepair<'_> {
     /// at the next repair).
     pub async fn run(&self, seg: &Segment) -> Result<SegmentOutcome, String> {
         let mut out = SegmentOutcome::default();
-        let estimate = build_tree(self.engine, seg.start, seg.end, 1)
+        // One scan both sizes the tree and fills it.
+        let entries = entry_hashes(self.engine, seg.start, seg.end)
             .await
             .map_err(|e| e.to_string())?;
-        let levels = levels_for(estimate.keys());
-        let local = build_tree(self.engine, seg.start, seg.end, levels)
-            .await
-            .map_err(|e| e.to_string())?;
+        let levels = levels_for(entries.len() as u64);
+        let local = MerkleTree::from_entries(seg.start, seg.end, levels, &entries);
+        drop(entries);
         let mut diff = TreeDiff::new();
         let mut leaves = Vec::new();
         while let Some((level, parents)) = diff.next_request() {
@@ -188,18 +188,13 @@ impl SegmentRepair<'_> {
                 other => return Err(format!("unexpected answer to DIGESTS: {other:?}")),
             }
         }
-        let mut ours: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = digests(self.engine, lo, hi, after.as_deref(), DIGEST_PAGE as usize)
-                .await
-                .map_err(|e| e.to_string())?;
-            ours.extend(page.entries);
-            match page.next_after {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
+        // A leaf holds a handful of keys: read ours in one unbounded page.
+        let ours: BTreeMap<Vec<u8>, u64> = digests(self.engine, lo, hi, None, usize::MAX)
+            .await
+            .map_err(|e| e.to_string())?
+            .entries
+            .into_iter()
+            .collect();
         let pull: Vec<&Vec<u8>> = theirs
             .iter()
             .filter(|(k, d)| ours.get(*k) != Some(d))

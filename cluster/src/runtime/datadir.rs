@@ -95,6 +95,21 @@ pub fn prepare(data_dir: &Path, shards: usize) -> Result<()> {
     }
 }
 
+/// Replaces `path` with `bytes` so that a crash leaves the old content or
+/// the new, never a mix: a temporary file beside it, fsync, rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -227,26 +227,39 @@ impl Repairs {
         } else {
             crate::repair::RepairRequest::default()
         };
-        self.running.set(true);
-        let running = self.running.clone();
         let c = coordinator.clone();
         let mb = config.stream_mb_per_s;
         let dir = shard_dir.to_path_buf();
-        let task = glommio::spawn_local_into(
-            async move {
-                crate::repair::repair_shard(&c, &req, mb, &dir).await;
-                running.set(false);
-            },
-            self.queue,
-        );
-        match task {
-            Ok(t) => {
-                t.detach();
-            }
-            Err(e) => {
-                self.running.set(false);
-                tracing::warn!(error = %e, "could not start a repair task");
-            }
+        spawn_job(self.queue, &self.running, "repair", async move {
+            crate::repair::repair_shard(&c, &req, mb, &dir).await;
+        });
+    }
+}
+
+/// Starts `job` in the low-share `queue`, with `running` set until it
+/// ends: a shard's background jobs run one of a kind at a time.
+fn spawn_job(
+    queue: glommio::TaskQueueHandle,
+    running: &Rc<std::cell::Cell<bool>>,
+    what: &str,
+    job: impl std::future::Future<Output = ()> + 'static,
+) {
+    running.set(true);
+    let flag = running.clone();
+    let task = glommio::spawn_local_into(
+        async move {
+            job.await;
+            flag.set(false);
+        },
+        queue,
+    );
+    match task {
+        Ok(t) => {
+            t.detach();
+        }
+        Err(e) => {
+            running.set(false);
+            tracing::warn!(error = %e, "could not start a {what} task");
         }
     }
 }
@@ -273,44 +286,29 @@ impl Movements {
         }
         self.seen_epoch = epoch;
         let Some(movement) = movement else { return };
-        self.running.set(true);
-        let running = self.running.clone();
         let (c, control) = (coordinator.clone(), control.clone());
         let mb = config.stream_mb_per_s;
         let ring_delay = Duration::from_millis((5 * config.gossip_interval_ms).max(1000));
         let dir = shard_dir.to_path_buf();
         let data_dir = config.data_dir.clone();
-        let task = glommio::spawn_local_into(
-            async move {
-                match movement::run_shard(&c, movement, mb, ring_delay, &dir).await {
-                    Ok(()) => {
-                        if control.shard_done() {
-                            let outcome = movement.outcome();
-                            if let Err(e) = movement::save_node_status(&data_dir, outcome) {
-                                tracing::error!(error = %e, "could not save node-state.json");
-                            }
-                            tracing::info!(status = outcome.name(), "topology change complete");
-                            control.announce(outcome);
+        spawn_job(queue, &self.running, "streaming", async move {
+            match movement::run_shard(&c, movement, mb, ring_delay, &dir).await {
+                Ok(()) => {
+                    if control.shard_done() {
+                        let outcome = movement.outcome();
+                        if let Err(e) = movement::save_node_status(&data_dir, outcome) {
+                            tracing::error!(error = %e, "could not save node-state.json");
                         }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "topology change failed on this shard; restart the node to resume it");
-                        control.fail(e);
+                        tracing::info!(status = outcome.name(), "topology change complete");
+                        control.announce(outcome);
                     }
                 }
-                running.set(false);
-            },
-            queue,
-        );
-        match task {
-            Ok(t) => {
-                t.detach();
+                Err(e) => {
+                    tracing::error!(error = %e, "topology change failed on this shard; restart the node to resume it");
+                    control.fail(e);
+                }
             }
-            Err(e) => {
-                self.running.set(false);
-                tracing::warn!(error = %e, "could not start a streaming task");
-            }
-        }
+        });
     }
 }
 
