@@ -1,5 +1,6 @@
 //! Segment files: names, listing, creation.
 
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -39,13 +40,25 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 /// periodic fdatasync makes it durable, and the device's write latency
 /// stays off the ack path. Both write the same bytes at the same offsets
 /// (batches padded to the device's DMA alignment), so recovery reads either.
+///
+/// The page-cache writes are plain `pwrite` calls on the shard's own
+/// thread, not io_uring writes: ext4 cannot take a buffered write without
+/// blocking, so io_uring hands each one to an io-wq worker thread, and that
+/// worker has to wait for the shard's core. Measured at 75 k req/s on one
+/// core, the worker waited 0.8 ms on average (2.2 ms at most) to be
+/// scheduled, on every update's ack path; the copy into the page cache
+/// itself takes microseconds. The periodic fdatasync keeps the dirty data
+/// small, so the write does not meet the kernel's dirty-page throttling.
 pub(crate) enum SegmentFile {
     /// O_DIRECT.
     Direct(DmaFile),
     /// Page cache.
     Buffered {
-        /// The file.
+        /// The file, for the asynchronous fdatasync and close.
         file: BufferedFile,
+        /// A second descriptor of the same file for the synchronous
+        /// page-cache writes (see above).
+        writer: std::fs::File,
         /// The device's DMA alignment, which the format pads to.
         align: u64,
     },
@@ -59,24 +72,16 @@ impl SegmentFile {
     pub(crate) async fn write_owned_at(&self, path: &Path, pos: u64, data: Vec<u8>) -> Result<u64> {
         match self {
             SegmentFile::Direct(f) => io::write_at(f, path, pos, &data).await,
-            SegmentFile::Buffered { file, align } => {
+            SegmentFile::Buffered { writer, align, .. } => {
                 assert_eq!(pos % align, 0, "unaligned log write at {pos}");
                 let padded = (data.len() as u64).div_ceil(*align) * align;
                 let mut buf = data;
                 buf.resize(padded as usize, 0);
-                let n = file
-                    .write_at(buf, pos)
-                    .await
+                // `write_all_at` retries short writes and EINTR; a full disk
+                // is ENOSPC here, the same as from io_uring.
+                writer
+                    .write_all_at(&buf, pos)
                     .map_err(|e| Error::io(path, e))?;
-                if n as u64 != padded {
-                    return Err(Error::io(
-                        path,
-                        std::io::Error::new(
-                            std::io::ErrorKind::WriteZero,
-                            format!("short write at offset {pos}: {n} of {padded} bytes"),
-                        ),
-                    ));
-                }
                 Ok(padded)
             }
         }
@@ -139,8 +144,13 @@ impl Segment {
                 .buffered_open(&path)
                 .await
                 .map_err(|e| Error::io(&path, e))?;
+            let writer = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
             SegmentFile::Buffered {
                 file: buffered,
+                writer,
                 align: file_alignment,
             }
         } else {
