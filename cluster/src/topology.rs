@@ -339,7 +339,6 @@ impl Topology {
         self.members.len() == 1
     }
 
-
     /// Whether the failure detector believes member `i` up.
     pub fn is_up(&self, i: NodeIndex) -> bool {
         self.up.get(i).copied().unwrap_or(false)

@@ -1,33 +1,42 @@
 //! The memtable: a shard's in-memory, ordered map of recent writes.
 
-use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::options::ConflictMode;
 use crate::token::Token;
 use crate::version::{SiblingSet, ANY_REPLICA};
 
-/// Estimated bytes a BTreeMap slot and two heap allocations cost beyond the
-/// key and value bytes; used so the flush threshold tracks real memory.
-const ENTRY_OVERHEAD_BYTES: usize = 64;
+/// Estimated bytes an entry costs beyond its key and value bytes (its
+/// hash bucket, its place in the ordered tree, two heap allocations); used
+/// so the flush threshold tracks real memory.
+const ENTRY_OVERHEAD_BYTES: usize = 96;
 
 /// Ordered map from `(token, key)` to the key's merged sibling set, kept
 /// encoded (the same bytes an SSTable stores) so memory stays close to the
 /// data size and flushing is a copy.
 ///
-/// The tree is keyed by the token alone, so a descent compares plain
-/// integers packed eight to a cache line and never touches key bytes or
-/// calls through a trait object; the key is compared once, at the end.
-/// Before, a node's keys were `(token, boxed key)` pairs three times as
-/// wide, and a point read's descent through 100 k keys cost ~25 cache
-/// misses (12 % of a shard's time under pipelined RESP GETs). Distinct keys
+/// Each token's keys live in a [`Slot`] inside a hash map, which serves
+/// the point reads and writes; a B-tree set of the tokens gives the order
+/// for scans and the flush. A point operation misses the cache on the hash
+/// bucket (which holds the slot), the key and the value, where a descent
+/// of a tree through 100 k tokens missed at every level (the memtable was
+/// the largest item in a shard's profile under pipelined RESP SETs); an
+/// overwrite, the common write, touches only the hash map. Distinct keys
 /// with the same token (a 64-bit hash: practically never) share a slot.
+///
+/// The hash map is seeded per process (`ahash`): tokens are unkeyed xxh3
+/// hashes of client keys, and a client must not be able to pick keys
+/// that collide in its buckets.
 ///
 /// Public so benchmarks and tools can measure it alone; the engine owns
 /// its instances.
 #[derive(Debug, Default)]
 pub struct Memtable {
-    map: BTreeMap<Token, Slot>,
+    /// Token → its keys, for point operations.
+    slots: HashMap<Token, Slot, ahash::RandomState>,
+    /// The same tokens, in order.
+    order: BTreeSet<Token>,
     keys: usize,
     bytes: usize,
 }
@@ -148,18 +157,34 @@ fn merge_into(existing: &mut Box<[u8]>, delta: &SiblingSet, mode: ConflictMode) 
 }
 
 impl Memtable {
+    /// An empty memtable with room for `tokens` tokens before its hash
+    /// index grows.
+    pub fn with_capacity(tokens: usize) -> Memtable {
+        Memtable {
+            slots: HashMap::with_capacity_and_hasher(tokens, ahash::RandomState::new()),
+            ..Memtable::default()
+        }
+    }
+
+    /// Number of distinct tokens (equal to [`Memtable::len`] unless keys
+    /// share a token).
+    pub fn tokens(&self) -> usize {
+        self.order.len()
+    }
+
     /// Merges `delta` into the key's set (a write never needs the old value
     /// from disk: the merge happens again at read and compaction time).
     pub fn apply(&mut self, token: Token, key: &[u8], delta: &SiblingSet, mode: ConflictMode) {
-        // One tree descent for both the lookup and the insert.
-        let (added, before, after) = match self.map.entry(token) {
+        let (added, before, after) = match self.slots.entry(token) {
+            Entry::Occupied(slot) => slot.into_mut().apply(key, delta, mode),
             Entry::Vacant(vacant) => {
                 let encoded = delta.to_bytes().into_boxed_slice();
                 let len = encoded.len();
                 vacant.insert(Slot::One(key.into(), encoded));
+                let fresh = self.order.insert(token);
+                debug_assert!(fresh, "the tree and the hash map hold the same tokens");
                 (true, 0, len)
             }
-            Entry::Occupied(occupied) => occupied.into_mut().apply(key, delta, mode),
         };
         self.bytes = self.bytes - before + after;
         if added {
@@ -170,7 +195,7 @@ impl Memtable {
 
     /// The encoded set of a key, if the memtable has one.
     pub fn get(&self, token: Token, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(&token).and_then(|slot| slot.find(key))
+        self.slots.get(&token).and_then(|slot| slot.find(key))
     }
 
     /// Approximate memory used, in bytes.
@@ -201,9 +226,9 @@ impl Memtable {
         if start.0 > end_token {
             return Vec::new();
         }
-        self.map
+        self.order
             .range(start.0..=end_token)
-            .flat_map(|(&token, slot)| slot.entries().map(move |(k, v)| (token, k, v)))
+            .flat_map(|&token| self.slot(token).entries().map(move |(k, v)| (token, k, v)))
             .filter(|&(token, k, _)| {
                 token != start.0 || if exclusive { k > start.1 } else { k >= start.1 }
             })
@@ -214,9 +239,15 @@ impl Memtable {
 
     /// Every entry in order, for flushing.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Token, &[u8], &[u8])> {
-        self.map
+        self.order
             .iter()
-            .flat_map(|(&token, slot)| slot.entries().map(move |(k, v)| (token, k, v)))
+            .flat_map(|&token| self.slot(token).entries().map(move |(k, v)| (token, k, v)))
+    }
+
+    /// The slot of a token the order holds.
+    fn slot(&self, token: Token) -> &Slot {
+        // Both structures gain a token together and never lose one.
+        &self.slots[&token]
     }
 }
 

@@ -50,7 +50,11 @@ impl Engine {
             // below it.
             let boundary = self.log.rotate().await?;
             let mut st = self.state.borrow_mut();
-            let mem = std::mem::take(&mut st.active);
+            // The next memtable is sized for as many tokens as this one
+            // took, so it does not rehash its whole index (a stall of
+            // milliseconds at a few hundred thousand keys) as it fills.
+            let next = Memtable::with_capacity(st.active.tokens());
+            let mem = std::mem::replace(&mut st.active, next);
             st.frozen = Some(Frozen {
                 mem: Rc::new(RefCell::new(mem)),
                 boundary,
