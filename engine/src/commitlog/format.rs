@@ -74,10 +74,32 @@ pub(crate) fn decode_segment_header(b: &[u8]) -> Result<u64, String> {
 }
 
 /// Appends one record's framing and payload to a batch body.
+#[cfg(test)]
 pub(crate) fn push_record(body: &mut Vec<u8>, payload: &[u8]) {
-    body.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    body.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    body.extend_from_slice(payload);
+    push_record_with(body, payload.len(), |out| out.extend_from_slice(payload));
+}
+
+/// Appends one record whose payload `encode` writes straight into the
+/// batch body (no buffer of its own, no second copy); `payload_len` is
+/// what `encode` must append, checked before the framing is finished.
+pub(crate) fn push_record_with(
+    body: &mut Vec<u8>,
+    payload_len: usize,
+    encode: impl FnOnce(&mut Vec<u8>),
+) {
+    let len = u32::try_from(payload_len).expect("record payload under 4 GiB");
+    let start = body.len();
+    body.reserve(8 + payload_len);
+    body.extend_from_slice(&len.to_le_bytes());
+    body.extend_from_slice(&[0; 4]);
+    encode(body);
+    assert_eq!(
+        body.len() - start - 8,
+        payload_len,
+        "a record encoded to another length than it announced"
+    );
+    let crc = crc32c::crc32c(&body[start + 8..]);
+    body[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A parsed batch header.

@@ -246,8 +246,21 @@ impl CommitLog {
 
     /// Adds `payload` to the filling batch and returns its ticket; waits
     /// only while the filling batch is full.
+    #[cfg(test)]
     pub(crate) async fn submit(&self, payload: &[u8]) -> Result<Ticket> {
-        let need = RECORD_HEADER_BYTES + payload.len();
+        self.submit_with(payload.len(), |out| out.extend_from_slice(payload))
+            .await
+    }
+
+    /// As `submit`, with the payload (`payload_len` bytes) written by
+    /// `encode` straight into the batch.
+    pub(crate) async fn submit_with(
+        &self,
+        payload_len: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Ticket> {
+        let mut encode = Some(encode);
+        let need = RECORD_HEADER_BYTES + payload_len;
         assert!(
             need + BATCH_HEADER_BYTES <= self.opts.batch_bytes_max,
             "record larger than a batch"
@@ -279,7 +292,8 @@ impl CommitLog {
                                 b
                             }
                         };
-                        format::push_record(&mut batch.body.borrow_mut(), payload);
+                        let encode = encode.take().expect("a record is pushed once");
+                        format::push_record_with(&mut batch.body.borrow_mut(), payload_len, encode);
                         batch.records.set(batch.records.get() + 1);
                         return Ok(Ticket { batch });
                     }

@@ -35,14 +35,18 @@ pub struct WriteOptions {
     pub context: WriteContext,
 }
 
-/// Encodes a commit-log record: `u8 kind, u32 key length, key, sibling set`.
-pub(super) fn encode_record(key: &[u8], set: &SiblingSet) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + key.len() + set.encoded_len());
+/// Bytes [`encode_record_into`] appends.
+pub(super) fn record_len(key: &[u8], set: &SiblingSet) -> usize {
+    5 + key.len() + set.encoded_len()
+}
+
+/// Appends a commit-log record, `u8 kind, u32 key length, key, sibling
+/// set`, to `out` (the commit log's batch, on the write path).
+pub(super) fn encode_record_into(out: &mut Vec<u8>, key: &[u8], set: &SiblingSet) {
     out.push(RECORD_APPLY);
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
-    set.encode(&mut out);
-    out
+    set.encode(out);
 }
 
 /// Decodes a commit-log record (its checksum was already verified).
@@ -192,8 +196,12 @@ impl Engine {
     async fn append(&self, key: &[u8], delta: &SiblingSet) -> Result<()> {
         self.check_open()?;
         self.wait_for_memtable_room().await?;
-        let record = encode_record(key, delta);
-        let ticket = self.log.submit(&record).await?;
+        let ticket = self
+            .log
+            .submit_with(record_len(key, delta), |out| {
+                encode_record_into(out, key, delta)
+            })
+            .await?;
         let segment = ticket.segment();
         *self.state.borrow_mut().inflight.entry(segment).or_insert(0) += 1;
         let durable = ticket.durable().await;
