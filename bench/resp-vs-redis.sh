@@ -8,11 +8,12 @@
 # Prints requests/s, the ratio corekv/Redis, and each server's CPU-µs per
 # request (from /proc/PID/stat, user + system time).
 #
-# Usage: bench/resp-vs-redis.sh [requests per test, default 200000]
+# Usage: bench/resp-vs-redis.sh [requests per test, default 1000000; runs of
+# a few hundred thousand swing by ±15 % on a shared VM]
 # Builds and runs $CARGO_TARGET_DIR/release/corekv (default target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-200000}
+N=${1:-1000000}
 command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
     echo "needs redis-server and redis-benchmark (Debian: apt-get install redis-server redis-tools)" >&2
     exit 1
