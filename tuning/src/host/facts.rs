@@ -35,6 +35,8 @@ pub struct HostFacts {
     pub io_uring_disabled: Option<String>,
     /// Outcome of setting up a tiny io_uring in this process.
     pub ring_setup: Result<(), String>,
+    /// `/proc/sys/kernel/osrelease` (e.g. `6.1.0-18-amd64`).
+    pub kernel_release: Option<String>,
 }
 
 /// Where shards will run, to compare NIC interrupt placement with.

@@ -113,5 +113,6 @@ pub fn probe() -> HostFacts {
         online_cpus: read("/sys/devices/system/cpu/online"),
         io_uring_disabled: read("/proc/sys/kernel/io_uring_disabled"),
         ring_setup: crate::io::probe_ring().map_err(|e| e.to_string()),
+        kernel_release: read("/proc/sys/kernel/osrelease"),
     }
 }

@@ -86,12 +86,79 @@ pub(super) fn io_uring(f: &HostFacts) -> Check {
     }
 }
 
+/// The oldest kernel whose io_uring takes `IORING_SETUP_COOP_TASKRUN`.
+pub const COOP_TASKRUN_KERNEL: (u32, u32) = (5, 19);
+
+/// `major.minor` of a kernel release string such as `6.1.0-18-amd64`.
+fn major_minor(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+pub(super) fn kernel_version(f: &HostFacts) -> Check {
+    let (want_major, want_minor) = COOP_TASKRUN_KERNEL;
+    let recommended = format!("{want_major}.{want_minor} or newer");
+    let why = "corekv's io_uring rings use COOP_TASKRUN: completions reach a busy shard at its next system call instead of through an interrupt per packet (pipelined RESP: ~2x less system time per request)";
+    let Some(release) = f.kernel_release.as_deref() else {
+        return check(
+            "kernel_version",
+            Status::Unknown,
+            "/proc/sys/kernel/osrelease unreadable",
+            recommended,
+            why,
+        );
+    };
+    let release = release.trim();
+    match major_minor(release) {
+        Some(v) if v >= COOP_TASKRUN_KERNEL => {
+            check("kernel_version", Status::Ok, release, recommended, why)
+        }
+        Some(_) => check(
+            "kernel_version",
+            Status::Warn,
+            release,
+            recommended,
+            format!("{why}; on this kernel the rings start without it and a busy shard spends more CPU per request"),
+        ),
+        None => check(
+            "kernel_version",
+            Status::Unknown,
+            format!("{release} (not major.minor)"),
+            recommended,
+            why,
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::fixture::{by_id, facts};
     use super::super::{evaluate, Status};
     use super::*;
     use crate::host::facts::Placement;
+
+    #[test]
+    fn kernel_version_needs_coop_taskrun() {
+        let mut f = facts();
+        let status = |f: &HostFacts| {
+            let checks = evaluate(f, &Placement::default());
+            let c = by_id(&checks, "kernel_version");
+            (c.status, c.current.clone())
+        };
+        assert_eq!(status(&f), (Status::Ok, "6.1.0-18-amd64".to_string()));
+        f.kernel_release = Some("5.19.0\n".into());
+        assert_eq!(status(&f).0, Status::Ok);
+        f.kernel_release = Some("5.15.0-91-generic\n".into());
+        assert_eq!(status(&f).0, Status::Warn);
+        f.kernel_release = Some("4.19.0".into());
+        assert_eq!(status(&f).0, Status::Warn);
+        f.kernel_release = Some("custom".into());
+        assert_eq!(status(&f).0, Status::Unknown);
+        f.kernel_release = None;
+        assert_eq!(status(&f).0, Status::Unknown);
+    }
 
     #[test]
     fn rlimits() {

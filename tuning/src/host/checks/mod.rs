@@ -19,7 +19,7 @@ pub use kernel::{SysctlRule, SYSCTLS};
 pub use limits::{MEMLOCK_OK, NOFILE_OK, NOFILE_RECOMMENDED};
 
 /// Every check, by id, in report order.
-pub const CHECK_IDS: [&str; 12] = [
+pub const CHECK_IDS: [&str; 13] = [
     "cpu_governor",
     "transparent_hugepages",
     "swappiness",
@@ -32,6 +32,7 @@ pub const CHECK_IDS: [&str; 12] = [
     "clocksource",
     "nic_irqs",
     "io_uring",
+    "kernel_version",
 ];
 
 /// Outcome of a check.
@@ -120,6 +121,7 @@ pub fn evaluate(facts: &HostFacts, placement: &Placement) -> Vec<Check> {
     out.push(kernel::clocksource(facts));
     out.push(irq::nic_irqs(facts, placement));
     out.push(limits::io_uring(facts));
+    out.push(limits::kernel_version(facts));
     out
 }
 
@@ -157,6 +159,7 @@ pub(super) mod fixture {
             online_cpus: Some("0-3\n".into()),
             io_uring_disabled: Some("0\n".into()),
             ring_setup: Ok(()),
+            kernel_release: Some("6.1.0-18-amd64\n".into()),
         }
     }
 
