@@ -244,16 +244,9 @@ impl CommitLog {
         Ok((log, stats))
     }
 
-    /// Adds `payload` to the filling batch and returns its ticket; waits
-    /// only while the filling batch is full.
-    #[cfg(test)]
-    pub(crate) async fn submit(&self, payload: &[u8]) -> Result<Ticket> {
-        self.submit_with(payload.len(), |out| out.extend_from_slice(payload))
-            .await
-    }
-
-    /// As `submit`, with the payload (`payload_len` bytes) written by
-    /// `encode` straight into the batch.
+    /// Adds a record of `payload_len` bytes, written by `encode` straight
+    /// into the filling batch (no buffer of its own), and returns its
+    /// ticket; waits only while the filling batch is full.
     pub(crate) async fn submit_with(
         &self,
         payload_len: usize,
