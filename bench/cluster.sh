@@ -15,16 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
-cargo build --release -q
-bin=${CARGO_TARGET_DIR:-target}/release/corekv
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/lib.sh
 
 for i in 1 2 3; do
     cat >"$work/node$i.toml" <<TOML

@@ -13,16 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KEYS=${1:-1000000}
 DIVERGENT=$((KEYS / 100))
-cargo build --release -q
-bin=${CARGO_TARGET_DIR:-target}/release/corekv
-work=$(mktemp -d -p "$PWD" .repair-bench.XXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+work_parent=$PWD
+. bench/lib.sh
 
 node() { # id
     local i=$1

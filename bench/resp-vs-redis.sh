@@ -18,16 +18,7 @@ command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
     echo "needs redis-server and redis-benchmark (Debian: apt-get install redis-server redis-tools)" >&2
     exit 1
 }
-cargo build --release -q
-corekv_bin=${CARGO_TARGET_DIR:-target}/release/corekv
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/lib.sh
 
 REDIS_PORT=16379
 COREKV_RESP=17379
@@ -35,7 +26,7 @@ mkdir -p "$work/redis"
 taskset -c 0 redis-server --port $REDIS_PORT --bind 127.0.0.1 --appendonly yes --appendfsync everysec \
     --save "" --dir "$work/redis" --daemonize no --loglevel warning >"$work/redis.log" 2>&1 &
 pids+=($!); redis_pid=$!
-taskset -c 0 "$corekv_bin" serve --shards 1 --cpus 0 --commitlog-sync periodic \
+taskset -c 0 "$bin" serve --shards 1 --cpus 0 --commitlog-sync periodic \
     --data-dir "$work/corekv" --native-addr 127.0.0.1:17000 --resp-addr 127.0.0.1:$COREKV_RESP \
     --log warn >"$work/corekv.log" 2>&1 &
 pids+=($!); corekv_pid=$!
