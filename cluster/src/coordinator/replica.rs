@@ -122,13 +122,7 @@ impl Coordinator {
                     key,
                     set: encoded.to_vec(),
                 };
-                match self.links.call(member, shard, req).await {
-                    Ok(PeerResponse::Applied) => Ok(()),
-                    Ok(other) => Err(ReplicaError::Remote(format!(
-                        "unexpected replica reply {other:?}"
-                    ))),
-                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
-                }
+                self.call_applied(member, shard, req, "replica").await
             }
             Target::Fallback { node, owner } => {
                 let member = &topo.members()[node];
@@ -138,18 +132,30 @@ impl Coordinator {
                     key,
                     set: encoded.to_vec(),
                 };
-                match self.links.call(member, shard, req).await {
-                    Ok(PeerResponse::Applied) => Ok(()),
-                    Ok(other) => Err(ReplicaError::Remote(format!(
-                        "unexpected stand-in reply {other:?}"
-                    ))),
-                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
-                }
+                self.call_applied(member, shard, req, "stand-in").await
             }
             Target::LocalHint { owner } => {
                 let id = topo.members()[owner].id;
                 self.store_hint(id, &key, &encoded).await
             }
+        }
+    }
+
+    /// Sends a write (`APPLY` or `HINT`) to shard `shard` of `member`;
+    /// `Applied` is its only success. `role` names the receiver in errors.
+    async fn call_applied(
+        &self,
+        member: &crate::topology::Member,
+        shard: usize,
+        req: PeerRequest,
+        role: &str,
+    ) -> Result<(), ReplicaError> {
+        match self.links.call(member, shard, req).await {
+            Ok(PeerResponse::Applied) => Ok(()),
+            Ok(other) => Err(ReplicaError::Remote(format!(
+                "unexpected {role} reply {other:?}"
+            ))),
+            Err(e) => Err(ReplicaError::Remote(e.to_string())),
         }
     }
 

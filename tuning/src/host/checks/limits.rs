@@ -23,15 +23,20 @@ pub(super) fn nofile(f: &HostFacts) -> Check {
             } else {
                 Status::Warn
             },
-            format!(
-                "soft {} / hard {}",
-                parse::rlimit(soft),
-                parse::rlimit(hard)
-            ),
+            soft_hard(soft, hard),
             rec,
             format!("{why} (this shell's limit; the systemd unit sets LimitNOFILE)"),
         ),
     }
+}
+
+/// An rlimit pair as the checks show it: `soft 1024 / hard 524288`.
+fn soft_hard(soft: u64, hard: u64) -> String {
+    format!(
+        "soft {} / hard {}",
+        parse::rlimit(soft),
+        parse::rlimit(hard)
+    )
 }
 
 pub(super) fn memlock(f: &HostFacts) -> Check {
@@ -51,11 +56,7 @@ pub(super) fn memlock(f: &HostFacts) -> Check {
             } else {
                 Status::Warn
             },
-            format!(
-                "soft {} / hard {}",
-                parse::rlimit(soft),
-                parse::rlimit(hard)
-            ),
+            soft_hard(soft, hard),
             "unlimited",
             why,
         ),
