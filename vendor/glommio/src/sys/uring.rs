@@ -1055,14 +1055,33 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
-        if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
-            let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
+    /// corekv patch: sleeps until this ring has a completion, with a single
+    /// `io_uring_enter` that also submits everything queued for the ring
+    /// (the sleep timer, cancellations) and, when `link` is given, a new
+    /// poll on the latency ring's fd so that its completions wake us too.
+    ///
+    /// Returns whether it waited, and whether `link` went into the ring
+    /// (from then on it stays pending until the latency ring completes
+    /// something, and later sleeps reuse it). If the submission queue is
+    /// full it does not wait: waiting without the link could sleep through
+    /// a latency-ring completion.
+    fn sleep(&mut self, link: Option<&Source>) -> io::Result<(bool, bool)> {
+        self.consume_cancellation_queue()?;
+        let q = self.submission_queue();
+        self.consume_sqe_queue(&mut q.borrow_mut().submissions, false)?;
+        if !q.borrow().submissions.is_empty() {
+            // Out of SQEs: hand what we have to the kernel and come back.
+            self.submit_sqes()?;
+            return Ok((false, false));
+        }
+        let mut linked = false;
+        if let Some(link) = link {
+            let mut sq = self.ring.sq();
+            let Some(mut sqe) = sq.prepare_sqe() else {
+                drop(sq);
+                self.submit_sqes()?;
+                return Ok((false, false));
+            };
             let op = UringDescriptor {
                 fd: link.raw(),
                 flags: SubmissionFlags::empty(),
@@ -1079,42 +1098,18 @@ impl SleepableRing {
                 DmaBuffer::new,
                 &mut self.source_map.borrow_mut(),
             );
-
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
-            } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
-            }
-        } else {
-            // Can't link rings because we ran out of `CQE`s. Just can't sleep.
-            // Submit what we have, once we're out of here we'll consume them
-            // and at some point will be able to sleep again.
-            self.submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)
+            linked = true;
         }
+        // Once prepared, the SQEs belong to the kernel: if this call is
+        // refused (EBUSY) or interrupted before submitting, the next
+        // `io_uring_enter` on this ring submits them.
+        let submitted = self.ring.submit_sqes_and_wait(1).map(|n| n as usize);
+        let submitted = submitted
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
+        self.in_kernel += submitted;
+        Ok((true, linked))
     }
 }
 
@@ -1177,10 +1172,10 @@ impl UringCommon for SleepableRing {
         let source_map = self.source_map.clone();
         process_one_event(
             self.ring.peek_for_cqe(),
-            |source| match source.source_type {
-                SourceType::LinkRings => Some(()),
-                _ => None,
-            },
+            // corekv patch: the link poll's completion is recorded like any
+            // other (upstream skipped it), because the reactor now keeps
+            // that poll across sleeps and must see when it has fired.
+            |_| None,
             |mut src, res| {
                 record_stats(self, &mut src, &res);
                 if let SourceType::ForeignNotifier(_, installed) = &mut src.source_type {
@@ -1234,6 +1229,13 @@ pub(crate) struct Reactor {
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
+    /// corekv patch: the main ring's poll on the latency ring's fd, kept
+    /// across sleeps until it completes.
+    link_src: Cell<Option<Source>>,
+    /// corekv patch: the main ring's timeout that wakes a sleeping executor
+    /// for its next user timer, and when it fires; kept across sleeps while
+    /// it fires no later than the next timer is due.
+    sleep_timer_src: Cell<Option<(Source, Instant)>>,
 
     link_fd: RawFd,
 
@@ -1374,6 +1376,8 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
+            link_src: Cell::new(None),
+            sleep_timer_src: Cell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1743,17 +1747,54 @@ impl Reactor {
     /// what we do is we take advantage of the fact that the ring's `ring_fd` is
     /// pollable and register a `POLL_ADD` event into the ring we will wait on.
     ///
-    /// We may not be able to register an `SQE` at this point, so we return an
-    /// Error and will just not sleep.
+    /// corekv patch: the poll is kept while it is pending, so most sleeps
+    /// submit nothing new: the wait (and anything queued for the main ring)
+    /// is a single `io_uring_enter`. If no `SQE` is free we do not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let new_link = if source_pending(&self.link_src) {
+            None
+        } else {
+            Some(Source::new(
+                IoRequirements::default(),
+                self.link_fd,
+                SourceType::LinkRings,
+                None,
+                None,
+            ))
+        };
+        let (_, linked) = ring
+            .sleep(new_link.as_ref())
+            .or_else(Self::busy_ok)
+            .or_else(Self::again_ok)
+            .or_else(Self::intr_ok)?;
+        if linked {
+            self.link_src.set(new_link);
+        }
+        Ok(())
+    }
+
+    /// corekv patch: makes sure a main-ring timeout wakes a sleeping
+    /// executor no later than `dur` from now. One still pending that fires
+    /// no later than that is kept (at worst it wakes us early once, and the
+    /// executor goes back to sleep); otherwise a new one is queued, to go
+    /// in with the wait.
+    fn arm_sleep_timer(&self, ring: &mut SleepableRing, dur: Duration) {
+        // `dur` is measured from a slightly different instant on every
+        // call, so the same timer's deadline jitters by microseconds; a
+        // pending timeout that fires within this slack of it is kept (the
+        // kernel's default timer slack is also 50 µs).
+        const SLACK: Duration = Duration::from_micros(50);
+        let due = Instant::now() + dur;
+        if let Some((src, at)) = self.sleep_timer_src.take() {
+            if src.result().is_none() && at <= due + SLACK {
+                self.sleep_timer_src.set(Some((src, at)));
+                return;
+            }
+            // Dropping a pending timer queues its cancellation, which also
+            // goes in with the wait.
+        }
+        self.sleep_timer_src
+            .set(Some((ring.prepare_latency_preemption_timer(dur), due)));
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1847,8 +1888,13 @@ impl Reactor {
         // and armed again on every pass of the executor's loop. Each
         // cancellation walked io-wq's workers in the kernel: 5-9 % of a
         // shard's CPU at 75 k unbatched requests/s.
-        let will_not_sleep = preempt_timer().is_some();
-        if !will_not_sleep || !source_pending(&self.latency_preemption_timeout_src) {
+        //
+        // corekv patch: a pending latency timer is now also kept when we
+        // may sleep. If it fires while we sleep, the linked rings wake us
+        // once (at most one timer period, 100 ms by default, after the
+        // executor went idle), which costs less than cancelling it at every
+        // sleep and arming it at every wake-up.
+        if !source_pending(&self.latency_preemption_timeout_src) {
             drop(self.latency_preemption_timeout_src.take());
         }
 
@@ -1886,10 +1932,12 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
+            //
+            // corekv patch: that timer is a main-ring timeout, submitted
+            // together with the wait and kept across sleeps while it fires
+            // early enough (see `arm_sleep_timer`).
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                self.arm_sleep_timer(&mut main_ring, dur);
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1903,12 +1951,10 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
+                    // corekv patch: the link poll is kept, so there is no
+                    // cancellation to flush after waking up.
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
-                    // May have new cancellations related to the link ring fd.
-                    flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
-                    flush_rings!(lat_ring, poll_ring, main_ring)?;
-                    consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
