@@ -37,6 +37,25 @@ pub struct HostFacts {
     pub ring_setup: Result<(), String>,
     /// `/proc/sys/kernel/osrelease` (e.g. `6.1.0-18-amd64`).
     pub kernel_release: Option<String>,
+    /// `/sys/devices/system/cpu/cpuidle/current_driver` (absent without
+    /// cpuidle).
+    pub cpuidle_driver: Option<String>,
+    /// `/sys/module/haltpoll/parameters/guest_halt_poll_ns` (absent
+    /// unless the guest `haltpoll` driver is loaded).
+    pub guest_halt_poll_ns: Option<String>,
+    /// CPU 0's idle states, shallowest first.
+    pub idle_states: Vec<IdleState>,
+}
+
+/// One idle state of a CPU (`/sys/devices/system/cpu/cpu0/cpuidle/stateN`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdleState {
+    /// `name`, e.g. `C1E`.
+    pub name: String,
+    /// `latency`: worst-case exit latency in µs.
+    pub exit_latency_us: u64,
+    /// `disable` is 1.
+    pub disabled: bool,
 }
 
 /// Where shards will run, to compare NIC interrupt placement with.

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::checks::{sysctl_path, SYSCTLS, THP_PATH};
-use super::facts::HostFacts;
+use super::checks::{sysctl_path, HALT_POLL_NS_PATH, SYSCTLS, THP_PATH};
+use super::facts::{HostFacts, IdleState};
 use super::parse;
 
 fn read(path: impl AsRef<Path>) -> Option<String> {
@@ -114,5 +114,31 @@ pub fn probe() -> HostFacts {
         io_uring_disabled: read("/proc/sys/kernel/io_uring_disabled"),
         ring_setup: crate::io::probe_ring().map_err(|e| e.to_string()),
         kernel_release: read("/proc/sys/kernel/osrelease"),
+        cpuidle_driver: read("/sys/devices/system/cpu/cpuidle/current_driver"),
+        guest_halt_poll_ns: read(HALT_POLL_NS_PATH),
+        idle_states: idle_states(),
     }
+}
+
+/// CPU 0's idle states in sysfs order; a state whose files do not parse
+/// is left out.
+fn idle_states() -> Vec<IdleState> {
+    let dir = "/sys/devices/system/cpu/cpu0/cpuidle";
+    // Bounded: no CPU has anywhere near 64 idle states.
+    (0..64)
+        .map_while(|i| {
+            let state = format!("{dir}/state{i}");
+            let name = read(format!("{state}/name"))?;
+            Some((state, name))
+        })
+        .filter_map(|(state, name)| {
+            let exit_latency_us = read(format!("{state}/latency"))?.trim().parse().ok()?;
+            let disabled = read(format!("{state}/disable")).is_some_and(|d| d.trim() == "1");
+            Some(IdleState {
+                name: name.trim().to_string(),
+                exit_latency_us,
+                disabled,
+            })
+        })
+        .collect()
 }

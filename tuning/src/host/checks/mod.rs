@@ -6,6 +6,7 @@
 //! carries it in [`Check::fix`]. Kernel settings are in `kernel`, process
 //! limits and io_uring in `limits`, interrupt placement in `irq`.
 
+mod idle;
 mod irq;
 mod kernel;
 mod limits;
@@ -14,13 +15,15 @@ use serde::Serialize;
 
 use super::facts::{HostFacts, Placement};
 
+pub use idle::{HALT_POLL_NS_DEFAULT, HALT_POLL_NS_PATH, IDLE_EXIT_LATENCY_US_MAX};
 pub use irq::shard_cpus;
 pub use kernel::{SysctlRule, SYSCTLS};
 pub use limits::{MEMLOCK_OK, NOFILE_OK, NOFILE_RECOMMENDED};
 
 /// Every check, by id, in report order.
-pub const CHECK_IDS: [&str; 13] = [
+pub const CHECK_IDS: [&str; 14] = [
     "cpu_governor",
+    "cpu_idle",
     "transparent_hugepages",
     "swappiness",
     "dirty_ratio",
@@ -114,7 +117,11 @@ pub const THP_PATH: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
 
 /// Runs every check on `facts`.
 pub fn evaluate(facts: &HostFacts, placement: &Placement) -> Vec<Check> {
-    let mut out = vec![kernel::governor(facts), kernel::thp(facts)];
+    let mut out = vec![
+        kernel::governor(facts),
+        idle::cpu_idle(facts),
+        kernel::thp(facts),
+    ];
     out.extend(SYSCTLS.iter().map(|r| kernel::sysctl(facts, r)));
     out.push(limits::nofile(facts));
     out.push(limits::memlock(facts));
@@ -160,6 +167,9 @@ pub(super) mod fixture {
             io_uring_disabled: Some("0\n".into()),
             ring_setup: Ok(()),
             kernel_release: Some("6.1.0-18-amd64\n".into()),
+            cpuidle_driver: Some("intel_idle\n".into()),
+            guest_halt_poll_ns: None,
+            idle_states: vec![],
         }
     }
 
