@@ -7,7 +7,11 @@
 # forwards per request from each node's STATUS.
 #
 # The nodes share CPU 0 and the generator runs on CPU 1 (this machine has
-# two cores; absolute figures drift between runs — compare the ratio).
+# two cores; absolute figures drift between runs — compare the ratio). The
+# generator busy-polls its CPU (--busy-poll): were it to sleep between
+# sends, every answer would first have to wake CPU 1 from its idle state,
+# and on a VM whose idle driver halts the vCPU that costs the answering
+# node tens of µs and adds the wake-up to every measured latency.
 # Commit logs in periodic mode (10 ms): the figures are CPU and network,
 # not fdatasync latency.
 #
@@ -55,7 +59,7 @@ for port in 18010 18020 18030; do
     done
 done
 
-common=(--workload a --keys 100000 --value-size 100 --threads 1 --pin 1 --quiet)
+common=(--workload a --keys 100000 --value-size 100 --threads 1 --pin 1 --busy-poll --quiet)
 echo "== maximum throughput (closed loop, 4 connections per shard x 16 in flight)"
 $bin bench --target cluster=native-sharded://127.0.0.1:18010 --target single=native-sharded://127.0.0.1:18200 \
     "${common[@]}" --load --closed --connections 4 --pipeline 16 --duration "${SECS}s" --out "$work/max" | tail -n 20

@@ -48,6 +48,7 @@ fn spec(
         timeout: Duration::from_secs(5),
         seed: 1,
         pin: vec![1],
+        busy_poll: false,
         interval: Duration::from_secs(1),
         load: false,
     }

@@ -80,6 +80,12 @@ pub struct BenchArgs {
     /// Pin workers to these CPUs, e.g. `1` or `0,1`.
     #[arg(long, value_delimiter = ',')]
     pub pin: Vec<usize>,
+    /// Between sends, poll the sockets instead of sleeping. For a worker
+    /// pinned to a CPU of its own: every sleep would otherwise end with a
+    /// wake-up from the CPU's idle state, whose cost (tens of µs on some
+    /// VMs) the server pays when it answers and the run counts as latency.
+    #[arg(long)]
+    pub busy_poll: bool,
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
@@ -226,6 +232,7 @@ impl BenchArgs {
             timeout: self.timeout,
             seed: self.seed,
             pin: self.pin,
+            busy_poll: self.busy_poll,
             load: self.load,
             out: self.out,
             quiet: self.quiet,

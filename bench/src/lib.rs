@@ -109,6 +109,8 @@ pub struct BenchConfig {
     pub seed: u64,
     /// CPUs to pin workers to (empty: none).
     pub pin: Vec<usize>,
+    /// Workers poll instead of sleeping between sends.
+    pub busy_poll: bool,
     /// Pre-populate every key before measuring.
     pub load: bool,
     /// Directory for JSON, HDR logs and plots.
@@ -131,6 +133,7 @@ impl BenchConfig {
             timeout: self.timeout,
             seed: self.seed,
             pin: self.pin.clone(),
+            busy_poll: self.busy_poll,
             interval: Duration::from_secs(1),
             load: false,
         };

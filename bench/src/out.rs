@@ -44,6 +44,8 @@ fn write_json(dir: &Path, cfg: &BenchConfig, all: &[TargetSummary]) -> Result<()
         "duration_s": cfg.duration.as_secs_f64(),
         "requests": cfg.requests,
         "timeout_s": cfg.timeout.as_secs_f64(),
+        "pin": cfg.pin,
+        "busy_poll": cfg.busy_poll,
         "targets": all,
     });
     let text = serde_json::to_string_pretty(&doc).map_err(|e| io_err("encoding JSON", e))?;

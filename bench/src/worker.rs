@@ -70,6 +70,9 @@ pub struct RunSpec {
     pub seed: u64,
     /// CPUs to pin workers to, round robin (empty: no pinning).
     pub pin: Vec<usize>,
+    /// Poll the connections instead of sleeping until the next send is
+    /// due (the worker's CPU never enters its idle state).
+    pub busy_poll: bool,
     /// Progress/interval-log period.
     pub interval: Duration,
     /// Load phase: write every key `0..key_count` once, closed loop.
@@ -337,7 +340,7 @@ impl<'a> Worker<'a> {
             if !issuing {
                 wait_ns = wait_ns.min(drain_deadline.saturating_sub(now));
             }
-            if wait_ns < SPIN_NS {
+            if wait_ns < SPIN_NS || spec.busy_poll {
                 wait_ns = 0;
             }
             self.epoll.wait(&mut events, &mut ready, wait_ns);

@@ -34,6 +34,7 @@ fn spec(server: &NullServer, protocol: Protocol, mode: Mode, duration: Duration)
         timeout: Duration::from_secs(5),
         seed: 7,
         pin: vec![],
+        busy_poll: false,
         interval: Duration::from_millis(500),
         load: false,
     }
@@ -49,23 +50,32 @@ fn ok(s: &Stats) -> u64 {
 
 #[test]
 fn open_loop_holds_the_rate_within_two_percent() {
-    for protocol in [Protocol::Native, Protocol::Resp] {
+    // Busy polling (one worker, so one core) must keep the same schedule.
+    for (protocol, busy_poll) in [
+        (Protocol::Native, false),
+        (Protocol::Resp, false),
+        (Protocol::Native, true),
+    ] {
         let srv = server(protocol);
         let rate = 20_000.0;
         let mut sp = spec(&srv, protocol, Mode::Open { rate }, Duration::from_secs(2));
-        sp.threads = 2;
+        sp.threads = if busy_poll { 1 } else { 2 };
+        sp.busy_poll = busy_poll;
         let mut points = Vec::new();
         let r = run_target(&sp, &mut |p| points.push(p.rate)).unwrap();
         let n = ok(&r.stats);
         assert_eq!(r.stats.errors(), 0, "{:?}", r.stats.error_samples);
         assert_eq!(r.stats.unsent, 0);
         // Exactly rate × duration requests were scheduled and answered…
-        assert_eq!(n, 40_000, "{protocol:?}");
+        assert_eq!(n, 40_000, "{protocol:?} busy_poll {busy_poll}");
         // …and they went out at the rate: every full interval within 2 %.
         let full = &points[..points.len() - 1];
         assert!(full.len() >= 3, "{points:?}");
         for p in full {
-            assert!((p - rate).abs() / rate < 0.02, "{protocol:?}: {points:?}");
+            assert!(
+                (p - rate).abs() / rate < 0.02,
+                "{protocol:?} busy_poll {busy_poll}: {points:?}"
+            );
         }
         assert!(r.elapsed < Duration::from_millis(2300), "{:?}", r.elapsed);
     }
