@@ -3,8 +3,9 @@
 //! Guarantee: [`evaluate`] returns every check of [`CHECK_IDS`], in that
 //! order, each with a current value (or the reason it is unknown), a
 //! recommendation, a status and why; a check whose fix is safe to apply
-//! carries it in [`Check::fix`]. Kernel settings are in `kernel`, process
-//! limits and io_uring in `limits`, interrupt placement in `irq`.
+//! carries it in [`Check::fix`]. Kernel settings are in `kernel`, CPU idle
+//! states in `idle`, process limits and io_uring in `limits`, interrupt
+//! placement in `irq`.
 
 mod idle;
 mod irq;
