@@ -566,3 +566,61 @@ fn periodic_mode_keeps_acknowledged_writes_across_kill_9() {
         }
     }
 }
+
+/// Voluntary context switches of the server's shard threads so far: each
+/// is one sleep of a shard, ended by one wake-up.
+fn shard_wakeups(server: &Server) -> u64 {
+    let pid = server.child.as_ref().expect("running").id();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task list");
+    tasks
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if !comm.starts_with("corekv-shard") {
+                return None;
+            }
+            let status = std::fs::read_to_string(dir.join("status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+#[test]
+fn idle_connections_and_a_periodic_log_do_not_keep_waking_the_shard() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        &dir.path().join("data"),
+        1,
+        &["--commitlog-sync", "periodic"],
+    );
+    // Open connections that then sit idle, after one write to dirty the log.
+    let mut clients: Vec<Client> = (0..20).map(|_| client(server.native)).collect();
+    assert!(matches!(
+        clients[0].call(RequestBody::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ttl_ms: 0,
+            context: Vec::new(),
+            consistency: Default::default(),
+        }),
+        Ok(ResponseBody::Ok { .. })
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let window = Duration::from_secs(2);
+    let before = shard_wakeups(&server);
+    std::thread::sleep(window);
+    let per_s = (shard_wakeups(&server) - before) as f64 / window.as_secs_f64();
+    // What is left are the shard's housekeeping timers (tens a second).
+    // A watch that polled each idle connection every 50 ms, or a sync loop
+    // that woke every 10 ms with nothing to sync, would each add hundreds.
+    assert!(
+        per_s < 150.0,
+        "an idle shard woke {per_s:.0} times a second with 20 idle connections"
+    );
+    for c in &mut clients {
+        assert!(matches!(c.call(RequestBody::Ping), Ok(ResponseBody::Pong)));
+    }
+}

@@ -4,6 +4,7 @@
 
 mod command;
 mod context;
+mod idle;
 mod native;
 mod peer;
 mod pipeline;
@@ -33,10 +34,22 @@ pub struct Shutdown {
 #[derive(Default)]
 struct ShutdownState {
     stopping: Cell<bool>,
+    /// Wakes everything waiting in [`Shutdown::stopped`].
+    stop_signal: StopSignal,
     /// Duplicates of the listening sockets, shut down by `begin`.
     listeners: std::cell::RefCell<Vec<socket2::Socket>>,
     connections: Cell<usize>,
     in_flight: Cell<usize>,
+}
+
+/// A semaphore that never has permits: `begin` closes it, which fails
+/// every waiting (and later) acquire at once, so waiters need no polling.
+struct StopSignal(glommio::sync::Semaphore);
+
+impl Default for StopSignal {
+    fn default() -> StopSignal {
+        StopSignal(glommio::sync::Semaphore::new(0))
+    }
 }
 
 impl Shutdown {
@@ -50,6 +63,7 @@ impl Shutdown {
     /// request at hand and close.
     pub fn begin(&self) {
         self.inner.stopping.set(true);
+        self.inner.stop_signal.0.close();
         for socket in self.inner.listeners.borrow_mut().drain(..) {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
@@ -58,6 +72,15 @@ impl Shutdown {
     /// True once stopping.
     pub fn is_stopping(&self) -> bool {
         self.inner.stopping.get()
+    }
+
+    /// Resolves once the shard starts stopping (at once if it has).
+    pub async fn stopped(&self) {
+        if self.is_stopping() {
+            return;
+        }
+        // Never granted: it fails when `begin` closes the semaphore.
+        let _ = self.inner.stop_signal.0.acquire(1).await;
     }
 
     /// Open client connections.
@@ -242,9 +265,7 @@ async fn accept_loop(
 ) {
     loop {
         let stop = async {
-            while !shutdown.is_stopping() {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
-            }
+            shutdown.stopped().await;
             None
         };
         let accepted = future::or(async { Some(listener.accept().await) }, stop).await;

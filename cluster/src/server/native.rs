@@ -10,7 +10,8 @@ use corekv_engine::WriteContext;
 use corekv_net::native::{self, ErrorCode, Request, RequestBody, Response, ResponseBody, Sibling};
 use corekv_net::Limits;
 
-use super::pipeline::{read_more, Outbox, Pipeline};
+use super::idle::IdleWatch;
+use super::pipeline::{Outbox, Pipeline};
 use super::{command, context, status, ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::{Coordinator, CoordinatorError};
 use crate::runtime::metrics::RequestKind;
@@ -38,6 +39,7 @@ pub(super) async fn serve_connection(
     let pipeline = Pipeline::start(writer, limits.max_in_flight as u64, shutdown.clone());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
+    let mut input = IdleWatch::new(limits.idle_timeout, &shutdown);
     let mut fatal = false;
     'conn: loop {
         // Decode every complete frame in the buffer.
@@ -86,15 +88,7 @@ pub(super) async fn serve_connection(
                 }
             }
         }
-        if !read_more(
-            &mut reader,
-            &mut chunk,
-            &mut buf,
-            limits.idle_timeout,
-            &shutdown,
-        )
-        .await?
-        {
+        if !input.read_more(&mut reader, &mut chunk, &mut buf).await? {
             break;
         }
     }

@@ -9,8 +9,9 @@ use corekv_net::native::ErrorCode;
 use corekv_net::peer::{self, PeerRequest, PeerResponse};
 use corekv_net::Limits;
 
+use super::idle::IdleWatch;
 use super::native::error_code;
-use super::pipeline::{read_more, Pipeline};
+use super::pipeline::Pipeline;
 use super::{ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::Coordinator;
 use crate::runtime::ops::{ReplicaOp, ReplicaReply};
@@ -39,6 +40,7 @@ pub(super) async fn serve_connection(
     let mut greeted = false;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
+    let mut input = IdleWatch::new(limits.idle_timeout, &shutdown);
     'conn: loop {
         loop {
             match peer::decode_request(&buf, &codec_limits) {
@@ -97,15 +99,7 @@ pub(super) async fn serve_connection(
                 }
             }
         }
-        if !read_more(
-            &mut reader,
-            &mut chunk,
-            &mut buf,
-            limits.idle_timeout,
-            &shutdown,
-        )
-        .await?
-        {
+        if !input.read_more(&mut reader, &mut chunk, &mut buf).await? {
             break;
         }
     }

@@ -1,16 +1,16 @@
 //! What every framed request/response connection shares (native and
 //! internode): requests run concurrently, each inline when it completes
 //! without waiting or as its own task otherwise, at most a bounded number
-//! at once; their encoded answers collect in an outbox that one writer task
-//! sends in batches; and the read side stops on close, idle or shutdown.
+//! at once; and their encoded answers collect in an outbox that one writer
+//! task sends in batches. (The read side's idle and shutdown watch is in
+//! `idle`.)
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
-use std::time::Duration;
 
 use futures_lite::io::WriteHalf;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncWriteExt};
 use glommio::sync::Semaphore;
 
 use super::{Shutdown, Stream};
@@ -134,41 +134,5 @@ impl Outbox {
             }
             let _ = self.ready.acquire(1).await;
         }
-    }
-}
-
-/// Reads the next bytes of a connection into `buf`; `Ok(false)` when the
-/// connection is done: closed by the peer, idle for `idle`, or the shard is
-/// stopping.
-pub(super) async fn read_more(
-    reader: &mut (impl futures_lite::AsyncRead + Unpin),
-    chunk: &mut [u8],
-    buf: &mut Vec<u8>,
-    idle: Duration,
-    shutdown: &Shutdown,
-) -> std::io::Result<bool> {
-    if shutdown.is_stopping() {
-        return Ok(false);
-    }
-    let read = future::or(async { Some(reader.read(chunk).await) }, async {
-        idle_or_stop(idle, shutdown).await;
-        None
-    })
-    .await;
-    match read {
-        Some(Ok(0)) | None => Ok(false),
-        Some(Ok(n)) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Ok(true)
-        }
-        Some(Err(e)) => Err(e),
-    }
-}
-
-/// Resolves after `idle` of no traffic or when the shard starts stopping.
-pub(super) async fn idle_or_stop(idle: Duration, shutdown: &Shutdown) {
-    let deadline = std::time::Instant::now() + idle;
-    while std::time::Instant::now() < deadline && !shutdown.is_stopping() {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -9,8 +9,9 @@ use corekv_engine::version::wall_clock_ms;
 use corekv_engine::{token_of, WriteContext};
 use corekv_net::resp::{self, Command, Parsed, Reply, SetCondition, SetExpiry};
 use corekv_net::Limits;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncWriteExt};
 
+use super::idle::IdleWatch;
 use super::{status, ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::Coordinator;
 use crate::runtime::metrics::RequestKind;
@@ -40,19 +41,9 @@ pub(super) async fn serve_connection(
     // earlier command still running writes (or reads, for a write) waits
     // for it, so a pipeline behaves as if run one by one.
     let mut pending: VecDeque<Pending> = VecDeque::new();
-    // The idle timeout as one long-lived watch per connection, raced with
-    // every read but polled at most every 25 ms: its 50 ms timer stays
-    // registered with this task's waker in between, so skipped polls miss
-    // nothing. A fresh glommio timer per read, or even one poll of a timer
-    // (which re-inserts it into the reactor's timer map), cost ~1 300
-    // instructions per round trip, a sixth of an unpipelined GET.
-    let last_input = std::cell::Cell::new(std::time::Instant::now());
-    let mut idle = std::pin::pin!(idle_or_stopping(
-        &last_input,
-        limits.idle_timeout,
-        &shutdown
-    ));
-    let mut idle_polled: Option<std::time::Instant> = None;
+    // The idle timeout and the shard's stop, watched without a timer per
+    // read (see `idle`).
+    let mut input = IdleWatch::new(limits.idle_timeout, &shutdown);
     loop {
         let mut quit = false;
         // Commands are parsed at an offset and the consumed bytes dropped
@@ -99,7 +90,7 @@ pub(super) async fn serve_connection(
                         // clock read per read from the socket, not one
                         // per command: 4 % of a shard's time went to the
                         // clock under pipelined SETs).
-                        let started = last_input.get();
+                        let started = input.last_input();
                         let answered = if pending.is_empty() {
                             coordinator
                                 .read_winner_now(key, Consistency::Default, |w| {
@@ -148,7 +139,7 @@ pub(super) async fn serve_connection(
                                 Box::pin(set_here(
                                     coordinator.clone(),
                                     shutdown.clone(),
-                                    last_input.get(),
+                                    input.last_input(),
                                     key,
                                     value,
                                     expiry.map(ttl_of),
@@ -157,7 +148,7 @@ pub(super) async fn serve_connection(
                             cmd => Box::pin(run_command(
                                 coordinator.clone(),
                                 shutdown.clone(),
-                                last_input.get(),
+                                input.last_input(),
                                 cmd,
                             )),
                         };
@@ -222,39 +213,9 @@ pub(super) async fn serve_connection(
         if quit || shutdown.is_stopping() {
             return Ok(());
         }
-        let idle_watch = std::future::poll_fn(|cx| {
-            let now = std::time::Instant::now();
-            if idle_polled.is_some_and(|at| now.duration_since(at) < Duration::from_millis(25)) {
-                return std::task::Poll::Pending;
-            }
-            idle_polled = Some(now);
-            std::future::Future::poll(idle.as_mut(), cx)
-        });
-        let read = future::or(async { Some(stream.read(&mut chunk).await) }, async {
-            idle_watch.await;
-            None
-        })
-        .await;
-        match read {
-            Some(Ok(0)) | None => return Ok(()),
-            Some(Ok(n)) => {
-                buf.extend_from_slice(&chunk[..n]);
-                last_input.set(std::time::Instant::now());
-            }
-            Some(Err(e)) => return Err(e),
+        if !input.read_more(&mut stream, &mut chunk, &mut buf).await? {
+            return Ok(());
         }
-    }
-}
-
-/// Resolves once the connection has had no input for `idle` (counted
-/// from `last_input`) or the shard starts stopping; checks every 50 ms.
-async fn idle_or_stopping(
-    last_input: &std::cell::Cell<std::time::Instant>,
-    idle: Duration,
-    shutdown: &Shutdown,
-) {
-    while last_input.get().elapsed() < idle && !shutdown.is_stopping() {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -196,6 +196,10 @@ pub(crate) struct CommitLog {
     /// Signalled when a batch has work; the writer waits on it.
     work: Semaphore,
     writer_done: Semaphore,
+    /// Periodic mode: signalled when the log goes from synced to unsynced,
+    /// so the sync loop sleeps until there is something to sync instead of
+    /// waking every period on an idle shard; closed by `close`.
+    dirty: Semaphore,
     /// Bytes to reserve for the next batch's buffer.
     batch_capacity: Cell<usize>,
 }
@@ -233,6 +237,7 @@ impl CommitLog {
             }),
             work: Semaphore::new(0),
             writer_done: Semaphore::new(0),
+            dirty: Semaphore::new(0),
             batch_capacity: Cell::new(0),
         });
         let writer = log.clone();
@@ -341,6 +346,7 @@ impl CommitLog {
     pub(crate) async fn close(&self) -> Result<()> {
         self.state.borrow_mut().closed = true;
         self.work.signal(1);
+        self.dirty.close();
         let _ = self.writer_done.acquire(1).await;
         let current = self.state.borrow_mut().current.take();
         if let Some(seg) = current {
@@ -442,16 +448,21 @@ impl CommitLog {
         };
         let written = file.write_owned_at(&file_path, pos, bytes).await?;
         drop(file);
-        {
+        let was_synced = {
             let mut st = self.state.borrow_mut();
             st.next_seq += 1;
             st.stats.batches += 1;
             st.stats.records += batch.records.get();
             st.stats.bytes += written;
+            let was_synced = !st.unsynced;
             st.unsynced = true;
             if let Some(seg) = st.current.as_mut() {
                 seg.pos = pos + written;
             }
+            was_synced
+        };
+        if was_synced {
+            self.dirty.signal(1);
         }
         if self.opts.sync_mode == SyncMode::Batch {
             self.sync_current().await?;
@@ -511,9 +522,16 @@ impl CommitLog {
         Ok(())
     }
 
-    /// Periodic mode: fdatasync every `period` while there is unsynced data.
+    /// Periodic mode: fdatasync every `period` while there is unsynced
+    /// data; with none, sleeps until the next write (so the first write
+    /// after a quiet spell is synced within `period` too).
     async fn periodic_sync_loop(self: Rc<Self>, period: Duration) {
         loop {
+            // A stale permit from a write already synced costs one empty
+            // round; `close` fails the wait and ends the loop.
+            if !self.state.borrow().unsynced && self.dirty.acquire(1).await.is_err() {
+                break;
+            }
             glommio::timer::sleep(period).await;
             let (closed, unsynced) = {
                 let st = self.state.borrow();
