@@ -210,10 +210,8 @@ pub(super) async fn serve_connection(
             stream.write_all(&out).await?;
             out.clear();
         }
-        if quit || shutdown.is_stopping() {
-            return Ok(());
-        }
-        if !input.read_more(&mut stream, &mut chunk, &mut buf).await? {
+        // `read_more` also ends the connection once the shard is stopping.
+        if quit || !input.read_more(&mut stream, &mut chunk, &mut buf).await? {
             return Ok(());
         }
     }

@@ -1793,6 +1793,8 @@ impl Reactor {
             // Dropping a pending timer queues its cancellation, which also
             // goes in with the wait.
         }
+        // Despite its name, that helper queues a plain timeout on whichever
+        // ring it is called on; here, the main ring.
         self.sleep_timer_src
             .set(Some((ring.prepare_latency_preemption_timer(dur), due)));
     }
