@@ -112,8 +112,14 @@ impl Timers {
     }
 
     fn insert(&mut self, id: u64, when: Instant, waker: Waker) {
-        if let Some(when) = self.timers_by_id.get_mut(&id) {
-            self.timers.remove(&(*when, id));
+        if let Some(old) = self.timers_by_id.get(&id) {
+            // corekv patch: a timer polled again by the same task for the
+            // same instant is already registered as it should be.
+            let key = (*old, id);
+            if *old == when && self.timers.get(&key).is_some_and(|w| w.will_wake(&waker)) {
+                return;
+            }
+            self.timers.remove(&key);
         }
         self.timers_by_id.insert(id, when);
         self.timers.insert((when, id), waker);
@@ -123,6 +129,16 @@ impl Timers {
     /// ready and woke timers.
     fn process_timers(&mut self) -> (Option<Duration>, usize) {
         let now = Instant::now();
+
+        // corekv patch: nothing due (the common case on every loop pass)
+        // needs no split, whose new map allocates.
+        match self.timers.keys().next() {
+            None => return (None, 0),
+            Some((when, _)) if *when > now => {
+                return (Some(when.saturating_duration_since(now)), 0);
+            }
+            Some(_) => {}
+        }
 
         // Split timers into ready and pending timers.
         let pending = self.timers.split_off(&(now, 0));
