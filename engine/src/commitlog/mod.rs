@@ -216,7 +216,7 @@ impl CommitLog {
         let stats = recovery::replay(dir, floor, replay).await?;
         let first = (stats.max_segment + 1).max(floor).max(1);
         let buffered = matches!(opts.sync_mode, SyncMode::Periodic { .. });
-        let segment = Segment::create(dir, first, buffered).await?;
+        let segment = Segment::create(dir, first, opts.segment_bytes, buffered).await?;
         let tail = segment.pos;
         let log = Rc::new(CommitLog {
             dir: dir.to_path_buf(),
@@ -510,7 +510,7 @@ impl CommitLog {
             self.sync_current().await?;
         }
         let buffered = matches!(self.opts.sync_mode, SyncMode::Periodic { .. });
-        let new = Segment::create(&self.dir, id, buffered).await?;
+        let new = Segment::create(&self.dir, id, self.opts.segment_bytes, buffered).await?;
         let old = {
             let mut st = self.state.borrow_mut();
             st.stats.segment = id;
