@@ -193,6 +193,67 @@ impl PeerLinks {
         timeout: Duration,
     ) -> Result<PeerResponse, LinkError> {
         let id = member.id;
+        let conn = self.ready_connection(member, shard, &req).await?;
+        let answer = futures_lite::future::or(async { Some(conn.call(req).await) }, async {
+            glommio::timer::sleep(timeout).await;
+            None
+        })
+        .await;
+        match answer {
+            None => Err(LinkError::Failed {
+                id,
+                reason: format!("no answer within {} ms", timeout.as_millis()),
+            }),
+            Some(answer) => self.answer(id, answer),
+        }
+    }
+
+    /// As [`PeerLinks::call`], without a timer: for a caller that bounds
+    /// the wait itself and drops the call when its own deadline passes
+    /// (the coordinator, whose request deadline covers all its replica
+    /// calls). Dropping the call frees its slot on the connection.
+    pub async fn call_untimed(
+        &self,
+        member: &Member,
+        shard: usize,
+        req: PeerRequest,
+    ) -> Result<PeerResponse, LinkError> {
+        let conn = self.ready_connection(member, shard, &req).await?;
+        let answer = conn.call(req).await;
+        self.answer(member.id, answer)
+    }
+
+    /// The link's answer to a call as the caller sees it; a lost
+    /// connection marks the peer down.
+    fn answer(
+        &self,
+        id: u32,
+        answer: Result<PeerResponse, corekv_net::mux::Closed>,
+    ) -> Result<PeerResponse, LinkError> {
+        match answer {
+            Ok(PeerResponse::Error { code, message }) => {
+                Err(LinkError::Remote { id, code, message })
+            }
+            Ok(resp) => Ok(resp),
+            Err(_) => {
+                self.mark_down(id);
+                Err(LinkError::Failed {
+                    id,
+                    reason: "connection lost".into(),
+                })
+            }
+        }
+    }
+
+    /// The connection to shard `shard` of `member`, if the peer is live
+    /// and speaks a protocol version that has `req`.
+    async fn ready_connection(
+        &self,
+        member: &Member,
+        shard: usize,
+        req: &PeerRequest,
+    ) -> Result<Rc<Multiplexed<PeerExchange>>, LinkError> {
+        let id = member.id;
         if !self.is_live(id) {
             return Err(LinkError::Down(id));
         }
@@ -207,28 +268,7 @@ impl PeerLinks {
                 ),
             });
         }
-        let answer = futures_lite::future::or(async { Some(conn.call(req).await) }, async {
-            glommio::timer::sleep(timeout).await;
-            None
-        })
-        .await;
-        match answer {
-            None => Err(LinkError::Failed {
-                id,
-                reason: format!("no answer within {} ms", timeout.as_millis()),
-            }),
-            Some(Ok(PeerResponse::Error { code, message })) => {
-                Err(LinkError::Remote { id, code, message })
-            }
-            Some(Ok(resp)) => Ok(resp),
-            Some(Err(_)) => {
-                self.mark_down(id);
-                Err(LinkError::Failed {
-                    id,
-                    reason: "connection lost".into(),
-                })
-            }
-        }
+        Ok(conn)
     }
 
     async fn connection(

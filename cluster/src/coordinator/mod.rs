@@ -26,7 +26,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use corekv_engine::version::{wall_clock_ms, SiblingSet, VersionVector};
 use corekv_engine::{ConflictMode, WriteContext, WriteOptions};
@@ -450,10 +450,11 @@ impl Coordinator {
                     .await
                     .map_err(|e| CoordinatorError::Local(e.into()));
             }
-            return self
-                .replica_read(&topo, targets[0], key.to_vec())
+            return Deadline::after(self.timeout)
+                .bound(self.replica_read(&topo, targets[0], key.to_vec()))
                 .await
-                .map_err(|e| e.into_coordinator(needed));
+                .unwrap_or_else(|| Err(ReplicaError::TimedOut))
+                .map_err(|e| self.replica_failed(e, needed));
         }
         let mut pending: FuturesUnordered<Answer<Option<SiblingSet>>> = FuturesUnordered::new();
         for (i, &t) in targets.iter().enumerate() {
@@ -464,10 +465,10 @@ impl Coordinator {
                 (i, me.replica_read(&topo, t, key).await)
             }));
         }
-        let deadline = Instant::now() + self.timeout;
+        let mut deadline = Deadline::after(self.timeout);
         let mut answers: Vec<(usize, Option<SiblingSet>)> = Vec::with_capacity(targets.len());
         let outcome = self
-            .gather(&mut pending, &mut answers, needed, deadline)
+            .gather(&mut pending, &mut answers, needed, &mut deadline)
             .await;
         let merged = quorum::merge_all(answers.iter().map(|(_, a)| a), self.mode);
         let all_in = pending.is_empty();
@@ -486,7 +487,7 @@ impl Coordinator {
         glommio::spawn_local(async move {
             let mut all = answers;
             let mut failures = 0;
-            while let Some(next) = next_before(&mut pending, deadline).await {
+            while let Some(next) = deadline.next(&mut pending).await {
                 match next {
                     (i, Ok(a)) => all.push((i, a)),
                     (_, Err(_)) => failures += 1,
@@ -495,7 +496,11 @@ impl Coordinator {
             let failed = &me.router.metrics().replica_failures;
             failed.set(failed.get() + failures + pending.len() as u64);
             let merged = quorum::merge_all(all.iter().map(|(_, a)| a), me.mode);
-            me.repair(&topo, &key, &targets, &all, merged).await;
+            // The repair writes get a deadline of their own.
+            let repair = me.repair(&topo, &key, &targets, &all, merged);
+            if Deadline::after(me.timeout).bound(repair).await.is_none() {
+                tracing::debug!("read repair did not finish within the request timeout");
+            }
         })
         .detach();
         outcome?;
@@ -545,9 +550,13 @@ impl Coordinator {
                     .map_err(|e| CoordinatorError::Local(e.into()))?;
                 return Ok(context);
             }
-            self.replica_apply(&topo, targets[0], key.to_vec(), Rc::new(delta), encoded)
+            let apply =
+                self.replica_apply(&topo, targets[0], key.to_vec(), Rc::new(delta), encoded);
+            Deadline::after(self.timeout)
+                .bound(apply)
                 .await
-                .map_err(|e| e.into_coordinator(needed))?;
+                .unwrap_or_else(|| Err(ReplicaError::TimedOut))
+                .map_err(|e| self.replica_failed(e, needed))?;
             return Ok(context);
         }
         let delta = Rc::new(delta);
@@ -589,9 +598,11 @@ impl Coordinator {
                 (i, result)
             }));
         }
-        let deadline = Instant::now() + self.timeout;
+        let mut deadline = Deadline::after(self.timeout);
         let mut acks = Vec::with_capacity(targets.len());
-        let outcome = self.gather(&mut pending, &mut acks, needed, deadline).await;
+        let outcome = self
+            .gather(&mut pending, &mut acks, needed, &mut deadline)
+            .await;
         // The rest finish in the background; what a replica missed becomes
         // a hint.
         let me = self.clone();
@@ -599,7 +610,7 @@ impl Coordinator {
         glommio::spawn_local(async move {
             let mut missed = down;
             let mut answered: Vec<usize> = acks.iter().map(|&(i, ())| i).collect();
-            while let Some((i, result)) = next_before(&mut pending, deadline).await {
+            while let Some((i, result)) = deadline.next(&mut pending).await {
                 if result.is_ok() {
                     answered.push(i);
                 }
@@ -630,7 +641,7 @@ impl Coordinator {
         pending: &mut FuturesUnordered<Answer<T>>,
         answers: &mut Vec<(usize, T)>,
         needed: usize,
-        deadline: Instant,
+        deadline: &mut Deadline,
     ) -> Result<(), CoordinatorError> {
         let mut last_error = String::new();
         while answers.len() < needed {
@@ -641,20 +652,32 @@ impl Coordinator {
                     last: last_error,
                 });
             }
-            match next_before(pending, deadline).await {
+            match deadline.next(pending).await {
                 Some((i, Ok(a))) => answers.push((i, a)),
                 Some((_, Err(e))) => last_error = e.to_string(),
-                None => {
-                    bump(&self.router.metrics().timeouts);
-                    return Err(CoordinatorError::Timeout {
-                        answered: answers.len(),
-                        needed,
-                        ms: self.timeout.as_millis(),
-                    });
-                }
+                None => return Err(self.timed_out(answers.len(), needed)),
             }
         }
         Ok(())
+    }
+
+    /// The error for a request whose deadline passed with `answered` of
+    /// the `needed` answers in (counted in the timeouts metric).
+    fn timed_out(&self, answered: usize, needed: usize) -> CoordinatorError {
+        bump(&self.router.metrics().timeouts);
+        CoordinatorError::Timeout {
+            answered,
+            needed,
+            ms: self.timeout.as_millis(),
+        }
+    }
+
+    /// The error for a request whose only replica failed.
+    fn replica_failed(&self, e: ReplicaError, needed: usize) -> CoordinatorError {
+        match e {
+            ReplicaError::TimedOut => self.timed_out(0, needed),
+            e => e.into_coordinator(needed),
+        }
     }
 
     /// Sends the merged state to replicas whose answer lacked part of it.
@@ -714,18 +737,42 @@ impl Coordinator {
     }
 }
 
-/// The next answer, or `None` when none are left or the deadline passed.
-async fn next_before<T>(
-    pending: &mut FuturesUnordered<Answer<T>>,
-    deadline: Instant,
-) -> Option<(usize, Result<T, ReplicaError>)> {
-    if pending.is_empty() {
-        return None;
+/// A coordinated request's deadline: one timer for the whole request, its
+/// background part included. Replica calls have no timers of their own:
+/// every wait on them goes through this, and the calls are dropped (their
+/// link slots freed) once it passes. A timer per answer and per replica
+/// call cost a timer-map insert and removal each, on every request.
+struct Deadline {
+    timer: glommio::timer::Timer,
+}
+
+impl Deadline {
+    /// A deadline `timeout` from now.
+    fn after(timeout: Duration) -> Deadline {
+        Deadline {
+            timer: glommio::timer::Timer::new(timeout),
+        }
     }
-    let left = deadline.saturating_duration_since(Instant::now());
-    futures_lite::future::or(pending.next(), async {
-        glommio::timer::sleep(left).await;
-        None
-    })
-    .await
+
+    /// The next answer, or `None` when none are left or the deadline passed.
+    async fn next<T>(
+        &mut self,
+        pending: &mut FuturesUnordered<Answer<T>>,
+    ) -> Option<(usize, Result<T, ReplicaError>)> {
+        if pending.is_empty() {
+            return None;
+        }
+        self.bound(pending.next()).await.flatten()
+    }
+
+    /// What `work` returns, or `None` if the deadline passes first (then
+    /// `work` is dropped unfinished).
+    async fn bound<F: Future>(&mut self, work: F) -> Option<F::Output> {
+        let timer = &mut self.timer;
+        futures_lite::future::or(async { Some(work.await) }, async {
+            timer.await;
+            None
+        })
+        .await
+    }
 }

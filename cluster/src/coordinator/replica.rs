@@ -23,6 +23,9 @@ pub enum ReplicaError {
     /// Another node failed or could not be reached.
     #[error("{0}")]
     Remote(String),
+    /// The request's deadline passed before the replica answered.
+    #[error("no answer within the request timeout")]
+    TimedOut,
 }
 
 impl ReplicaError {
@@ -33,6 +36,11 @@ impl ReplicaError {
                 answered: 0,
                 needed,
                 last,
+            },
+            ReplicaError::TimedOut => CoordinatorError::Failed {
+                answered: 0,
+                needed,
+                last: ReplicaError::TimedOut.to_string(),
             },
         }
     }
@@ -60,6 +68,8 @@ pub(super) enum Target {
     },
 }
 
+// Replica calls have no timer of their own: every caller bounds them by its
+// request's `Deadline`, which drops the call when it passes.
 impl Coordinator {
     pub(super) async fn replica_read(
         &self,
@@ -79,7 +89,7 @@ impl Coordinator {
                 let shard = member.shard_of(corekv_engine::token_of(&key));
                 match self
                     .links
-                    .call(member, shard, PeerRequest::Read { key })
+                    .call_untimed(member, shard, PeerRequest::Read { key })
                     .await
                 {
                     Ok(PeerResponse::Set(None)) => Ok(None),
@@ -150,7 +160,7 @@ impl Coordinator {
         req: PeerRequest,
         role: &str,
     ) -> Result<(), ReplicaError> {
-        match self.links.call(member, shard, req).await {
+        match self.links.call_untimed(member, shard, req).await {
             Ok(PeerResponse::Applied) => Ok(()),
             Ok(other) => Err(ReplicaError::Remote(format!(
                 "unexpected {role} reply {other:?}"
