@@ -21,6 +21,7 @@ mod frame;
 mod limits;
 pub mod mux;
 pub mod native;
+pub mod outbox;
 pub mod peer;
 pub mod resp;
 

@@ -149,15 +149,18 @@ async fn write_loop(
     ready: Rc<Semaphore>,
     closed: Rc<Cell<bool>>,
 ) {
+    let mut sent = Vec::new();
     loop {
-        let out = std::mem::take(&mut *outbox.borrow_mut());
+        let out = crate::outbox::take_queued(&mut outbox.borrow_mut(), sent);
         if !out.is_empty() {
             if writer.write_all(&out).await.is_err() {
                 closed.set(true);
                 return;
             }
+            sent = out;
             continue;
         }
+        sent = out;
         if closed.get() {
             let _ = writer.close().await;
             return;

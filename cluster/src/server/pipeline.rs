@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 
+use corekv_net::outbox::take_queued;
 use futures_lite::io::WriteHalf;
 use futures_lite::{future, AsyncWriteExt};
 use glommio::sync::Semaphore;
@@ -36,11 +37,13 @@ impl Pipeline {
         let writer_outbox = outbox.clone();
         let writer = glommio::spawn_local(async move {
             // Everything queued while the previous write ran goes out in one write.
-            while let Some(out) = writer_outbox.next().await {
+            let mut sent = Vec::new();
+            while let Some(out) = writer_outbox.next(sent).await {
                 if writer.write_all(&out).await.is_err() {
                     writer_outbox.close();
                     break;
                 }
+                sent = out;
             }
             let _ = writer.close().await;
         });
@@ -122,16 +125,18 @@ impl Outbox {
         self.ready.signal(1);
     }
 
-    /// Waits for queued bytes; `None` once closed and drained.
-    async fn next(&self) -> Option<Vec<u8>> {
+    /// Waits for queued bytes; `None` once closed and drained. `sent` is
+    /// the buffer the writer finished with: the queue reuses it.
+    async fn next(&self, mut sent: Vec<u8>) -> Option<Vec<u8>> {
         loop {
-            let out = std::mem::take(&mut *self.bytes.borrow_mut());
+            let out = take_queued(&mut self.bytes.borrow_mut(), sent);
             if !out.is_empty() {
                 return Some(out);
             }
             if self.closed.get() {
                 return None;
             }
+            sent = out;
             let _ = self.ready.acquire(1).await;
         }
     }
