@@ -77,7 +77,9 @@ pub struct BenchArgs {
     /// RNG seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Pin workers to these CPUs, e.g. `1` or `0,1`.
+    /// Pin workers to these CPUs, e.g. `1` or `0,1`; the thread that
+    /// gathers their figures goes to the first one (so it never runs on
+    /// the CPUs of the server being measured).
     #[arg(long, value_delimiter = ',')]
     pub pin: Vec<usize>,
     /// Between sends, poll the sockets instead of sleeping. For a worker

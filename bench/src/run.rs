@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 
 use crate::routes::ShardRoutes;
 use crate::stats::Stats;
-use crate::sys::pin_and_tune;
+use crate::sys::{pin_and_tune, PinnedThread};
 use crate::target::Protocol;
 use crate::worker::{Interval, RunSpec, Shared, Worker};
 use crate::workload::OpKind;
@@ -145,6 +145,10 @@ pub fn run_target(
         .begin_log_with(&mut hlog, &mut serializer)
         .map_err(|e| BenchError::Io(format!("starting the HDR log: {e}")))?;
 
+    // The thread that gathers intervals (merging histograms, compressing
+    // the HDR log: up to a millisecond a second) runs beside the workers,
+    // not on the CPUs the target is being measured on.
+    let _collector = PinnedThread::to(spec.pin.first().copied());
     let (stats, elapsed, intervals) = std::thread::scope(|scope| {
         let mut handles = Vec::new();
         for ((id, conns), recycle) in streams.into_iter().enumerate().zip(recycle_rx) {

@@ -10,6 +10,41 @@ fn set_affinity(cpu: usize) {
     }
 }
 
+/// The calling thread's CPU affinity, pinned to `cpu` while this lives and
+/// restored on drop (best effort both ways).
+pub(crate) struct PinnedThread {
+    saved: Option<libc::cpu_set_t>,
+}
+
+impl PinnedThread {
+    /// Pins the calling thread to `cpu`, if given.
+    pub(crate) fn to(cpu: Option<usize>) -> PinnedThread {
+        let Some(cpu) = cpu else {
+            return PinnedThread { saved: None };
+        };
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most
+        // its size into it.
+        let saved = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            (libc::sched_getaffinity(0, size, &mut set) == 0).then_some(set)
+        };
+        set_affinity(cpu);
+        PinnedThread { saved }
+    }
+}
+
+impl Drop for PinnedThread {
+    fn drop(&mut self) {
+        if let Some(set) = &self.saved {
+            // SAFETY: `set` is a valid cpu_set_t read by the call only.
+            unsafe {
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
+            }
+        }
+    }
+}
+
 /// Pins the calling thread to `cpu` (best effort) and makes its timer
 /// wake-ups precise (1 ns slack instead of 50 µs).
 pub fn pin_and_tune(cpu: Option<usize>) {
@@ -128,4 +163,39 @@ pub fn stop_on_ctrl_c() {
 /// Whether Ctrl-C was pressed since [`stop_on_ctrl_c`].
 pub fn interrupted() -> bool {
     INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed_cpus() -> Vec<usize> {
+        // SAFETY: as in `PinnedThread::to`.
+        let set = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+            set
+        };
+        // SAFETY: CPU_ISSET only reads the set.
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    }
+
+    #[test]
+    fn a_pinned_thread_runs_on_its_cpu_and_gets_its_affinity_back() {
+        std::thread::spawn(|| {
+            let before = allowed_cpus();
+            let cpu = before[before.len() - 1];
+            {
+                let _pinned = PinnedThread::to(Some(cpu));
+                assert_eq!(allowed_cpus(), vec![cpu]);
+            }
+            assert_eq!(allowed_cpus(), before);
+            let _unpinned = PinnedThread::to(None);
+            assert_eq!(allowed_cpus(), before);
+        })
+        .join()
+        .expect("the test thread");
+    }
 }
