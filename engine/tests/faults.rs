@@ -71,14 +71,13 @@ fn torn_log_tail_is_truncated_and_earlier_writes_survive() {
         // Simulate a crash: no close (which would flush), just drop.
         drop(e);
         let seg = files_with(dir.path(), "log-").pop().expect("a log segment");
-        let len = std::fs::metadata(&seg).expect("stat").len();
-        // Chop the file in the middle of the last record.
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .expect("open seg");
-        f.set_len(len - 200).expect("truncate");
-        drop(f);
+        // The segment is allocated at full size: the log ends at its last
+        // non-zero byte. Tear the last record: its final 200 bytes never
+        // reached the disk (zeros, as the allocation left them).
+        let mut bytes = std::fs::read(&seg).expect("read seg");
+        let end = bytes.iter().rposition(|&b| b != 0).expect("a written log") + 1;
+        bytes[end - 200..end].fill(0);
+        std::fs::write(&seg, &bytes).expect("write torn seg");
         let e = Engine::open(dir.path(), opts)
             .await
             .expect("reopen after torn tail");
@@ -210,6 +209,65 @@ impl Drop for LoopFs {
             .arg(self.mount.path())
             .status();
     }
+}
+
+#[test]
+fn a_disk_without_room_for_a_whole_segment_still_opens_and_takes_writes() {
+    // Needs root to mount a loop device; CI runs as root.
+    let Some(fs) = LoopFs::new(16) else {
+        panic!(
+            "could not create and mount a loop ext4 file system (needs root, losetup, mkfs.ext4)"
+        );
+    };
+    let dir = fs.mount.path().join("shard-0");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // Leave ~4 MiB free, less than one 8 MiB segment.
+    let ballast = fs.mount.path().join("ballast");
+    let free = free_bytes(fs.mount.path()).saturating_sub(4 << 20);
+    std::fs::write(&ballast, vec![1u8; free as usize]).expect("write ballast");
+    common::run(move || async move {
+        let opts = Options {
+            memtable_bytes_max: 1 << 20,
+            segment_bytes: 8 << 20,
+            commit_batch_bytes_max: 64 * 1024,
+            ..common::small_options(ConflictMode::LastWriterWins)
+        };
+        let e = Engine::open(&dir, opts.clone())
+            .await
+            .expect("open without room to allocate a segment");
+        for i in 0..100 {
+            let k = format!("k{i}");
+            e.put(k.as_bytes(), &[b'v'; 1000], &WriteOptions::default())
+                .await
+                .expect("put");
+        }
+        drop(e);
+        let e = Engine::open(&dir, opts).await.expect("reopen");
+        for i in 0..100 {
+            let k = format!("k{i}");
+            assert_eq!(
+                value_of(e.get(k.as_bytes()).await.expect("get")),
+                Some(vec![b'v'; 1000]),
+                "{k}"
+            );
+        }
+        e.close().await.expect("close");
+    });
+    drop(fs);
+}
+
+/// Free bytes of the file system holding `path` (`df`'s "available").
+fn free_bytes(path: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .expect("df");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df's available bytes")
 }
 
 #[test]

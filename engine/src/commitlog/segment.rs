@@ -146,9 +146,13 @@ impl Segment {
             return Err(e);
         }
         if let Err(e) = file.pre_allocate(size, false).await {
+            // A failed allocation may keep part of what it took: give that
+            // back, so the disk's last free space goes to the log's writes.
+            let released = file.truncate(file_alignment).await;
             tracing::warn!(
                 path = %path.display(),
                 error = %e,
+                released = released.is_ok(),
                 "could not allocate the commit-log segment up front; it grows as written"
             );
         }
