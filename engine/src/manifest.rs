@@ -108,9 +108,10 @@ impl Manifest {
         }
     }
 
-    /// Durably replaces the manifest of `dir` with `self`.
-    pub(crate) fn store(&self, dir: &Path) -> Result<()> {
-        io::write_file_atomic(dir, MANIFEST_FILE, &self.encode())
+    /// Durably replaces the manifest of `dir` with `encoded` (from
+    /// [`Manifest::encode`]).
+    pub(crate) async fn store(encoded: Vec<u8>, dir: &Path) -> Result<()> {
+        io::write_file_atomic(dir, MANIFEST_FILE, encoded).await
     }
 }
 

@@ -336,7 +336,7 @@ impl CommitLog {
         let current = self.state.borrow().current.as_ref().map(|s| s.id);
         for id in segment::list_segments(&self.dir)? {
             if id < segment && Some(id) != current {
-                io::remove_file(&self.dir, &segment::segment_path(&self.dir, id))?;
+                io::remove_file(&self.dir, &segment::segment_path(&self.dir, id)).await?;
             }
         }
         Ok(())

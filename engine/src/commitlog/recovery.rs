@@ -112,7 +112,7 @@ pub(crate) async fn replay(
     let segments = list_segments(dir)?;
     let live: Vec<u64> = segments.iter().copied().filter(|&id| id >= floor).collect();
     for &id in segments.iter().filter(|&&id| id < floor) {
-        io::remove_file(dir, &segment_path(dir, id))?;
+        io::remove_file(dir, &segment_path(dir, id)).await?;
     }
     for (i, &id) in live.iter().enumerate() {
         let is_last = i + 1 == live.len();

@@ -156,7 +156,7 @@ impl Segment {
                 "could not allocate the commit-log segment up front; it grows as written"
             );
         }
-        io::sync_dir(dir)?;
+        io::sync_dir(dir).await?;
         let file = if buffered {
             // The header went out with O_DIRECT (it fixes the alignment);
             // the rest goes through the page cache.

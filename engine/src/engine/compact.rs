@@ -176,6 +176,7 @@ impl Engine {
                 TableReader::open(&meta.path, id, self.cache.clone(), self.reads.clone()).await?,
             ))
         };
+        let turn = self.manifest_turn().await?;
         {
             let mut st = self.state.borrow_mut();
             st.manifest.tables.retain(|t| !ids.contains(t));
@@ -183,7 +184,8 @@ impl Engine {
                 st.manifest.tables.push(out.meta().id);
             }
         }
-        self.store_manifest()?;
+        self.store_manifest(&turn).await?;
+        drop(turn);
         let output_bytes = output.as_ref().map_or(0, |t| t.meta().file_bytes);
         {
             let mut st = self.state.borrow_mut();

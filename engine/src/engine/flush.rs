@@ -76,6 +76,7 @@ impl Engine {
         } else {
             Some(self.write_table(&mem.borrow()).await?)
         };
+        let turn = self.manifest_turn().await?;
         {
             let mut st = self.state.borrow_mut();
             if let Some(t) = &table {
@@ -83,14 +84,16 @@ impl Engine {
             }
             st.manifest.log_floor = st.manifest.log_floor.max(boundary);
         }
-        if let Err(e) = self.store_manifest() {
+        if let Err(e) = self.store_manifest(&turn).await {
             if let Some(t) = &table {
                 let id = t.meta().id;
                 self.state.borrow_mut().manifest.tables.retain(|&x| x != id);
+                drop(turn);
                 let _ = t.delete_file().await;
             }
             return Err(e);
         }
+        drop(turn);
         {
             let mut st = self.state.borrow_mut();
             if let Some(t) = &table {

@@ -121,6 +121,10 @@ pub struct Engine {
     clock: RefCell<HybridClock>,
     state: RefCell<State>,
     flush_lock: Semaphore,
+    /// One manifest store at a time, held from the in-memory change until
+    /// the store (or its rollback) is done: stores run off the shard's
+    /// thread, and a flush and a compaction may store concurrently.
+    manifest_lock: Semaphore,
     /// One compaction at a time (background or requested).
     compaction_lock: Semaphore,
     compaction_running: Cell<bool>,
@@ -150,7 +154,7 @@ impl Engine {
             hlc_high: 0,
             tables: Vec::new(),
         });
-        remove_orphans(&dir, &manifest)?;
+        remove_orphans(&dir, &manifest).await?;
         let cache = Rc::new(BlockCache::new(opts.block_cache_bytes));
         let reads = Rc::new(io::ReadSlots::new(opts.max_concurrent_reads));
         let mut tables = Vec::with_capacity(manifest.tables.len());
@@ -213,6 +217,7 @@ impl Engine {
                 closed: false,
             }),
             flush_lock: Semaphore::new(1),
+            manifest_lock: Semaphore::new(1),
             compaction_lock: Semaphore::new(1),
             compaction_running: Cell::new(false),
             compaction_queue: Cell::new(None),
@@ -303,17 +308,30 @@ impl Engine {
         id
     }
 
-    /// Stores the in-memory manifest (with the clock's high-water mark).
-    fn store_manifest(&self) -> Result<()> {
-        let mut st = self.state.borrow_mut();
-        st.manifest.hlc_high = self.clock.borrow().last();
-        st.manifest.store(&self.dir)
+    /// The turn to change and store the manifest (see `manifest_lock`).
+    async fn manifest_turn(&self) -> Result<glommio::sync::Permit<'_>> {
+        self.manifest_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Stores the in-memory manifest (with the clock's high-water mark);
+    /// the caller holds the manifest turn, so stores land in the order of
+    /// the changes they carry.
+    async fn store_manifest(&self, _turn: &glommio::sync::Permit<'_>) -> Result<()> {
+        let encoded = {
+            let mut st = self.state.borrow_mut();
+            st.manifest.hlc_high = self.clock.borrow().last();
+            st.manifest.encode()
+        };
+        Manifest::store(encoded, &self.dir).await
     }
 }
 
 /// Deletes table files the manifest does not list and leftover temporary
 /// files: what a crash during flush or compaction leaves behind.
-fn remove_orphans(dir: &Path, manifest: &Manifest) -> Result<()> {
+async fn remove_orphans(dir: &Path, manifest: &Manifest) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
@@ -326,7 +344,7 @@ fn remove_orphans(dir: &Path, manifest: &Manifest) -> Result<()> {
             .is_some_and(|id| !manifest.tables.contains(&id));
         if orphan_table || name.ends_with(".tmp") {
             tracing::info!(file = %name, "removing a file left by an interrupted flush or compaction");
-            io::remove_file(dir, &entry.path())?;
+            io::remove_file(dir, &entry.path()).await?;
         }
     }
     Ok(())

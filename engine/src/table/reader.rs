@@ -207,6 +207,6 @@ impl TableReader {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        io::remove_file(&dir, &self.meta.path)
+        io::remove_file(&dir, &self.meta.path).await
     }
 }
