@@ -181,6 +181,16 @@ struct LoopFs {
 }
 
 impl LoopFs {
+    /// A fresh `size_mib` ext4 file system, mounted. Needs root to mount a
+    /// loop device; CI runs as root.
+    fn mounted(size_mib: u64) -> LoopFs {
+        LoopFs::new(size_mib).unwrap_or_else(|| {
+            panic!(
+                "could not create and mount a loop ext4 file system (needs root, losetup, mkfs.ext4)"
+            )
+        })
+    }
+
     fn new(size_mib: u64) -> Option<LoopFs> {
         let image_dir = tempfile::tempdir().ok()?;
         let image = image_dir.path().join("fs.img");
@@ -213,12 +223,7 @@ impl Drop for LoopFs {
 
 #[test]
 fn a_disk_without_room_for_a_whole_segment_still_opens_and_takes_writes() {
-    // Needs root to mount a loop device; CI runs as root.
-    let Some(fs) = LoopFs::new(16) else {
-        panic!(
-            "could not create and mount a loop ext4 file system (needs root, losetup, mkfs.ext4)"
-        );
-    };
+    let fs = LoopFs::mounted(16);
     let dir = fs.mount.path().join("shard-0");
     std::fs::create_dir_all(&dir).expect("mkdir");
     // Leave ~4 MiB free, less than one 8 MiB segment.
@@ -272,12 +277,7 @@ fn free_bytes(path: &Path) -> u64 {
 
 #[test]
 fn full_disk_fails_writes_clearly_and_keeps_data_readable() {
-    // Needs root to mount a loop device; CI runs as root.
-    let Some(fs) = LoopFs::new(16) else {
-        panic!(
-            "could not create and mount a loop ext4 file system (needs root, losetup, mkfs.ext4)"
-        );
-    };
+    let fs = LoopFs::mounted(16);
     let dir = fs.mount.path().join("shard-0");
     common::run(move || async move {
         let opts = Options {

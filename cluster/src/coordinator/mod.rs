@@ -453,7 +453,7 @@ impl Coordinator {
             return Deadline::after(self.timeout)
                 .bound(self.replica_read(&topo, targets[0], key.to_vec()))
                 .await
-                .unwrap_or_else(|| Err(ReplicaError::TimedOut))
+                .unwrap_or(Err(ReplicaError::TimedOut))
                 .map_err(|e| self.replica_failed(e, needed));
         }
         let mut pending: FuturesUnordered<Answer<Option<SiblingSet>>> = FuturesUnordered::new();
@@ -555,7 +555,7 @@ impl Coordinator {
             Deadline::after(self.timeout)
                 .bound(apply)
                 .await
-                .unwrap_or_else(|| Err(ReplicaError::TimedOut))
+                .unwrap_or(Err(ReplicaError::TimedOut))
                 .map_err(|e| self.replica_failed(e, needed))?;
             return Ok(context);
         }
