@@ -1325,6 +1325,16 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
+                // corekv patch: a latency-ring completion that arrives
+                // before any queue ran (the preemption timer firing between
+                // the I/O poll and this check) is not "no work". Upstream
+                // returned false here, and the caller then parked -- and,
+                // with no timer due and no I/O in flight, slept forever with
+                // runnable tasks. Report work so the caller polls I/O (which
+                // consumes the completion) instead of parking.
+                if !ran && !self.queues.borrow().active_executors.is_empty() {
+                    ran = true;
+                }
                 break;
             }
             if !self.run_one_task_queue() {
