@@ -450,11 +450,8 @@ impl Coordinator {
                     .await
                     .map_err(|e| CoordinatorError::Local(e.into()));
             }
-            return Deadline::after(self.timeout)
-                .bound(self.replica_read(&topo, targets[0], key.to_vec()))
-                .await
-                .unwrap_or(Err(ReplicaError::TimedOut))
-                .map_err(|e| self.replica_failed(e, needed));
+            let read = self.replica_read(&topo, targets[0], key.to_vec());
+            return self.lone_replica(read, needed).await;
         }
         let mut pending: FuturesUnordered<Answer<Option<SiblingSet>>> = FuturesUnordered::new();
         for (i, &t) in targets.iter().enumerate() {
@@ -552,11 +549,7 @@ impl Coordinator {
             }
             let apply =
                 self.replica_apply(&topo, targets[0], key.to_vec(), Rc::new(delta), encoded);
-            Deadline::after(self.timeout)
-                .bound(apply)
-                .await
-                .unwrap_or(Err(ReplicaError::TimedOut))
-                .map_err(|e| self.replica_failed(e, needed))?;
+            self.lone_replica(apply, needed).await?;
             return Ok(context);
         }
         let delta = Rc::new(delta);
@@ -672,11 +665,16 @@ impl Coordinator {
         }
     }
 
-    /// The error for a request whose only replica failed.
-    fn replica_failed(&self, e: ReplicaError, needed: usize) -> CoordinatorError {
-        match e {
-            ReplicaError::TimedOut => self.timed_out(0, needed),
-            e => e.into_coordinator(needed),
+    /// The outcome of a request served by one replica (`call`), bounded
+    /// by the request timeout.
+    async fn lone_replica<T>(
+        &self,
+        call: impl Future<Output = Result<T, ReplicaError>>,
+        needed: usize,
+    ) -> Result<T, CoordinatorError> {
+        match Deadline::after(self.timeout).bound(call).await {
+            Some(answer) => answer.map_err(|e| e.into_coordinator(needed)),
+            None => Err(self.timed_out(0, needed)),
         }
     }
 

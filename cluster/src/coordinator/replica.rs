@@ -23,9 +23,6 @@ pub enum ReplicaError {
     /// Another node failed or could not be reached.
     #[error("{0}")]
     Remote(String),
-    /// The request's deadline passed before the replica answered.
-    #[error("no answer within the request timeout")]
-    TimedOut,
 }
 
 impl ReplicaError {
@@ -36,11 +33,6 @@ impl ReplicaError {
                 answered: 0,
                 needed,
                 last,
-            },
-            ReplicaError::TimedOut => CoordinatorError::Failed {
-                answered: 0,
-                needed,
-                last: ReplicaError::TimedOut.to_string(),
             },
         }
     }
