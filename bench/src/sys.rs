@@ -10,6 +10,17 @@ fn set_affinity(cpu: usize) {
     }
 }
 
+/// The calling thread's CPU affinity, if the kernel reports it.
+fn affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its
+    // size into it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        (libc::sched_getaffinity(0, size, &mut set) == 0).then_some(set)
+    }
+}
+
 /// The calling thread's CPU affinity, pinned to `cpu` while this lives and
 /// restored on drop (best effort both ways).
 pub(crate) struct PinnedThread {
@@ -22,13 +33,7 @@ impl PinnedThread {
         let Some(cpu) = cpu else {
             return PinnedThread { saved: None };
         };
-        // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most
-        // its size into it.
-        let saved = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            (libc::sched_getaffinity(0, size, &mut set) == 0).then_some(set)
-        };
+        let saved = affinity();
         set_affinity(cpu);
         PinnedThread { saved }
     }
@@ -170,12 +175,7 @@ mod tests {
     use super::*;
 
     fn allowed_cpus() -> Vec<usize> {
-        // SAFETY: as in `PinnedThread::to`.
-        let set = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
-            set
-        };
+        let set = affinity().expect("the thread's affinity");
         // SAFETY: CPU_ISSET only reads the set.
         (0..libc::CPU_SETSIZE as usize)
             .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
