@@ -9,7 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{corekv, free_ports, Server};
-use corekv_tuning::host::checks::CHECK_IDS;
+use corekv_tuning::host::checks::{is_housekeeping, CHECK_IDS};
+use corekv_tuning::host::parse;
 use corekv_tuning::io::props::IoProperties;
 
 /// Runs `corekv ARGS` and waits at most `limit`; a child still running
@@ -292,6 +293,103 @@ fn tune_host_apply_changes_swappiness_then_it_is_restored() {
         original,
         "restored"
     );
+}
+
+/// The housekeeping kernel threads and the CPUs each may run on.
+fn housekeeping_threads() -> Vec<(i32, String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        if let Some(s) = parse::proc_status(&text) {
+            if s.ppid == 2 && is_housekeeping(&s.name) {
+                out.push((pid, s.name, s.cpus_allowed));
+            }
+        }
+    }
+    out
+}
+
+/// Puts kernel threads back on their saved CPUs when dropped (also when
+/// the test fails).
+struct RestoreAffinity(Vec<(i32, String, String)>);
+
+impl Drop for RestoreAffinity {
+    fn drop(&mut self) {
+        for (pid, _, cpus) in &self.0 {
+            let _ = Command::new("taskset")
+                .args(["-pc", cpus, &pid.to_string()])
+                .output();
+        }
+    }
+}
+
+#[test]
+fn tune_host_apply_moves_housekeeping_threads_off_shard_cpus_then_they_are_restored() {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("online CPUs");
+    let online = parse::cpu_list(&online).expect("CPU list");
+    if online.len() < 2 {
+        eprintln!("skipped: one online CPU, no spare CPU to move threads to");
+        return;
+    }
+    let before = housekeeping_threads();
+    assert!(
+        !before.is_empty(),
+        "every Linux has kswapd and kcompactd: {before:?}"
+    );
+    let _restore = RestoreAffinity(before.clone());
+    // Let every one of them run on every CPU, shard CPU 0 included (needs root).
+    let all = parse::format_cpu_list(&online);
+    let widened = before.iter().all(|(pid, _, _)| {
+        Command::new("taskset")
+            .args(["-pc", &all, &pid.to_string()])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !widened {
+        eprintln!("skipped: cannot set kernel threads' affinity (not root)");
+        return;
+    }
+    let out = run_bounded(
+        &[
+            "tune",
+            "host",
+            "--apply",
+            "--only",
+            "housekeeping_threads",
+            "--cpus",
+            "0",
+            "--json",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let c = &v["checks"][0];
+    assert_eq!(c["id"], "housekeeping_threads", "{v}");
+    assert_eq!(c["applied"]["result"], "applied", "{c}");
+    assert_eq!(c["status"], "ok", "re-checked after applying: {c}");
+    for (pid, name, cpus) in housekeeping_threads() {
+        let cpus = parse::cpu_list(&cpus).expect("CPU list");
+        // A thread started since (a restarted kdamond) was not in the fix.
+        if before.iter().any(|(p, _, _)| *p == pid) {
+            assert!(
+                !cpus.contains(&0),
+                "{name} may still run on CPU 0: {cpus:?}"
+            );
+        }
+    }
+    drop(_restore);
+    let now = housekeeping_threads();
+    for (pid, name, cpus) in &before {
+        if let Some((_, _, restored)) = now.iter().find(|(p, _, _)| p == pid) {
+            assert_eq!(restored, cpus, "{name} restored");
+        }
+    }
 }
 
 #[test]

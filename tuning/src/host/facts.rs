@@ -45,6 +45,21 @@ pub struct HostFacts {
     pub guest_halt_poll_ns: Option<String>,
     /// CPU 0's idle states, shallowest first.
     pub idle_states: Vec<IdleState>,
+    /// The kernel's housekeeping threads (see
+    /// [`super::checks::is_housekeeping`]); `None` when `/proc` could not
+    /// be listed.
+    pub kernel_threads: Option<Vec<KernelThread>>,
+}
+
+/// A kernel thread and where it may run (`/proc/PID/status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelThread {
+    /// Its pid.
+    pub pid: i32,
+    /// `Name` (the `comm`), e.g. `kcompactd0`.
+    pub name: String,
+    /// `Cpus_allowed_list`, e.g. `0-1`.
+    pub cpus_allowed: String,
 }
 
 /// One idle state of a CPU (`/sys/devices/system/cpu/cpu0/cpuidle/stateN`).

@@ -55,7 +55,7 @@ pub fn run(opts: &HostOptions) -> Result<Vec<Check>> {
     if !opts.apply {
         return Ok(found);
     }
-    apply::apply(&mut found, &mut apply::write_system_file);
+    apply::apply(&mut found, &mut apply::System);
     let mut after = selected(checks::evaluate(&probe::probe(), &opts.placement));
     for c in &mut after {
         c.applied = found

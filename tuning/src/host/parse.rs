@@ -113,6 +113,32 @@ pub fn nic_irqs(lines: &[IrqLine], nic_ids: &[String]) -> Vec<IrqLine> {
         .collect()
 }
 
+/// The fields of a `/proc/PID/status` file that the host checks use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcStatus {
+    /// `Name`.
+    pub name: String,
+    /// `PPid`: 2 (`kthreadd`) for a kernel thread.
+    pub ppid: i32,
+    /// `Cpus_allowed_list`.
+    pub cpus_allowed: String,
+}
+
+/// Parses a `/proc/PID/status` file; `None` when a field is missing or
+/// `PPid` is not a number.
+pub fn proc_status(text: &str) -> Option<ProcStatus> {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    Some(ProcStatus {
+        name: field("Name")?.to_string(),
+        ppid: field("PPid")?.parse().ok()?,
+        cpus_allowed: field("Cpus_allowed_list")?.to_string(),
+    })
+}
+
 /// Formats an rlimit value; `RLIM_INFINITY` reads `unlimited`.
 pub fn rlimit(v: u64) -> String {
     if v == libc::RLIM_INFINITY {
@@ -180,6 +206,25 @@ LOC:     123456     654321   Local timer interrupts
         let nic: Vec<u32> = nic_irqs(&lines, &ids).iter().map(|l| l.irq).collect();
         assert_eq!(nic, vec![60, 61]);
         assert!(nic_irqs(&lines, &[]).is_empty());
+    }
+
+    #[test]
+    fn proc_status_fields() {
+        let text = "Name:\tkcompactd0\nUmask:\t0000\nState:\tS (sleeping)\nTgid:\t36\nPid:\t36\nPPid:\t2\nCpus_allowed:\t3\nCpus_allowed_list:\t0-1\n";
+        assert_eq!(
+            proc_status(text),
+            Some(ProcStatus {
+                name: "kcompactd0".into(),
+                ppid: 2,
+                cpus_allowed: "0-1".into()
+            })
+        );
+        assert_eq!(
+            proc_status("Name:\tx\nPPid:\tnope\nCpus_allowed_list:\t0\n"),
+            None
+        );
+        assert_eq!(proc_status("Name:\tx\nPPid:\t2\n"), None);
+        assert_eq!(proc_status(""), None);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::checks::{sysctl_path, HALT_POLL_NS_PATH, SYSCTLS, THP_PATH};
-use super::facts::{HostFacts, IdleState};
+use super::checks::{is_housekeeping, sysctl_path, HALT_POLL_NS_PATH, SYSCTLS, THP_PATH};
+use super::facts::{HostFacts, IdleState, KernelThread};
 use super::parse;
 
 fn read(path: impl AsRef<Path>) -> Option<String> {
@@ -117,7 +117,30 @@ pub fn probe() -> HostFacts {
         cpuidle_driver: read("/sys/devices/system/cpu/cpuidle/current_driver"),
         guest_halt_poll_ns: read(HALT_POLL_NS_PATH),
         idle_states: idle_states(),
+        kernel_threads: kernel_threads(),
     }
+}
+
+/// The housekeeping kernel threads (children of `kthreadd`, pid 2, with a
+/// housekeeping name); `None` when `/proc` cannot be listed. Processes
+/// that exit while being read are skipped.
+fn kernel_threads() -> Option<Vec<KernelThread>> {
+    const KTHREADD_PID: i32 = 2;
+    let mut out: Vec<KernelThread> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let status = parse::proc_status(&read(format!("/proc/{pid}/status"))?)?;
+            (status.ppid == KTHREADD_PID && is_housekeeping(&status.name)).then_some(KernelThread {
+                pid,
+                name: status.name,
+                cpus_allowed: status.cpus_allowed,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(out)
 }
 
 /// CPU 0's idle states in sysfs order; a state whose files do not parse

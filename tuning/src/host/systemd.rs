@@ -44,7 +44,12 @@ pub fn unit(opts: &UnitOptions) -> String {
              # process's other threads there too. Keep NIC interrupts off these CPUs:\n\
              # IRQBALANCE_BANNED_CPULIST={list} for irqbalance, or the irqaffinity=\n\
              # kernel parameter (see `corekv tune host`, check nic_irqs).\n\
-             CPUAffinity={spaced}\n",
+             CPUAffinity={spaced}\n\
+             # Moves the kernel's housekeeping threads (kswapd, kcompactd, khugepaged,\n\
+             # kdamond) off these CPUs at every start: the move does not survive a\n\
+             # reboot. `+` runs it as root, `-` lets the node start if it fails.\n\
+             ExecStartPre=-+{exec} tune host --apply --only housekeeping_threads --cpus {list}\n",
+            exec = opts.exec,
             list = format_cpu_list(c),
             spaced = c
                 .iter()
@@ -146,6 +151,11 @@ mod tests {
             "{pinned}"
         );
         assert!(pinned.contains("\nCPUAffinity=2 3\n"), "{pinned}");
+        assert!(
+            pinned.contains("\nExecStartPre=-+/usr/local/bin/corekv tune host --apply --only housekeeping_threads --cpus 2-3\n"),
+            "{pinned}"
+        );
+        assert!(!u.contains("ExecStartPre"), "{u}");
     }
 
     #[test]

@@ -54,12 +54,10 @@ fn halt_poll(f: &HostFacts) -> Check {
     match raw.trim().parse::<u64>() {
         Ok(0) => {
             let mut c = check(ID, Status::Warn, current, recommended, why);
-            c.fix = Some(Fix {
-                writes: vec![(
-                    HALT_POLL_NS_PATH.to_string(),
-                    HALT_POLL_NS_DEFAULT.to_string(),
-                )],
-            });
+            c.fix = Some(Fix::writes(vec![(
+                HALT_POLL_NS_PATH.to_string(),
+                HALT_POLL_NS_DEFAULT.to_string(),
+            )]));
             c
         }
         Ok(_) => check(ID, Status::Ok, current, recommended, why),

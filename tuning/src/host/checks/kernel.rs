@@ -80,14 +80,13 @@ pub(super) fn governor(f: &HostFacts) -> Check {
         return check("cpu_governor", Status::Ok, current, rec, why);
     }
     let mut c = check("cpu_governor", Status::Warn, current, rec, why);
-    c.fix = Some(Fix {
-        writes: f
-            .governors
+    c.fix = Some(Fix::writes(
+        f.governors
             .iter()
             .filter(|(_, g)| g.trim() != rec)
             .map(|(p, _)| (p.clone(), rec.to_string()))
             .collect(),
-    });
+    ));
     c
 }
 
@@ -108,9 +107,7 @@ pub(super) fn thp(f: &HostFacts) -> Check {
         }
         Some(mode) => {
             let mut c = check("transparent_hugepages", Status::Warn, mode, "madvise", why);
-            c.fix = Some(Fix {
-                writes: vec![(THP_PATH.into(), "madvise".into())],
-            });
+            c.fix = Some(Fix::writes(vec![(THP_PATH.into(), "madvise".into())]));
             c
         }
         None => check(
@@ -179,9 +176,10 @@ pub(super) fn sysctl(f: &HostFacts, r: &SysctlRule) -> Check {
         r.why,
     );
     if !good {
-        c.fix = Some(Fix {
-            writes: vec![(sysctl_path(r.name), r.value.to_string())],
-        });
+        c.fix = Some(Fix::writes(vec![(
+            sysctl_path(r.name),
+            r.value.to_string(),
+        )]));
     }
     c
 }

@@ -7,6 +7,7 @@
 //! states in `idle`, process limits and io_uring in `limits`, interrupt
 //! placement in `irq`.
 
+mod housekeeping;
 mod idle;
 mod irq;
 mod kernel;
@@ -16,13 +17,14 @@ use serde::Serialize;
 
 use super::facts::{HostFacts, Placement};
 
+pub use housekeeping::is_housekeeping;
 pub use idle::{HALT_POLL_NS_DEFAULT, HALT_POLL_NS_PATH, IDLE_EXIT_LATENCY_US_MAX};
 pub use irq::shard_cpus;
 pub use kernel::{SysctlRule, SYSCTLS};
 pub use limits::{MEMLOCK_OK, NOFILE_OK, NOFILE_RECOMMENDED};
 
 /// Every check, by id, in report order.
-pub const CHECK_IDS: [&str; 14] = [
+pub const CHECK_IDS: [&str; 15] = [
     "cpu_governor",
     "cpu_idle",
     "transparent_hugepages",
@@ -35,6 +37,7 @@ pub const CHECK_IDS: [&str; 14] = [
     "memlock",
     "clocksource",
     "nic_irqs",
+    "housekeeping_threads",
     "io_uring",
     "kernel_version",
 ];
@@ -53,11 +56,38 @@ pub enum Status {
 }
 
 /// A fix that is safe to apply: plain writes of values to `/proc/sys` or
-/// `/sys` files.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// `/sys` files, and kernel threads moved to other CPUs. Both are undone
+/// by writing the old value back (or by a reboot).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Fix {
     /// `(file, value)` pairs, written in order.
     pub writes: Vec<(String, String)>,
+    /// Kernel threads to move, each to the CPUs given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<ThreadCpus>,
+}
+
+impl Fix {
+    /// A fix that writes `value` to each `file`.
+    pub fn writes(writes: Vec<(String, String)>) -> Fix {
+        Fix {
+            writes,
+            threads: Vec::new(),
+        }
+    }
+}
+
+/// A kernel thread and the CPUs a fix lets it run on. The name is checked
+/// again before the move, so a thread that exited (and whose pid was
+/// reused) is not touched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ThreadCpus {
+    /// Its pid.
+    pub pid: i32,
+    /// Its name (`comm`), e.g. `kswapd0`.
+    pub name: String,
+    /// Where it may run after the fix.
+    pub cpus: Vec<usize>,
 }
 
 /// What `--apply` did for a check.
@@ -128,6 +158,7 @@ pub fn evaluate(facts: &HostFacts, placement: &Placement) -> Vec<Check> {
     out.push(limits::memlock(facts));
     out.push(kernel::clocksource(facts));
     out.push(irq::nic_irqs(facts, placement));
+    out.push(housekeeping::housekeeping_threads(facts, placement));
     out.push(limits::io_uring(facts));
     out.push(limits::kernel_version(facts));
     out
@@ -171,6 +202,11 @@ pub(super) mod fixture {
             cpuidle_driver: Some("intel_idle\n".into()),
             guest_halt_poll_ns: None,
             idle_states: vec![],
+            kernel_threads: Some(vec![crate::host::facts::KernelThread {
+                pid: 36,
+                name: "kcompactd0".into(),
+                cpus_allowed: "0-3\n".into(),
+            }]),
         }
     }
 
