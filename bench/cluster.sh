@@ -13,13 +13,24 @@
 # and on a VM whose idle driver halts the vCPU that costs the answering
 # node tens of µs and adds the wake-up to every measured latency.
 # Commit logs in periodic mode (10 ms): the figures are CPU and network,
-# not fdatasync latency.
+# not fdatasync latency. As root, the kernel's housekeeping threads
+# (kswapd, kcompactd, khugepaged, kdamond) are moved off CPU 0 for the run
+# with `corekv tune host --apply --only housekeeping_threads --cpus 0`, as
+# a deployment pinned to CPU 0 would do, and put back at exit
+# (TUNE_HOST=0 leaves them alone).
 #
 # Usage: bench/cluster.sh [seconds per measurement, default 5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
 . bench/lib.sh
+
+if [ "${TUNE_HOST:-1}" = 1 ] && [ "$(id -u)" = 0 ]; then
+    for p in $(pgrep -x 'kswapd[0-9]*|kcompactd[0-9]*|khugepaged|kdamond\..*'); do
+        on_exit+=("taskset -pc $(taskset -pc "$p" | sed 's/.*: //') $p >/dev/null 2>&1")
+    done
+    $bin tune host --apply --only housekeeping_threads --cpus 0 | grep -E "apply:|^ok"
+fi
 
 for i in 1 2 3; do
     cat >"$work/node$i.toml" <<TOML
