@@ -32,6 +32,7 @@ use corekv_engine::version::{wall_clock_ms, SiblingSet, VersionVector};
 use corekv_engine::{ConflictMode, WriteContext, WriteOptions};
 use corekv_net::native::Consistency;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 
 pub use hints::{Hint, HintStore};
 pub use quorum::required;
@@ -450,8 +451,10 @@ impl Coordinator {
                     .await
                     .map_err(|e| CoordinatorError::Local(e.into()));
             }
+            // Boxed: rare next to the gathered path below, and several
+            // KiB that every read's state would otherwise carry.
             let read = self.replica_read(&topo, targets[0], key.to_vec());
-            return self.lone_replica(read, needed).await;
+            return Box::pin(self.lone_replica(read, needed)).await;
         }
         let mut pending: FuturesUnordered<Answer<Option<SiblingSet>>> = FuturesUnordered::new();
         for (i, &t) in targets.iter().enumerate() {
@@ -549,7 +552,8 @@ impl Coordinator {
             }
             let apply =
                 self.replica_apply(&topo, targets[0], key.to_vec(), Rc::new(delta), encoded);
-            self.lone_replica(apply, needed).await?;
+            // Boxed, as in `read`.
+            Box::pin(self.lone_replica(apply, needed)).await?;
             return Ok(context);
         }
         let delta = Rc::new(delta);
@@ -765,12 +769,14 @@ impl Deadline {
 
     /// What `work` returns, or `None` if the deadline passes first (then
     /// `work` is dropped unfinished).
-    async fn bound<F: Future>(&mut self, work: F) -> Option<F::Output> {
-        let timer = &mut self.timer;
-        futures_lite::future::or(async { Some(work.await) }, async {
-            timer.await;
-            None
-        })
-        .await
+    fn bound<'a, F>(&'a mut self, work: F) -> impl Future<Output = Option<F::Output>> + 'a
+    where
+        F: Future + 'a,
+        F::Output: 'a,
+    {
+        // Combinators rather than `async` blocks, which would hold `work`
+        // twice (captured and awaited): this future is part of every
+        // request's state, which is copied whole into its box.
+        futures_lite::future::or(work.map(Some), (&mut self.timer).map(|_| None))
     }
 }

@@ -162,13 +162,14 @@ async fn handle(coordinator: &Rc<Coordinator>, req: Request) -> Response {
             }
         }
         RequestBody::Status => {
-            return match status::status_json(coordinator).await {
+            // Boxed: rare, and larger than a key-value request's state.
+            return match Box::pin(status::status_json(coordinator)).await {
                 Ok(json) => Response {
                     id,
                     body: ResponseBody::Status(json.into_bytes()),
                 },
                 Err(e) => error(id, error_code(&e), e.to_string()),
-            }
+            };
         }
         RequestBody::Admin(command) => {
             return match command::run(coordinator, &command).await {

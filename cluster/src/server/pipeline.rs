@@ -12,6 +12,7 @@ use std::rc::Rc;
 use corekv_net::outbox::take_queued;
 use futures_lite::io::WriteHalf;
 use futures_lite::{future, AsyncWriteExt};
+use futures_util::FutureExt;
 use glommio::sync::Semaphore;
 
 use super::{Shutdown, Stream};
@@ -76,11 +77,13 @@ impl Pipeline {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let shutdown = self.shutdown.clone();
         shutdown.request_started();
-        let mut run = Box::pin(async move {
-            request.await;
+        // A combinator, not an `async` block: a block would hold the
+        // request future twice (as captured and as awaited), and requests
+        // are a few KiB each, copied whole into their box.
+        let mut run = Box::pin(request.map(move |()| {
             shutdown.request_finished();
             drop(permit);
-        });
+        }));
         if future::poll_once(&mut run).await.is_none() {
             glommio::spawn_local(run).detach();
         }
