@@ -8,7 +8,7 @@
 //! `khugepaged` for up to 6 ms. Unlike per-CPU kernel threads (`ksoftirqd/N`,
 //! `kworker/N:M`) these can be moved, which is the fix offered here.
 
-use super::irq::shard_cpus;
+use super::irq::{cpu_roles, CpuRoles};
 use super::{check, Check, Fix, Status, ThreadCpus};
 use crate::host::facts::{HostFacts, KernelThread, Placement};
 use crate::host::parse;
@@ -24,12 +24,7 @@ pub fn is_housekeeping(name: &str) -> bool {
 const ID: &str = "housekeeping_threads";
 
 pub(super) fn housekeeping_threads(f: &HostFacts, placement: &Placement) -> Check {
-    let online = f
-        .online_cpus
-        .as_deref()
-        .and_then(|t| parse::cpu_list(t).ok())
-        .unwrap_or_default();
-    let shards = shard_cpus(&online, placement);
+    let CpuRoles { shards, spare } = cpu_roles(f, placement);
     let rec = format!(
         "{} outside shard CPUs {}",
         HOUSEKEEPING_PREFIXES.join(", "),
@@ -79,11 +74,6 @@ pub(super) fn housekeeping_threads(f: &HostFacts, placement: &Placement) -> Chec
             "housekeeping stays off the shards' cores",
         );
     }
-    let spare: Vec<usize> = online
-        .iter()
-        .copied()
-        .filter(|c| !shards.contains(c))
-        .collect();
     let names = clash
         .iter()
         .map(|(t, _)| t.name.as_str())

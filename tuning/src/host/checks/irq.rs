@@ -16,13 +16,30 @@ pub fn shard_cpus(online: &[usize], placement: &Placement) -> Vec<usize> {
     }
 }
 
-pub(super) fn nic_irqs(f: &HostFacts, placement: &Placement) -> Check {
+/// The host's CPUs by role: the shards' and the rest (spare).
+pub(super) struct CpuRoles {
+    pub(super) shards: Vec<usize>,
+    pub(super) spare: Vec<usize>,
+}
+
+/// Splits the online CPUs into the shards' and the spare ones.
+pub(super) fn cpu_roles(f: &HostFacts, placement: &Placement) -> CpuRoles {
     let online = f
         .online_cpus
         .as_deref()
         .and_then(|t| parse::cpu_list(t).ok())
         .unwrap_or_default();
     let shards = shard_cpus(&online, placement);
+    let spare = online
+        .iter()
+        .copied()
+        .filter(|c| !shards.contains(c))
+        .collect();
+    CpuRoles { shards, spare }
+}
+
+pub(super) fn nic_irqs(f: &HostFacts, placement: &Placement) -> Check {
+    let CpuRoles { shards, spare } = cpu_roles(f, placement);
     let rec = format!(
         "NIC IRQs outside shard CPUs {}",
         parse::format_cpu_list(&shards)
@@ -82,11 +99,6 @@ pub(super) fn nic_irqs(f: &HostFacts, placement: &Placement) -> Check {
             "interrupt work stays off the shards' cores",
         );
     }
-    let spare: Vec<usize> = online
-        .iter()
-        .copied()
-        .filter(|c| !shards.contains(c))
-        .collect();
     let advice = if spare.is_empty() {
         "every online CPU runs a shard (normal on small hosts); pass --cpus to leave one for interrupts".to_string()
     } else {
