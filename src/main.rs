@@ -239,6 +239,9 @@ struct ServeArgs {
     /// Memtable flush threshold per shard, MiB.
     #[arg(long)]
     memtable_mib: Option<u64>,
+    /// Commit-log size per shard that triggers a flush, MiB.
+    #[arg(long)]
+    commitlog_total_mib: Option<u64>,
     /// Block cache per shard, MiB.
     #[arg(long)]
     block_cache_mib: Option<u64>,
@@ -314,6 +317,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.memtable_mib {
             c.memtable_mib = v;
+        }
+        if let Some(v) = self.commitlog_total_mib {
+            c.commitlog_total_mib = v;
         }
         if let Some(v) = self.block_cache_mib {
             c.block_cache_mib = v;

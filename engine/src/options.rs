@@ -55,6 +55,12 @@ pub struct Options {
     pub commit_batch_bytes_max: usize,
     /// Memtable size that triggers a flush to an SSTable (default 64 MiB).
     pub memtable_bytes_max: usize,
+    /// Commit-log size (its live segments) that triggers a flush even
+    /// when the memtable is below `memtable_bytes_max` (default 1 GiB), so
+    /// the log stays bounded: overwrites of the same keys keep a memtable
+    /// small while every one of them adds to the log, which the disk holds
+    /// and recovery replays. At least two segments.
+    pub log_bytes_max: u64,
     /// Byte budget of the block cache (default 64 MiB).
     pub block_cache_bytes: usize,
     /// Target size of an SSTable data block before alignment (default 4 KiB).
@@ -90,6 +96,7 @@ impl Default for Options {
             segment_bytes: 64 * 1024 * 1024,
             commit_batch_bytes_max: 4 * 1024 * 1024,
             memtable_bytes_max: 64 * 1024 * 1024,
+            log_bytes_max: 1 << 30,
             block_cache_bytes: 64 * 1024 * 1024,
             block_bytes: 4096,
             bloom_bits_per_key: 10,
@@ -136,6 +143,12 @@ impl Options {
             return fail(format!(
                 "segment_bytes {} must be at least twice commit_batch_bytes_max {}",
                 self.segment_bytes, self.commit_batch_bytes_max
+            ));
+        }
+        if self.log_bytes_max < 2 * self.segment_bytes {
+            return fail(format!(
+                "log_bytes_max {} must be at least two segments (2 x segment_bytes {})",
+                self.log_bytes_max, self.segment_bytes
             ));
         }
         if self.block_bytes < 512 || self.block_bytes > 1 << 20 {

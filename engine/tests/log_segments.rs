@@ -9,6 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use corekv_engine::version::wall_clock_ms;
 use corekv_engine::{ConflictMode, Engine, SyncMode, WriteOptions};
 
 fn newest_segment(dir: &Path) -> PathBuf {
@@ -74,5 +75,70 @@ fn batch_mode_segments_are_allocated_whole_and_recover() {
 fn periodic_mode_segments_are_allocated_whole_and_recover() {
     allocated_whole_and_recovered(SyncMode::Periodic {
         period: Duration::from_millis(10),
+    });
+}
+
+fn segment_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("log-"))
+        .count()
+}
+
+/// Overwriting the same keys keeps the memtable small while every write
+/// adds to the log (a session store's pattern): the log's size alone
+/// triggers flushes, so its live segments stay within `log_bytes_max` and a
+/// restart finds every key's last value.
+#[test]
+fn overwrites_flush_at_the_log_bound_and_the_log_stays_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    common::run(move || async move {
+        let mut opts = common::small_options(ConflictMode::LastWriterWins);
+        opts.sync_mode = SyncMode::Periodic {
+            period: Duration::from_millis(10),
+        };
+        opts.memtable_bytes_max = 64 << 20; // never full: 20 keys
+        opts.log_bytes_max = 4 * opts.segment_bytes;
+        let segments_max = (opts.log_bytes_max / opts.segment_bytes) as usize;
+        let e = Engine::open(&path, opts.clone()).await.expect("open");
+        // ~3 MiB of log: 24 segments' worth, six times the bound.
+        let mut most_segments = 0;
+        for i in 0..6_000u32 {
+            let k = format!("k{}", i % 20);
+            let v = format!("{i:0>500}");
+            e.put(k.as_bytes(), v.as_bytes(), &WriteOptions::default())
+                .await
+                .expect("put");
+            if i % 100 == 0 {
+                most_segments = most_segments.max(segment_count(&path));
+            }
+        }
+        let flushes = e.stats().flushes;
+        assert!(flushes >= 3, "the log's size triggered {flushes} flushes");
+        // The bound, plus the segment a flush in progress has yet to delete.
+        assert!(
+            most_segments <= segments_max + 2,
+            "{most_segments} live segments, bound {segments_max}"
+        );
+        // Restart (a kill during flushes is crash_consistency.rs's job):
+        // the last value of every key is there, from tables and the log.
+        e.close().await.expect("close");
+        let e = Engine::open(&path, opts).await.expect("reopen");
+        for key in 0..20u32 {
+            let last = (0..6_000u32)
+                .rev()
+                .find(|i| i % 20 == key)
+                .expect("a write");
+            let got = e
+                .get(format!("k{key}").as_bytes())
+                .await
+                .expect("get")
+                .expect("present");
+            let value = got.winner(wall_clock_ms()).and_then(|v| v.value.clone());
+            assert_eq!(value, Some(format!("{last:0>500}").into_bytes()), "k{key}");
+        }
+        e.close().await.expect("close");
     });
 }

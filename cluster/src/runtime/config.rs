@@ -30,6 +30,10 @@ pub struct NodeConfig {
     pub commitlog_sync_period_ms: u64,
     /// Commit-log segment size.
     pub commitlog_segment_mib: u64,
+    /// Commit-log size per shard that triggers a memtable flush (so the
+    /// log, and the replay after a crash, stay bounded when overwrites keep
+    /// the memtable small); at least two segments.
+    pub commitlog_total_mib: u64,
     /// Upper bound of one group-commit batch, KiB; unset = from the io
     /// properties file, else max(4 MiB, one maximal record).
     pub commit_batch_kib: Option<u64>,
@@ -149,6 +153,7 @@ impl Default for NodeConfig {
             commitlog_sync: "batch".into(),
             commitlog_sync_period_ms: 10,
             commitlog_segment_mib: 64,
+            commitlog_total_mib: 1024,
             commit_batch_kib: None,
             io_queue_depth: None,
             io_properties: None,
@@ -249,6 +254,17 @@ impl NodeConfig {
             Some(kib) => usize::try_from(kib.saturating_mul(1024)).unwrap_or(usize::MAX),
             None => max_record.max(4 << 20),
         };
+        let segment_bytes = (self.commitlog_segment_mib << 20)
+            .max(2 * (max_record as u64).max(4 << 20))
+            .max(2 * batch as u64);
+        let log_bytes_max = self.commitlog_total_mib.saturating_mul(1 << 20);
+        if log_bytes_max < 2 * segment_bytes {
+            return Err(Error::Config(format!(
+                "commitlog_total_mib = {} is below two commit-log segments ({} MiB)",
+                self.commitlog_total_mib,
+                (2 * segment_bytes) >> 20
+            )));
+        }
         let defaults = corekv_engine::Options::default();
         let opts = corekv_engine::Options {
             // Dots must be unique per writer: node id in the high bits, shard below.
@@ -257,9 +273,8 @@ impl NodeConfig {
             max_value_bytes: self.max_value_bytes,
             conflict,
             sync_mode,
-            segment_bytes: (self.commitlog_segment_mib << 20)
-                .max(2 * (max_record as u64).max(4 << 20))
-                .max(2 * batch as u64),
+            segment_bytes,
+            log_bytes_max,
             commit_batch_bytes_max: batch,
             max_concurrent_reads: self.io_queue_depth.unwrap_or(defaults.max_concurrent_reads),
             memtable_bytes_max: (self.memtable_mib << 20) as usize,
@@ -386,6 +401,25 @@ mod tests {
             .expect_err("bad value")
             .to_string()
             .contains("commitlog_sync"));
+    }
+
+    #[test]
+    fn the_commit_log_bound_reaches_the_engine_and_is_checked() {
+        let d = NodeConfig::default().engine_options(0).expect("defaults");
+        assert_eq!(d.log_bytes_max, 1 << 30);
+        let c: NodeConfig = toml::from_str("commitlog_total_mib = 256\n").expect("parses");
+        assert_eq!(
+            c.engine_options(0).expect("options").log_bytes_max,
+            256 << 20
+        );
+        // One 64 MiB segment is not enough room for a log.
+        let c = NodeConfig {
+            commitlog_total_mib: 100,
+            ..NodeConfig::default()
+        };
+        let e = c.engine_options(0).expect_err("below two segments");
+        assert!(e.to_string().contains("commitlog_total_mib = 100"), "{e}");
+        assert!(e.to_string().contains("128 MiB"), "{e}");
     }
 
     #[test]

@@ -221,7 +221,14 @@ impl Engine {
             }
             _ => st.active.apply(token, key, delta, mode),
         }
-        let full = st.active.bytes() >= self.opts.memtable_bytes_max && st.frozen.is_none();
+        // The live log spans the segments from the floor (what the last
+        // flush left) to this one, each allocated whole.
+        let log_bytes = (segment + 1)
+            .saturating_sub(st.manifest.log_floor)
+            .saturating_mul(self.opts.segment_bytes);
+        let full = (st.active.bytes() >= self.opts.memtable_bytes_max
+            || log_bytes >= self.opts.log_bytes_max)
+            && st.frozen.is_none();
         drop(st);
         if full {
             self.schedule_flush();

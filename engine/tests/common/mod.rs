@@ -31,6 +31,7 @@ pub fn small_options(conflict: ConflictMode) -> Options {
         segment_bytes: 128 * 1024,
         commit_batch_bytes_max: 32 * 1024,
         memtable_bytes_max: 16 * 1024,
+        log_bytes_max: 64 << 20,
         block_cache_bytes: 64 * 1024,
         block_bytes: 4096,
         bloom_bits_per_key: 10,
