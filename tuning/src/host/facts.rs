@@ -49,6 +49,23 @@ pub struct HostFacts {
     /// [`super::checks::is_housekeeping`]); `None` when `/proc` could not
     /// be listed.
     pub kernel_threads: Option<Vec<KernelThread>>,
+    /// DAMON monitors configured through `/sys/kernel/mm/damon/admin`
+    /// (empty when there is no such interface or none is configured).
+    pub kdamonds: Vec<Kdamond>,
+    /// `/sys/module/damon_reclaim/parameters/enabled` (absent without the
+    /// module).
+    pub damon_reclaim_enabled: Option<String>,
+}
+
+/// One DAMON monitor (`/sys/kernel/mm/damon/admin/kdamonds/N`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kdamond {
+    /// Its `state` file.
+    pub state_path: String,
+    /// `state`: `on` or `off`.
+    pub state: String,
+    /// The `action` of every scheme of every context, e.g. `pageout`.
+    pub actions: Vec<String>,
 }
 
 /// A kernel thread and where it may run (`/proc/PID/status`).

@@ -4,8 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::checks::{is_housekeeping, sysctl_path, HALT_POLL_NS_PATH, SYSCTLS, THP_PATH};
-use super::facts::{HostFacts, IdleState, KernelThread};
+use super::checks::{
+    is_housekeeping, sysctl_path, DAMON_ADMIN_PATH, DAMON_RECLAIM_ENABLED_PATH, HALT_POLL_NS_PATH,
+    SYSCTLS, THP_PATH,
+};
+use super::facts::{HostFacts, IdleState, Kdamond, KernelThread};
 use super::parse;
 
 fn read(path: impl AsRef<Path>) -> Option<String> {
@@ -118,7 +121,44 @@ pub fn probe() -> HostFacts {
         guest_halt_poll_ns: read(HALT_POLL_NS_PATH),
         idle_states: idle_states(),
         kernel_threads: kernel_threads(),
+        kdamonds: kdamonds(),
+        damon_reclaim_enabled: read(DAMON_RECLAIM_ENABLED_PATH),
     }
+}
+
+/// Numbered subdirectories of `dir` (DAMON's sysfs lists), in order.
+fn numbered_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, std::path::PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The DAMON monitors of the sysfs admin interface and their schemes'
+/// actions; a monitor whose state cannot be read is left out.
+fn kdamonds() -> Vec<Kdamond> {
+    numbered_dirs(Path::new(DAMON_ADMIN_PATH))
+        .into_iter()
+        .filter_map(|k| {
+            let state_path = k.join("state");
+            let state = read(&state_path)?.trim().to_string();
+            let actions = numbered_dirs(&k.join("contexts"))
+                .into_iter()
+                .flat_map(|c| numbered_dirs(&c.join("schemes")))
+                .filter_map(|s| Some(read(s.join("action"))?.trim().to_string()))
+                .collect();
+            Some(Kdamond {
+                state_path: state_path.display().to_string(),
+                state,
+                actions,
+            })
+        })
+        .collect()
 }
 
 /// The housekeeping kernel threads (children of `kthreadd`, pid 2, with a

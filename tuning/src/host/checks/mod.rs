@@ -12,6 +12,7 @@ mod idle;
 mod irq;
 mod kernel;
 mod limits;
+mod reclaim;
 
 use serde::Serialize;
 
@@ -22,9 +23,10 @@ pub use idle::{HALT_POLL_NS_DEFAULT, HALT_POLL_NS_PATH, IDLE_EXIT_LATENCY_US_MAX
 pub use irq::shard_cpus;
 pub use kernel::{SysctlRule, SYSCTLS};
 pub use limits::{MEMLOCK_OK, NOFILE_OK, NOFILE_RECOMMENDED};
+pub use reclaim::{DAMON_ADMIN_PATH, DAMON_RECLAIM_ENABLED_PATH};
 
 /// Every check, by id, in report order.
-pub const CHECK_IDS: [&str; 15] = [
+pub const CHECK_IDS: [&str; 16] = [
     "cpu_governor",
     "cpu_idle",
     "transparent_hugepages",
@@ -38,6 +40,7 @@ pub const CHECK_IDS: [&str; 15] = [
     "clocksource",
     "nic_irqs",
     "housekeeping_threads",
+    "damon_reclaim",
     "io_uring",
     "kernel_version",
 ];
@@ -159,6 +162,7 @@ pub fn evaluate(facts: &HostFacts, placement: &Placement) -> Vec<Check> {
     out.push(kernel::clocksource(facts));
     out.push(irq::nic_irqs(facts, placement));
     out.push(housekeeping::housekeeping_threads(facts, placement));
+    out.push(reclaim::damon_reclaim(facts));
     out.push(limits::io_uring(facts));
     out.push(limits::kernel_version(facts));
     out
@@ -207,6 +211,8 @@ pub(super) mod fixture {
                 name: "kcompactd0".into(),
                 cpus_allowed: "0-3\n".into(),
             }]),
+            kdamonds: vec![],
+            damon_reclaim_enabled: None,
         }
     }
 
