@@ -115,8 +115,12 @@ fn overwrites_flush_at_the_log_bound_and_the_log_stays_bounded() {
                 most_segments = most_segments.max(segment_count(&path));
             }
         }
-        let flushes = e.stats().flushes;
+        let stats = e.stats();
+        let flushes = stats.log_bound_flushes;
         assert!(flushes >= 3, "the log's size triggered {flushes} flushes");
+        // Every flush came from the log's size (the last one started may
+        // still be running).
+        assert!(stats.flushes <= flushes, "{} flushes", stats.flushes);
         // The bound, plus the segment a flush in progress has yet to delete.
         assert!(
             most_segments <= segments_max + 2,
@@ -139,6 +143,49 @@ fn overwrites_flush_at_the_log_bound_and_the_log_stays_bounded() {
             let value = got.winner(wall_clock_ms()).and_then(|v| v.value.clone());
             assert_eq!(value, Some(format!("{last:0>500}").into_bytes()), "k{key}");
         }
+        e.close().await.expect("close");
+    });
+}
+
+/// Writes that come one at a time each make a batch of their own, padded
+/// to the device's alignment: a segment takes as many of them as that
+/// padding allows, not as many as the largest alignment would (a 512-byte
+/// device used to roll segments with an eighth of them written).
+#[test]
+fn unbatched_writes_fill_their_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    common::run(move || async move {
+        let mut opts = common::small_options(ConflictMode::LastWriterWins);
+        opts.sync_mode = SyncMode::Periodic {
+            period: Duration::from_millis(10),
+        };
+        opts.memtable_bytes_max = 8 << 20;
+        let e = Engine::open(&path, opts.clone()).await.expect("open");
+        for i in 0..1_000u32 {
+            // One at a time: each waits for its ack, so each is a batch.
+            e.put(
+                format!("k{i}").as_bytes(),
+                &[b'v'; 100],
+                &WriteOptions::default(),
+            )
+            .await
+            .expect("put");
+        }
+        let log = e.stats().log;
+        let full_segments = log.segment - 1;
+        assert!(full_segments >= 2, "only {full_segments} segments filled");
+        // What a segment can take before it rolls: all but room for one
+        // full batch and the header.
+        let usable = opts.segment_bytes - opts.commit_batch_bytes_max as u64 - 4096;
+        let per_segment = log.bytes / full_segments;
+        assert!(
+            per_segment >= usable / 2,
+            "{per_segment} bytes written per segment of {}, {usable} usable ({} batches, {} segments)",
+            opts.segment_bytes,
+            log.batches,
+            log.segment
+        );
         e.close().await.expect("close");
     });
 }

@@ -211,6 +211,13 @@ pub fn render(reports: &[ShardReport], ready: bool, gossip: &GossipStats) -> Str
     );
     counter(
         &mut registry,
+        "log_bound_flushes",
+        "Memtable flushes started by the commit log's size (commitlog_total_mib), not a full memtable",
+        reports,
+        e(|r| r.engine.log_bound_flushes),
+    );
+    counter(
+        &mut registry,
         "compactions",
         "Compactions",
         reports,

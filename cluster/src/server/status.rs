@@ -43,6 +43,7 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
             "gets": s.gets,
             "deletes": s.deletes,
             "flushes": s.flushes,
+            "log_bound_flushes": s.log_bound_flushes,
             "compactions": s.compactions,
             "commitlog_syncs": s.log.syncs,
             "commitlog_records": s.log.records,

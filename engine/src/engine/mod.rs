@@ -60,6 +60,7 @@ struct Counters {
     applies: Cell<u64>,
     gets: Cell<u64>,
     flushes: Cell<u64>,
+    log_bound_flushes: Cell<u64>,
     flushed_bytes: Cell<u64>,
     compactions: Cell<u64>,
     compacted_bytes: Cell<u64>,
@@ -91,6 +92,9 @@ pub struct EngineStats {
     pub gets: u64,
     /// Memtable flushes and the table bytes they wrote.
     pub flushes: u64,
+    /// Flushes started because the commit log reached `log_bytes_max`
+    /// while the memtable was below its own bound.
+    pub log_bound_flushes: u64,
     /// Table bytes written by flushes.
     pub flushed_bytes: u64,
     /// Compactions and the table bytes they wrote.
@@ -275,6 +279,7 @@ impl Engine {
             applies: c.applies.get(),
             gets: c.gets.get(),
             flushes: c.flushes.get(),
+            log_bound_flushes: c.log_bound_flushes.get(),
             flushed_bytes: c.flushed_bytes.get(),
             compactions: c.compactions.get(),
             compacted_bytes: c.compacted_bytes.get(),

@@ -226,11 +226,15 @@ impl Engine {
         let log_bytes = (segment + 1)
             .saturating_sub(st.manifest.log_floor)
             .saturating_mul(self.opts.segment_bytes);
-        let full = (st.active.bytes() >= self.opts.memtable_bytes_max
-            || log_bytes >= self.opts.log_bytes_max)
-            && st.frozen.is_none();
+        let memtable_full = st.active.bytes() >= self.opts.memtable_bytes_max;
+        let log_full = log_bytes >= self.opts.log_bytes_max;
+        let flush = (memtable_full || log_full) && st.frozen.is_none();
         drop(st);
-        if full {
+        if flush {
+            if !memtable_full && !self.flush_scheduled.get() {
+                let n = &self.counters.log_bound_flushes;
+                n.set(n.get() + 1);
+            }
             self.schedule_flush();
         }
         Ok(())
