@@ -319,7 +319,7 @@ impl ServeArgs {
             c.memtable_mib = v;
         }
         if let Some(v) = self.commitlog_total_mib {
-            c.commitlog_total_mib = v;
+            c.commitlog_total_mib = Some(v);
         }
         if let Some(v) = self.block_cache_mib {
             c.block_cache_mib = v;

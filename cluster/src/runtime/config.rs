@@ -32,8 +32,9 @@ pub struct NodeConfig {
     pub commitlog_segment_mib: u64,
     /// Commit-log size per shard that triggers a memtable flush (so the
     /// log, and the replay after a crash, stay bounded when overwrites keep
-    /// the memtable small); at least two segments.
-    pub commitlog_total_mib: u64,
+    /// the memtable small); at least two segments. Unset = 1 GiB, or four
+    /// segments when they are larger than 256 MiB.
+    pub commitlog_total_mib: Option<u64>,
     /// Upper bound of one group-commit batch, KiB; unset = from the io
     /// properties file, else max(4 MiB, one maximal record).
     pub commit_batch_kib: Option<u64>,
@@ -153,7 +154,7 @@ impl Default for NodeConfig {
             commitlog_sync: "batch".into(),
             commitlog_sync_period_ms: 10,
             commitlog_segment_mib: 64,
-            commitlog_total_mib: 1024,
+            commitlog_total_mib: None,
             commit_batch_kib: None,
             io_queue_depth: None,
             io_properties: None,
@@ -257,14 +258,16 @@ impl NodeConfig {
         let segment_bytes = (self.commitlog_segment_mib << 20)
             .max(2 * (max_record as u64).max(4 << 20))
             .max(2 * batch as u64);
-        let log_bytes_max = self.commitlog_total_mib.saturating_mul(1 << 20);
-        if log_bytes_max < 2 * segment_bytes {
-            return Err(Error::Config(format!(
-                "commitlog_total_mib = {} is below two commit-log segments ({} MiB)",
-                self.commitlog_total_mib,
-                (2 * segment_bytes) >> 20
-            )));
-        }
+        let log_bytes_max = match self.commitlog_total_mib {
+            None => (1u64 << 30).max(4 * segment_bytes),
+            Some(mib) if mib.saturating_mul(1 << 20) < 2 * segment_bytes => {
+                return Err(Error::Config(format!(
+                    "commitlog_total_mib = {mib} is below two commit-log segments ({} MiB)",
+                    (2 * segment_bytes) >> 20
+                )))
+            }
+            Some(mib) => mib.saturating_mul(1 << 20),
+        };
         let defaults = corekv_engine::Options::default();
         let opts = corekv_engine::Options {
             // Dots must be unique per writer: node id in the high bits, shard below.
@@ -412,9 +415,15 @@ mod tests {
             c.engine_options(0).expect("options").log_bytes_max,
             256 << 20
         );
+        // Larger segments raise the default, so raising only them works.
+        let c = NodeConfig {
+            commitlog_segment_mib: 1024,
+            ..NodeConfig::default()
+        };
+        assert_eq!(c.engine_options(0).expect("options").log_bytes_max, 4 << 30);
         // One 64 MiB segment is not enough room for a log.
         let c = NodeConfig {
-            commitlog_total_mib: 100,
+            commitlog_total_mib: Some(100),
             ..NodeConfig::default()
         };
         let e = c.engine_options(0).expect_err("below two segments");
