@@ -536,6 +536,16 @@ fn print_status(json: &str, member_timeout: Duration) -> Result<()> {
         "commit log sync: {}",
         v["commitlog_sync"].as_str().unwrap_or("?")
     );
+    let mib = |key: &str| {
+        v[key]
+            .as_u64()
+            .map_or("?".to_string(), |b| (b >> 20).to_string())
+    };
+    println!(
+        "commit log:      {} MiB live (a shard flushes at {} MiB)",
+        mib("commitlog_bytes"),
+        mib("commitlog_bytes_max_per_shard")
+    );
     println!(
         "cluster:         {} (node {}, N = {})",
         v["cluster"].as_str().unwrap_or("?"),

@@ -121,6 +121,12 @@ fn overwrites_flush_at_the_log_bound_and_the_log_stays_bounded() {
         // Every flush came from the log's size (the last one started may
         // still be running).
         assert!(stats.flushes <= flushes, "{} flushes", stats.flushes);
+        assert_eq!(stats.log_bytes_max, opts.log_bytes_max);
+        assert!(
+            stats.log_bytes > 0 && stats.log_bytes <= opts.log_bytes_max + opts.segment_bytes,
+            "live log {} bytes",
+            stats.log_bytes
+        );
         // The bound, plus the segment a flush in progress has yet to delete.
         assert!(
             most_segments <= segments_max + 2,
@@ -174,6 +180,8 @@ fn unbatched_writes_fill_their_segments() {
         }
         let log = e.stats().log;
         let full_segments = log.segment - 1;
+        // One live segment per filled one, plus the one being written.
+        assert_eq!(e.stats().log_bytes, log.segment * opts.segment_bytes);
         assert!(full_segments >= 2, "only {full_segments} segments filled");
         // What a segment can take before it rolls: all but room for one
         // full batch and the header.

@@ -183,6 +183,13 @@ pub fn render(reports: &[ShardReport], ready: bool, gossip: &GossipStats) -> Str
     );
     gauge(
         &mut registry,
+        "commitlog_live_bytes",
+        "Bytes of live commit-log segments (a flush starts at commitlog_total_mib)",
+        reports,
+        e(|r| r.engine.log_bytes),
+    );
+    gauge(
+        &mut registry,
         "memtable_keys",
         "Keys in the memtables",
         reports,

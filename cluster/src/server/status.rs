@@ -15,6 +15,8 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
     let mut keys = 0u64;
     let mut mem = 0u64;
     let mut table_bytes = 0u64;
+    let mut log_bytes = 0u64;
+    let mut log_bytes_max = 0u64;
     let mut sync = String::new();
     let mut totals = MetricsSnapshot::default();
     for i in 0..router.shards() {
@@ -26,6 +28,8 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
         keys += s.memtable_keys + s.table_entries;
         mem += s.memtable_bytes;
         table_bytes += s.table_bytes;
+        log_bytes += s.log_bytes;
+        log_bytes_max = s.log_bytes_max;
         sync = match s.sync_mode {
             Some(SyncMode::Batch) => "batch".into(),
             Some(SyncMode::Periodic { period }) => format!("periodic ({} ms)", period.as_millis()),
@@ -45,6 +49,7 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
             "flushes": s.flushes,
             "log_bound_flushes": s.log_bound_flushes,
             "compactions": s.compactions,
+            "commitlog_bytes": s.log_bytes,
             "commitlog_syncs": s.log.syncs,
             "commitlog_records": s.log.records,
             "block_cache_hits": s.cache.hits,
@@ -62,6 +67,8 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
         "memtable_bytes": mem,
         "sstable_bytes": table_bytes,
         "commitlog_sync": sync,
+        "commitlog_bytes": log_bytes,
+        "commitlog_bytes_max_per_shard": log_bytes_max,
 
         "node_id": topology.me().map(|i| topology.members()[i].id),
         "status": topology.me().map(|i| topology.status(i).name()),

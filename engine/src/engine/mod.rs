@@ -103,6 +103,11 @@ pub struct EngineStats {
     pub compacted_bytes: u64,
     /// Times a writer waited because both memtables were full.
     pub write_stalls: u64,
+    /// Bytes of the live commit log: the segments a restart would replay,
+    /// each allocated whole.
+    pub log_bytes: u64,
+    /// The live log size that starts a flush (`Options::log_bytes_max`).
+    pub log_bytes_max: u64,
     /// Commit-log figures.
     pub log: LogStats,
     /// Block-cache figures.
@@ -284,10 +289,21 @@ impl Engine {
             compactions: c.compactions.get(),
             compacted_bytes: c.compacted_bytes.get(),
             write_stalls: c.write_stalls.get(),
+            log_bytes: self.live_log_bytes(&st, self.log.stats().segment),
+            log_bytes_max: self.opts.log_bytes_max,
             log: self.log.stats(),
             cache: self.cache.stats(),
             sync_mode: Some(self.opts.sync_mode),
         }
+    }
+
+    /// The live log's size when `segment` is the newest: the segments
+    /// from the floor (what the last flush left; segment ids start at 1)
+    /// up to it.
+    fn live_log_bytes(&self, st: &State, segment: u64) -> u64 {
+        (segment + 1)
+            .saturating_sub(st.manifest.log_floor.max(1))
+            .saturating_mul(self.opts.segment_bytes)
     }
 
     fn check_open(&self) -> Result<()> {

@@ -221,11 +221,7 @@ impl Engine {
             }
             _ => st.active.apply(token, key, delta, mode),
         }
-        // The live log spans the segments from the floor (what the last
-        // flush left) to this one, each allocated whole.
-        let log_bytes = (segment + 1)
-            .saturating_sub(st.manifest.log_floor)
-            .saturating_mul(self.opts.segment_bytes);
+        let log_bytes = self.live_log_bytes(&st, segment);
         let memtable_full = st.active.bytes() >= self.opts.memtable_bytes_max;
         let log_full = log_bytes >= self.opts.log_bytes_max;
         let flush = (memtable_full || log_full) && st.frozen.is_none();
