@@ -78,6 +78,15 @@ fn periodic_mode_segments_are_allocated_whole_and_recover() {
     });
 }
 
+/// Small options with a periodic (page-cache) commit log.
+fn periodic_options() -> corekv_engine::Options {
+    let mut opts = common::small_options(ConflictMode::LastWriterWins);
+    opts.sync_mode = SyncMode::Periodic {
+        period: Duration::from_millis(10),
+    };
+    opts
+}
+
 fn segment_count(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .expect("read dir")
@@ -95,10 +104,7 @@ fn overwrites_flush_at_the_log_bound_and_the_log_stays_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_path_buf();
     common::run(move || async move {
-        let mut opts = common::small_options(ConflictMode::LastWriterWins);
-        opts.sync_mode = SyncMode::Periodic {
-            period: Duration::from_millis(10),
-        };
+        let mut opts = periodic_options();
         opts.memtable_bytes_max = 64 << 20; // never full: 20 keys
         opts.log_bytes_max = 4 * opts.segment_bytes;
         let segments_max = (opts.log_bytes_max / opts.segment_bytes) as usize;
@@ -162,10 +168,7 @@ fn unbatched_writes_fill_their_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_path_buf();
     common::run(move || async move {
-        let mut opts = common::small_options(ConflictMode::LastWriterWins);
-        opts.sync_mode = SyncMode::Periodic {
-            period: Duration::from_millis(10),
-        };
+        let mut opts = periodic_options();
         opts.memtable_bytes_max = 8 << 20;
         let e = Engine::open(&path, opts.clone()).await.expect("open");
         for i in 0..1_000u32 {
