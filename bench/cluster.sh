@@ -14,11 +14,13 @@
 # node tens of µs and adds the wake-up to every measured latency.
 # Commit logs in periodic mode (10 ms): the figures are CPU and network,
 # not fdatasync latency. As root, the host is tuned for the run as `corekv
-# tune host --apply --only housekeeping_threads,damon_reclaim --cpus 0`
-# would tune a deployment pinned to CPU 0 (the kernel's housekeeping
-# threads moved off CPU 0, DAMON's pageout stopped: its monitor would
-# otherwise stall CPU 0 or the generator's CPU 1 for 1-4 ms every 500 ms),
-# and put back at exit (TUNE_HOST=0 leaves the host alone).
+# tune host --apply --only housekeeping_threads,damon_reclaim,
+# transparent_hugepages --cpus 0` would tune a deployment pinned to CPU 0
+# (the kernel's housekeeping threads moved off CPU 0; DAMON's pageout
+# stopped, whose monitor would otherwise stall CPU 0 or the generator's
+# CPU 1 for 1-4 ms every 500 ms; THP `never`, so khugepaged does not hold a
+# CPU for 5-6 ms collapsing the heaps), and put back at exit (TUNE_HOST=0
+# leaves the host alone).
 #
 # Last, for each, the highest open-loop rate that keeps p99 within 1 ms
 # (SLO_P99_US), by bisection.
@@ -36,7 +38,10 @@ if [ "${TUNE_HOST:-1}" = 1 ] && [ "$(id -u)" = 0 ]; then
     for f in /sys/kernel/mm/damon/admin/kdamonds/*/state; do
         [ "$(cat "$f" 2>/dev/null)" = on ] && on_exit+=("echo on > $f")
     done
-    $bin tune host --apply --only housekeeping_threads,damon_reclaim --cpus 0 | grep -E "apply:|^ok"
+    thp=/sys/kernel/mm/transparent_hugepage/enabled
+    [ -w $thp ] && on_exit+=("echo $(sed 's/.*\[\(.*\)\].*/\1/' $thp) > $thp")
+    $bin tune host --apply --only housekeeping_threads,damon_reclaim,transparent_hugepages --cpus 0 |
+        grep -E "apply:|^ok"
 fi
 
 for i in 1 2 3; do

@@ -88,7 +88,13 @@ impl HostWriter for System {
 
     fn move_thread(&mut self, thread: &ThreadCpus) -> std::io::Result<()> {
         // The pid was read a moment ago; make sure it is still that thread.
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", thread.pid))?;
+        // One that has exited since (khugepaged stops when THP is turned
+        // off by an earlier fix) runs nowhere: nothing to move.
+        let comm = match std::fs::read_to_string(format!("/proc/{}/comm", thread.pid)) {
+            Ok(comm) => comm,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if comm.trim() != thread.name {
             return Err(std::io::Error::other(format!(
                 "pid {} is now {:?}",
