@@ -91,8 +91,14 @@ cluster_max=$(max_of cluster)
 single_max=$(max_of single)
 echo "max: cluster $cluster_max req/s, single $single_max req/s, ratio $(python3 -c "print(round($cluster_max/$single_max, 2))")"
 
+# Sets $url and $max for target $1 (cluster or single).
+target() {
+    if [ "$1" = cluster ]; then url=native-sharded://127.0.0.1:18010; max=$cluster_max
+    else url=native-sharded://127.0.0.1:18200; max=$single_max; fi
+}
+
 for t in cluster single; do
-    if [ $t = cluster ]; then url=native-sharded://127.0.0.1:18010; max=$cluster_max; else url=native-sharded://127.0.0.1:18200; max=$single_max; fi
+    target "$t"
     rate=$((max * 3 / 10))
     echo "== $t at 30 % of its maximum: $rate req/s (open loop)"
     $bin bench --target "$t=$url" "${common[@]}" --rate "$rate" --connections 4 --pipeline 16 \
@@ -108,7 +114,7 @@ slo_p99_us=${SLO_P99_US:-1000}
 slo_steps=${SLO_STEPS:-6}
 p99_us_of() { python3 -c "import json; print(int(json.load(open('$1/summary.json'))['targets'][0]['all']['p99_us']))"; }
 for t in cluster single; do
-    if [ $t = cluster ]; then url=native-sharded://127.0.0.1:18010; max=$cluster_max; else url=native-sharded://127.0.0.1:18200; max=$single_max; fi
+    target "$t"
     lo=$((max / 100)); hi=$((max * 3 / 10)); best=0
     echo "== $t: highest rate with p99 <= ${slo_p99_us} µs (bisection, $slo_steps steps of 3 s)"
     for step in $(seq 1 "$slo_steps"); do

@@ -543,8 +543,8 @@ fn print_status(json: &str, member_timeout: Duration) -> Result<()> {
     };
     println!(
         "commit log:      {} MiB live (a shard flushes at {} MiB)",
-        mib("commitlog_bytes"),
-        mib("commitlog_bytes_max_per_shard")
+        mib("commitlog_live_bytes"),
+        mib("commitlog_live_bytes_max_per_shard")
     );
     println!(
         "cluster:         {} (node {}, N = {})",

@@ -9,8 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{corekv, free_ports, Server};
-use corekv_tuning::host::checks::{is_housekeeping, CHECK_IDS};
-use corekv_tuning::host::parse;
+use corekv_tuning::host::checks::CHECK_IDS;
+use corekv_tuning::host::{parse, probe};
 use corekv_tuning::io::props::IoProperties;
 
 /// Runs `corekv ARGS` and waits at most `limit`; a child still running
@@ -295,23 +295,13 @@ fn tune_host_apply_changes_swappiness_then_it_is_restored() {
     );
 }
 
-/// The housekeeping kernel threads and the CPUs each may run on.
+/// The housekeeping kernel threads as `(pid, name, CPUs allowed)`.
 fn housekeeping_threads() -> Vec<(i32, String, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        if let Some(s) = parse::proc_status(&text) {
-            if s.ppid == 2 && is_housekeeping(&s.name) {
-                out.push((pid, s.name, s.cpus_allowed));
-            }
-        }
-    }
-    out
+    probe::kernel_threads()
+        .expect("/proc readable")
+        .into_iter()
+        .map(|t| (t.pid, t.name, t.cpus_allowed))
+        .collect()
 }
 
 /// Puts kernel threads back on their saved CPUs when dropped (also when

@@ -258,8 +258,9 @@ impl NodeConfig {
         let segment_bytes = (self.commitlog_segment_mib << 20)
             .max(2 * (max_record as u64).max(4 << 20))
             .max(2 * batch as u64);
+        let defaults = corekv_engine::Options::default();
         let log_bytes_max = match self.commitlog_total_mib {
-            None => (1u64 << 30).max(4 * segment_bytes),
+            None => defaults.log_bytes_max.max(4 * segment_bytes),
             Some(mib) if mib.saturating_mul(1 << 20) < 2 * segment_bytes => {
                 return Err(Error::Config(format!(
                     "commitlog_total_mib = {mib} is below two commit-log segments ({} MiB)",
@@ -268,7 +269,6 @@ impl NodeConfig {
             }
             Some(mib) => mib.saturating_mul(1 << 20),
         };
-        let defaults = corekv_engine::Options::default();
         let opts = corekv_engine::Options {
             // Dots must be unique per writer: node id in the high bits, shard below.
             replica_id: (u64::from(self.node_id) << 16) | index as u64,

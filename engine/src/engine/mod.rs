@@ -273,6 +273,7 @@ impl Engine {
         let st = self.state.borrow();
         let frozen = st.frozen.as_ref().map(|f| f.mem.borrow());
         let c = &self.counters;
+        let log = self.log.stats();
         EngineStats {
             memtable_keys: (st.active.len() + frozen.as_ref().map_or(0, |f| f.len())) as u64,
             memtable_bytes: (st.active.bytes() + frozen.as_ref().map_or(0, |f| f.bytes())) as u64,
@@ -289,9 +290,9 @@ impl Engine {
             compactions: c.compactions.get(),
             compacted_bytes: c.compacted_bytes.get(),
             write_stalls: c.write_stalls.get(),
-            log_bytes: self.live_log_bytes(&st, self.log.stats().segment),
+            log_bytes: self.live_log_bytes(&st, log.segment),
             log_bytes_max: self.opts.log_bytes_max,
-            log: self.log.stats(),
+            log,
             cache: self.cache.stats(),
             sync_mode: Some(self.opts.sync_mode),
         }

@@ -164,7 +164,7 @@ fn kdamonds() -> Vec<Kdamond> {
 /// The housekeeping kernel threads (children of `kthreadd`, pid 2, with a
 /// housekeeping name); `None` when `/proc` cannot be listed. Processes
 /// that exit while being read are skipped.
-fn kernel_threads() -> Option<Vec<KernelThread>> {
+pub fn kernel_threads() -> Option<Vec<KernelThread>> {
     const KTHREADD_PID: i32 = 2;
     let mut out: Vec<KernelThread> = std::fs::read_dir("/proc")
         .ok()?

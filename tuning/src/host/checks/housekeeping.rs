@@ -122,8 +122,8 @@ pub(super) fn housekeeping_threads(f: &HostFacts, placement: &Placement) -> Chec
     let mut c = check(ID, Status::Warn, current, rec, why);
     if !moves.is_empty() {
         c.fix = Some(Fix {
-            writes: Vec::new(),
             threads: moves,
+            ..Fix::default()
         });
     }
     c
