@@ -498,6 +498,7 @@ impl CommitLog {
                 if let Some(seg) = st.current.as_mut() {
                     if seg.path == path {
                         seg.durable = seg.durable.max(upto);
+                        seg.file.release_synced(&seg.path, seg.durable);
                     }
                 }
                 st.unsynced = false;

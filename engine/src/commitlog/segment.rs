@@ -1,5 +1,6 @@
 //! Segment files: names, listing, creation.
 
+use std::cell::Cell;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -41,6 +42,16 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 /// stays off the ack path. Both write the same bytes at the same offsets
 /// (batches padded to the device's DMA alignment), so recovery reads either.
 ///
+/// A periodic segment gives its pages back to the kernel once they are
+/// synced (`release_synced`): the log is read only by recovery, and pages
+/// kept behind the write position would only push the next pages the log
+/// needs onto memory that has not been touched recently. On this project's
+/// VMs such a page costs the writer a host fault on first touch (~10 µs
+/// against ~1.5 µs for a recently freed page: the hypervisor takes back
+/// free guest memory); a 512-byte append cost 2.2–2.4 µs with the synced
+/// pages kept and 0.9 µs with them released, whose pages the next appends
+/// then reuse while they are still warm.
+///
 /// The page-cache writes are plain `pwrite` calls on the shard's own
 /// thread, not io_uring writes: ext4 cannot take a buffered write without
 /// blocking, so io_uring hands each one to an io-wq worker thread, and that
@@ -61,6 +72,9 @@ pub(crate) enum SegmentFile {
         writer: std::fs::File,
         /// The device's DMA alignment, which the format pads to.
         align: u64,
+        /// Offset below which the page cache has been released (a page
+        /// boundary; everything below it was synced).
+        released: Cell<u64>,
     },
 }
 
@@ -97,15 +111,73 @@ impl SegmentFile {
         }
     }
 
+    /// Periodic mode: gives back the page cache of the whole pages below
+    /// `synced`, an offset that an fdatasync has covered. Those pages are
+    /// clean, and the kernel never drops a dirty page or a partial one, so
+    /// this cannot lose data; the page holding `synced` itself stays, as
+    /// the next append writes into it. Best effort: the pages are only
+    /// memory, so a failure is logged, not returned. No-op for O_DIRECT.
+    pub(crate) fn release_synced(&self, path: &Path, synced: u64) {
+        let SegmentFile::Buffered {
+            writer, released, ..
+        } = self
+        else {
+            return;
+        };
+        let end = synced / page_bytes() * page_bytes();
+        let start = released.get();
+        if end <= start {
+            return;
+        }
+        if let Err(e) = advise_dontneed(writer, start, end - start) {
+            tracing::debug!(path = %path.display(), error = %e, "could not release synced commit-log pages");
+        }
+        released.set(end);
+    }
+
     /// Closes the file (dropping the last handle if others are still out).
     pub(crate) async fn close(file: Rc<SegmentFile>, path: &Path) -> Result<()> {
         match Rc::try_unwrap(file) {
             Ok(SegmentFile::Direct(f)) => io::close_rc(Rc::new(f), path).await,
-            Ok(SegmentFile::Buffered { file, .. }) => {
+            Ok(SegmentFile::Buffered { file, writer, .. }) => {
+                // A segment is closed after its last sync: none of its
+                // pages will be written again (length 0 = to the end).
+                if let Err(e) = advise_dontneed(&writer, 0, 0) {
+                    tracing::debug!(path = %path.display(), error = %e, "could not release a closed segment's pages");
+                }
                 file.close().await.map_err(|e| Error::io(path, e))
             }
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// The kernel's page size, which page-cache release rounds to.
+fn page_bytes() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 on error.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as u64
+    } else {
+        4096
+    }
+}
+
+/// `posix_fadvise(POSIX_FADV_DONTNEED)` over `len` bytes at `offset`
+/// (`len` 0: to the end of the file).
+fn advise_dontneed(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: the descriptor is open for as long as `file` is borrowed;
+    // fadvise reads no memory of ours.
+    let rc =
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc))
     }
 }
 
@@ -175,6 +247,7 @@ impl Segment {
                 file: buffered,
                 writer,
                 align: file_alignment,
+                released: Cell::new(0),
             }
         } else {
             SegmentFile::Direct(file)
