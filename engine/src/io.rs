@@ -190,6 +190,17 @@ async fn off_shard<T: Send + 'static>(
     glommio::executor().spawn_blocking(work).await
 }
 
+/// fdatasync of a page-cache file, on the executor's blocking thread.
+/// Writeback runs in the calling thread (it copies the dirty pages into
+/// requests and kicks the device), so here it spends the blocking thread's
+/// CPU — a spare CPU when the shards are pinned and one is left (see the
+/// node runtime) — instead of the shard's, as an io_uring fdatasync's io-wq
+/// worker, woken from the shard's busy CPU, would.
+pub(crate) async fn sync_data(file: std::sync::Arc<std::fs::File>, path: &Path) -> Result<()> {
+    let path = path.to_path_buf();
+    off_shard(move || file.sync_data().map_err(|e| Error::io(&path, e))).await
+}
+
 fn sync_dir_now(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())

@@ -68,6 +68,14 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
         context: "listing online CPUs".into(),
         source: e.into(),
     })?;
+    // The CPUs `cpus` leaves out take each shard's blocking thread: its
+    // fsyncs (and their writeback), unlinks and manifest writes then cost
+    // the spare CPU, not the shard's. Without spares it shares the shard's.
+    let spare = if config.cpus.is_empty() {
+        None
+    } else {
+        Some(cpus.clone().filter(|l| !config.cpus.contains(&l.cpu))).filter(|s| !s.is_empty())
+    };
     let cpus = if config.cpus.is_empty() {
         cpus
     } else {
@@ -111,8 +119,12 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
     };
     let mesh = MeshBuilder::<Forward, _>::full(shards, MESH_CHANNEL_CAPACITY);
     let ready = Arc::new(AtomicUsize::new(0));
-    let handles = LocalExecutorPoolBuilder::new(placement)
-        .name("corekv-shard")
+    let mut pool = LocalExecutorPoolBuilder::new(placement).name("corekv-shard");
+    if let Some(spare) = spare {
+        tracing::info!(cpus = ?spare.iter().map(|l| l.cpu).collect::<Vec<_>>(), "blocking threads on the CPUs left to spare");
+        pool = pool.blocking_thread_pool_placement(PoolPlacement::Fenced(1, spare));
+    }
+    let handles = pool
         .on_all_shards(move || {
             let config = config.clone();
             let stop = stop.clone();

@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use glommio::io::{BufferedFile, DmaFile, OpenOptions};
 
@@ -65,11 +66,12 @@ pub(crate) enum SegmentFile {
     Direct(DmaFile),
     /// Page cache.
     Buffered {
-        /// The file, for the asynchronous fdatasync and close.
+        /// The file, for the asynchronous close.
         file: BufferedFile,
         /// A second descriptor of the same file for the synchronous
-        /// page-cache writes (see above).
-        writer: std::fs::File,
+        /// page-cache writes (see above) and the fdatasync, which runs on
+        /// the blocking thread.
+        writer: Arc<std::fs::File>,
         /// The device's DMA alignment, which the format pads to.
         align: u64,
         /// Offset below which the page cache has been released (a page
@@ -105,9 +107,7 @@ impl SegmentFile {
     pub(crate) async fn sync(&self, path: &Path) -> Result<()> {
         match self {
             SegmentFile::Direct(f) => io::sync(f, path).await,
-            SegmentFile::Buffered { file, .. } => {
-                file.fdatasync().await.map_err(|e| Error::io(path, e))
-            }
+            SegmentFile::Buffered { writer, .. } => io::sync_data(writer.clone(), path).await,
         }
     }
 
@@ -242,6 +242,7 @@ impl Segment {
             let writer = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
+                .map(Arc::new)
                 .map_err(|e| Error::io(&path, e))?;
             SegmentFile::Buffered {
                 file: buffered,
