@@ -567,9 +567,9 @@ fn periodic_mode_keeps_acknowledged_writes_across_kill_9() {
     }
 }
 
-/// Voluntary context switches of the server's shard threads so far: each
-/// is one sleep of a shard, ended by one wake-up.
-fn shard_wakeups(server: &Server) -> u64 {
+/// The `/proc` status text of each of the server's `corekv-shard` threads
+/// (the executors and their blocking threads).
+fn shard_thread_statuses(server: &Server) -> Vec<String> {
     let pid = server.child.as_ref().expect("running").id();
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task list");
     tasks
@@ -579,12 +579,30 @@ fn shard_wakeups(server: &Server) -> u64 {
             if !comm.starts_with("corekv-shard") {
                 return None;
             }
-            let status = std::fs::read_to_string(dir.join("status")).ok()?;
+            std::fs::read_to_string(dir.join("status")).ok()
+        })
+        .collect()
+}
+
+/// The value of `field` in each shard thread's status.
+fn shard_thread_field(server: &Server, field: &str) -> Vec<String> {
+    shard_thread_statuses(server)
+        .iter()
+        .filter_map(|status| {
             status
                 .lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .find_map(|l| l.strip_prefix(field))
+                .map(|v| v.trim().to_string())
         })
+        .collect()
+}
+
+/// Voluntary context switches of the server's shard threads so far: each
+/// is one sleep of a shard, ended by one wake-up.
+fn shard_wakeups(server: &Server) -> u64 {
+    shard_thread_field(server, "voluntary_ctxt_switches:")
+        .iter()
+        .filter_map(|v| v.parse::<u64>().ok())
         .sum()
 }
 
@@ -625,26 +643,6 @@ fn idle_connections_and_a_periodic_log_do_not_keep_waking_the_shard() {
     }
 }
 
-/// The CPUs each `corekv-shard` thread of the server may run on.
-fn shard_thread_cpus(server: &Server) -> Vec<String> {
-    let pid = server.child.as_ref().expect("running").id();
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task list");
-    tasks
-        .filter_map(|t| {
-            let dir = t.ok()?.path();
-            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-            if !comm.starts_with("corekv-shard") {
-                return None;
-            }
-            let status = std::fs::read_to_string(dir.join("status")).ok()?;
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .map(|v| v.trim().to_string())
-        })
-        .collect()
-}
-
 /// With the shards pinned to some CPUs and others left over, each shard's
 /// blocking thread (periodic fdatasyncs and their writeback, unlinks,
 /// manifest writes) runs on the spare ones, off the shard's CPU; writes
@@ -667,7 +665,7 @@ fn blocking_work_runs_on_the_cpus_the_shards_leave_spare() {
         c.put(format!("b{i}").as_bytes(), b"v", 0, b"")
             .expect("put");
     }
-    let cpus = shard_thread_cpus(&server);
+    let cpus = shard_thread_field(&server, "Cpus_allowed_list:");
     assert!(
         cpus.iter().any(|c| c == "0"),
         "no shard executor pinned to CPU 0: {cpus:?}"
