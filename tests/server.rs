@@ -567,9 +567,9 @@ fn periodic_mode_keeps_acknowledged_writes_across_kill_9() {
     }
 }
 
-/// The `/proc` status text of each of the server's `corekv-shard` threads
-/// (the executors and their blocking threads).
-fn shard_thread_statuses(server: &Server) -> Vec<String> {
+/// The value of `field` in the `/proc` status of each of the server's
+/// `corekv-shard` threads (the executors and their blocking threads).
+fn shard_thread_field(server: &Server, field: &str) -> Vec<String> {
     let pid = server.child.as_ref().expect("running").id();
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task list");
     tasks
@@ -579,16 +579,7 @@ fn shard_thread_statuses(server: &Server) -> Vec<String> {
             if !comm.starts_with("corekv-shard") {
                 return None;
             }
-            std::fs::read_to_string(dir.join("status")).ok()
-        })
-        .collect()
-}
-
-/// The value of `field` in each shard thread's status.
-fn shard_thread_field(server: &Server, field: &str) -> Vec<String> {
-    shard_thread_statuses(server)
-        .iter()
-        .filter_map(|status| {
+            let status = std::fs::read_to_string(dir.join("status")).ok()?;
             status
                 .lines()
                 .find_map(|l| l.strip_prefix(field))

@@ -210,7 +210,7 @@ fn resident_pages(path: &Path, len: u64) -> usize {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
     let len = len as usize;
     let mut vec = vec![0u8; len.div_ceil(page)];
-    // SAFETY: a private read-only mapping of an open file, unmapped below;
+    // SAFETY: a read-only shared mapping of an open file, unmapped below;
     // mincore writes one byte per page into `vec`, which has that many.
     unsafe {
         let addr = libc::mmap(

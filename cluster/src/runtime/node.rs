@@ -71,15 +71,12 @@ pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
     // The CPUs `cpus` leaves out take each shard's blocking thread: its
     // fsyncs (and their writeback), unlinks and manifest writes then cost
     // the spare CPU, not the shard's. Without spares it shares the shard's.
-    let spare = if config.cpus.is_empty() {
-        None
+    let (cpus, spare) = if config.cpus.is_empty() {
+        (cpus, None)
     } else {
-        Some(cpus.clone().filter(|l| !config.cpus.contains(&l.cpu))).filter(|s| !s.is_empty())
-    };
-    let cpus = if config.cpus.is_empty() {
-        cpus
-    } else {
-        cpus.filter(|l| config.cpus.contains(&l.cpu))
+        let spare = cpus.clone().filter(|l| !config.cpus.contains(&l.cpu));
+        let shard_cpus = cpus.filter(|l| config.cpus.contains(&l.cpu));
+        (shard_cpus, Some(spare).filter(|s| !s.is_empty()))
     };
     // Pin one executor per CPU when there are enough; otherwise let the OS
     // place them (e.g. a 4-shard test on a 2-core machine).

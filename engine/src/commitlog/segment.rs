@@ -124,7 +124,8 @@ impl SegmentFile {
         else {
             return;
         };
-        let end = synced / page_bytes() * page_bytes();
+        let page = page_bytes();
+        let end = synced / page * page;
         let start = released.get();
         if end <= start {
             return;
