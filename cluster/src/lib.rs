@@ -28,6 +28,7 @@ pub mod ring;
 pub mod runtime;
 pub mod server;
 pub mod topology;
+pub mod wire_context;
 
 pub use error::{Error, Result};
 pub use runtime::config::NodeConfig;

@@ -51,7 +51,7 @@ fn bench_memtable() {
                     expires_at_ms: 0,
                     value: Some(value[..100].to_vec()),
                 },
-                VersionVector::new(),
+                VersionVector::new().into(),
             );
             (token_of(&k), k, set)
         })
@@ -109,7 +109,7 @@ fn bench_memtable() {
                 expires_at_ms: 0,
                 value: Some(value[..100].to_vec()),
             },
-            VersionVector::from_entries([(ANY_REPLICA, counter - 1)]),
+            VersionVector::from_entries([(ANY_REPLICA, counter - 1)]).into(),
         );
         m.apply(*t, k, &set, ConflictMode::LastWriterWins);
     }

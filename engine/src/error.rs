@@ -68,6 +68,47 @@ pub enum Error {
         max: usize,
     },
 
+    /// A write would leave the key with more versions than
+    /// `Options::max_siblings`: its writers keep writing without the
+    /// context of a read. Read the key and write back with its context to
+    /// resolve the siblings.
+    #[error("key has {siblings} versions, more than the limit of {max}: read it and write back with its context to resolve them")]
+    TooManySiblings {
+        /// Versions the key would hold.
+        siblings: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+
+    /// A causal context with more entries than `Options::max_context_entries`.
+    #[error("causal context of {entries} entries exceeds the limit of {max}")]
+    ContextTooLarge {
+        /// Entries in the rejected context.
+        entries: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+
+    /// A key's encoded sibling set would exceed `Options::max_set_bytes`.
+    #[error("the key's versions would take {bytes} bytes, more than the limit of {max}")]
+    SetTooLarge {
+        /// Encoded size the set would have.
+        bytes: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+
+    /// A clock reading in a request (context counter, timestamp or dot) is
+    /// further ahead of this node's clock than `Options::max_clock_skew_ms`:
+    /// accepting it would drag this node's clock into the future.
+    #[error("a clock reading is {ahead_ms} ms ahead of this node's clock, more than the allowed {max_ms} ms (check the clocks, e.g. NTP)")]
+    ClockAhead {
+        /// How far ahead it was.
+        ahead_ms: u64,
+        /// Configured maximum.
+        max_ms: u64,
+    },
+
     /// The options passed to `Engine::open` are inconsistent.
     #[error("invalid engine options: {0}")]
     InvalidOptions(String),

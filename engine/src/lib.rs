@@ -39,7 +39,7 @@ pub mod version;
 
 pub use cache::CacheStats;
 pub use commitlog::LogStats;
-pub use engine::{Engine, EngineStats, ScanBatch, WriteContext, WriteOptions};
+pub use engine::{Engine, EngineStats, MintedWrite, ScanBatch, WriteContext, WriteOptions};
 pub use error::{Error, Result};
 pub use memtable::Memtable;
 pub use options::{ConflictMode, Options, SyncMode};

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::options::ConflictMode;
 use crate::token::Token;
-use crate::version::{SiblingSet, ANY_REPLICA};
+use crate::version::SiblingSet;
 
 /// Estimated bytes an entry costs beyond its key and value bytes (its
 /// hash bucket, its place in the ordered tree, two heap allocations); used
@@ -128,29 +128,45 @@ fn merge_into(existing: &mut Box<[u8]>, delta: &SiblingSet, mode: ConflictMode) 
     // An overwrite whose context covers every reading in the stored set
     // replaces it outright: the merge would return the delta itself
     // (contexts are canonical, so even the bytes agree), and decoding and
-    // re-encoding would be wasted.
-    let covered_up_to = delta.context().get(ANY_REPLICA);
-    if covered_up_to > 0
-        && SiblingSet::encoded_max_reading(existing).is_some_and(|m| m <= covered_up_to)
-        && delta
-            .versions()
-            .iter()
-            .all(|v| v.dot.counter > covered_up_to)
-    {
+    // re-encoding would be wasted. Under last-writer-wins, so does a lone
+    // version later than every reading stored.
+    let replaces = match mode {
+        ConflictMode::Siblings => {
+            let covered_up_to = delta.context().any_up_to();
+            covered_up_to > 0
+                && SiblingSet::encoded_max_reading(existing).is_some_and(|m| m <= covered_up_to)
+                && delta
+                    .versions()
+                    .iter()
+                    .all(|v| v.dot.counter > covered_up_to)
+        }
+        ConflictMode::LastWriterWins => match delta.versions() {
+            [v] => SiblingSet::encoded_max_reading(existing)
+                .is_some_and(|m| m < v.timestamp && m < v.dot.counter),
+            _ => false,
+        },
+    };
+    if replaces {
         // Same size (the usual overwrite: one version, one context entry,
         // a value as long as before): encode in place. A fresh box per
         // overwrite cost an allocation and a free, and under a churn of
         // 100 k equal-sized entries mimalloc's slow path hunting pages for
         // free blocks.
-        if delta.encoded_len() == existing.len() {
-            delta.encode_to_slice(existing);
-        } else {
+        if !delta.encode_to_slice(existing) {
             *existing = delta.to_bytes().into_boxed_slice();
         }
         return existing.len();
     }
     // Bytes in the memtable were encoded by this process.
-    let mut set = SiblingSet::decode(existing, mode).expect("memtable holds only sets it encoded");
+    let mut set = match SiblingSet::decode(existing, mode) {
+        Ok(set) => set,
+        // Unreachable: the memtable holds only sets this process encoded.
+        // Keeping the delta alone beats taking the shard down.
+        Err(e) => {
+            tracing::error!(error = %e, "memtable entry does not decode; keeping the new write only");
+            SiblingSet::new()
+        }
+    };
     set.merge(delta, mode);
     *existing = set.to_bytes().into_boxed_slice();
     existing.len()
@@ -267,7 +283,7 @@ mod tests {
                 expires_at_ms: 0,
                 value: Some(value.to_vec()),
             },
-            VersionVector::new(),
+            VersionVector::new().into(),
         )
     }
 
@@ -297,8 +313,10 @@ mod tests {
                         expires_at_ms: 0,
                         value: (!tombstone).then(|| vec![i as u8; 3]),
                     },
-                    ctx,
+                    ctx.into(),
                 );
+                // Writers hand the memtable deltas normalised for the mode.
+                let delta = SiblingSet::from_parts(delta.versions().to_vec(), delta.context().clone(), mode);
                 m.apply(9, b"k", &delta, mode);
                 match model.as_mut() {
                     Some(s) => s.merge(&delta, mode),

@@ -44,6 +44,21 @@ pub struct Options {
     pub max_key_bytes: usize,
     /// Largest accepted value, in bytes (default 1 MiB).
     pub max_value_bytes: usize,
+    /// Most versions one key may hold (default 100): a write that would
+    /// leave more is refused with `Error::TooManySiblings`, as Riak does.
+    pub max_siblings: usize,
+    /// Versions of a key from which a write is counted in
+    /// `EngineStats::sibling_warnings` (default 25).
+    pub siblings_warn: usize,
+    /// Most entries (vector entries plus loose dots) a causal context
+    /// from a client may carry (default 1024).
+    pub max_context_entries: usize,
+    /// Largest encoded sibling set of one key, in bytes; `None` (the
+    /// default) means `2 × max_value_bytes + 64 KiB`.
+    pub max_set_bytes: Option<usize>,
+    /// How far ahead of the local clock a clock reading from a client or
+    /// another replica may be, in ms (default 5 000); further is refused.
+    pub max_clock_skew_ms: u64,
     /// Sibling handling (default: keep siblings).
     pub conflict: ConflictMode,
     /// Durability of acknowledged writes (default: batch).
@@ -91,6 +106,11 @@ impl Default for Options {
             replica_id: 1,
             max_key_bytes: 64 * 1024,
             max_value_bytes: 1024 * 1024,
+            max_siblings: 100,
+            siblings_warn: 25,
+            max_context_entries: 1024,
+            max_set_bytes: None,
+            max_clock_skew_ms: 5_000,
             conflict: ConflictMode::Siblings,
             sync_mode: SyncMode::Batch,
             segment_bytes: 64 * 1024 * 1024,
@@ -111,9 +131,30 @@ impl Default for Options {
 
 impl Options {
     /// Bytes one commit-log record may take at most: the largest key and
-    /// value plus framing and version metadata.
+    /// sibling set plus framing.
     pub fn max_record_bytes(&self) -> usize {
-        self.max_key_bytes + self.max_value_bytes + 4096
+        self.max_key_bytes + self.set_bytes_max() + 4096
+    }
+
+    /// The replica id of dots issued by writes that do not read the key
+    /// first (overwrites, last-writer-wins): `replica_id` with its top bit
+    /// set. Only dots under `replica_id` itself are ever folded into this
+    /// replica's vector entry (see `CausalContext::fold_own`).
+    pub fn unread_replica_id(&self) -> u64 {
+        self.replica_id | 1 << 63
+    }
+
+    /// The bound on one key's encoded sibling set (see `max_set_bytes`).
+    pub fn set_bytes_max(&self) -> usize {
+        self.max_set_bytes
+            .unwrap_or_else(|| Self::default_set_bytes(self.max_value_bytes))
+    }
+
+    /// `max_set_bytes` left unset, for values up to `max_value_bytes`:
+    /// room for two of the largest values (a value and a concurrent one)
+    /// plus 64 KiB of versions and context.
+    pub fn default_set_bytes(max_value_bytes: usize) -> usize {
+        max_value_bytes.saturating_mul(2).saturating_add(64 << 10)
     }
 
     /// Checks that the bounds fit together; returns a message naming the
@@ -130,6 +171,31 @@ impl Options {
             return fail(format!(
                 "max_value_bytes {} above 64 MiB",
                 self.max_value_bytes
+            ));
+        }
+        if self.replica_id == 0 || self.replica_id >> 63 != 0 {
+            return fail(format!(
+                "replica_id {:#x} must be above 0 with its top bit clear",
+                self.replica_id
+            ));
+        }
+        if self.set_bytes_max() < self.max_value_bytes + 4096 {
+            return fail(format!(
+                "max_set_bytes {} must hold the largest value (max_value_bytes {} + 4 KiB)",
+                self.set_bytes_max(),
+                self.max_value_bytes
+            ));
+        }
+        if self.max_siblings == 0 || self.max_siblings > 65_535 {
+            return fail(format!(
+                "max_siblings {} not in 1..=65535",
+                self.max_siblings
+            ));
+        }
+        if self.max_context_entries == 0 || self.max_context_entries > 1 << 20 {
+            return fail(format!(
+                "max_context_entries {} not in 1..=1048576",
+                self.max_context_entries
             ));
         }
         if self.commit_batch_bytes_max < self.max_record_bytes() {

@@ -1,7 +1,7 @@
 //! Property tests of sibling-set merge laws and dotted-version-vector
 //! causality: the properties that let replicas append without reading.
 
-use corekv_engine::version::{Dot, SiblingSet, Version, VersionVector, ANY_REPLICA};
+use corekv_engine::version::{CausalContext, Dot, SiblingSet, Version, VersionVector, ANY_REPLICA};
 use corekv_engine::ConflictMode;
 use proptest::prelude::*;
 
@@ -31,7 +31,7 @@ fn arb_context() -> impl Strategy<Value = VersionVector> {
 
 fn arb_set(mode: ConflictMode) -> impl Strategy<Value = SiblingSet> {
     (prop::collection::vec(arb_version(), 0..5), arb_context())
-        .prop_map(move |(versions, ctx)| SiblingSet::from_parts(versions, ctx, mode))
+        .prop_map(move |(versions, ctx)| SiblingSet::from_parts(versions, ctx.into(), mode))
 }
 
 fn arb_mode() -> impl Strategy<Value = ConflictMode> {
@@ -96,7 +96,7 @@ proptest! {
     fn dvv_causality(blind in 1usize..5, later in 0usize..3, order_seed in any::<u64>()) {
         let mode = ConflictMode::Siblings;
         let mut counter = 0u64;
-        let mut next = |replica: u64, value: &str, ctx: VersionVector| {
+        let mut next = |replica: u64, value: &str, ctx: CausalContext| {
             counter += 1;
             SiblingSet::from_write(
                 Version {
@@ -110,7 +110,7 @@ proptest! {
         };
         let mut deltas = Vec::new();
         for i in 0..blind {
-            deltas.push(next(1 + i as u64 % 3, "blind", VersionVector::new()));
+            deltas.push(next(1 + i as u64 % 3, "blind", CausalContext::new()));
         }
         let mut replica = SiblingSet::new();
         for d in &deltas {
@@ -121,7 +121,7 @@ proptest! {
         let read_ctx = replica.causal_context();
         let resolving = next(2, "resolved", read_ctx);
         let unseen: Vec<SiblingSet> =
-            (0..later).map(|_| next(3, "unseen", VersionVector::new())).collect();
+            (0..later).map(|_| next(3, "unseen", CausalContext::new())).collect();
 
         // Deliver every delta in a pseudo-random order: the result must not depend on it.
         let mut all: Vec<&SiblingSet> = deltas.iter().chain(unseen.iter()).collect();

@@ -6,16 +6,14 @@
 //! replicas whose read answers lag behind the merged state get it written
 //! back (read repair).
 //!
-//! A write's version is minted here, once, from this shard's clock; every
-//! replica merges the same delta, so replicas never read before writing.
-//!
-//! Known limit of the causal contexts: a context is a version vector whose
-//! entries are clock readings, so it covers every dot of a writer up to a
-//! reading. Two concurrent writes coordinated by the same shard, where a
-//! client read only the later one, are both superseded by that client's
-//! write (full dotted version vectors would keep the earlier as a
-//! sibling). Writes coordinated by different shards or nodes are
-//! unaffected.
+//! A write's version is minted once, by one replica of the key (this shard
+//! when it owns the key, else the owning shard or replica node it is
+//! forwarded to): that replica reads its own copy of the key, merges the new
+//! version into it and replicates the merged state, so the causal context a
+//! client gets back claims exactly what it was shown (see
+//! `corekv_engine::version`). The minting replica's own copy is part of
+//! every acknowledged write. Overwrites (Redis SET) and last-writer-wins
+//! writes read nothing and are minted by the coordinating shard itself.
 
 mod handoff;
 mod hints;
@@ -28,9 +26,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corekv_engine::version::{wall_clock_ms, SiblingSet, VersionVector};
+use corekv_engine::version::{wall_clock_ms, CausalContext, SiblingSet};
 use corekv_engine::{ConflictMode, WriteContext, WriteOptions};
-use corekv_net::native::Consistency;
+use corekv_net::native::{Consistency, ErrorCode};
+use corekv_net::peer::{PeerRequest, PeerResponse};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 
@@ -45,7 +44,7 @@ use crate::ring::NodeIndex;
 use crate::runtime::config::{parse_level, NodeConfig};
 use crate::runtime::control::NodeControl;
 use crate::runtime::metrics::bump;
-use crate::runtime::ops::{context_after, KvOp, KvReply, PutCondition};
+use crate::runtime::ops::{KvOp, KvReply, PutCondition, ReplicaOp, ReplicaReply};
 use crate::runtime::router::{RouteError, Router};
 use crate::topology::{SharedTopology, Topology, TopologyView};
 
@@ -67,6 +66,15 @@ pub enum CoordinatorError {
         needed: usize,
         /// The request timeout.
         ms: u128,
+    },
+    /// A replica refused the request for a reason the client should see
+    /// as such (too many siblings, a clock from the future, a full disk).
+    #[error("replica refused: {message}")]
+    Refused {
+        /// The refusal's protocol code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
     },
     /// Enough replicas answered, but with errors.
     #[error("{needed} replicas needed, {answered} succeeded; last failure: {last}")]
@@ -232,7 +240,7 @@ impl Coordinator {
                     if !allowed {
                         return Ok(KvReply::Written {
                             written: false,
-                            context: VersionVector::new(),
+                            context: CausalContext::new(),
                         });
                     }
                 }
@@ -254,7 +262,7 @@ impl Coordinator {
                     if !existed {
                         return Ok(KvReply::Deleted {
                             existed,
-                            context: VersionVector::new(),
+                            context: CausalContext::new(),
                         });
                     }
                 }
@@ -388,17 +396,15 @@ impl Coordinator {
         value: Option<Vec<u8>>,
         ttl: Option<Duration>,
         context: WriteContext,
-    ) -> Result<VersionVector, CoordinatorError> {
-        let engine = self.router.engine();
+    ) -> Result<CausalContext, CoordinatorError> {
         let opts = WriteOptions { ttl, context };
-        let (version, delta) = engine
-            .mint(key, value, &opts)
-            .map_err(|e| CoordinatorError::Local(e.into()))?;
-        engine
-            .apply(key, &delta)
+        let minted = self
+            .router
+            .engine()
+            .write(key, value, &opts)
             .await
             .map_err(|e| CoordinatorError::Local(e.into()))?;
-        Ok(context_after(&opts.context, version.dot))
+        Ok(minted.context)
     }
 
     /// A lone replica's read answered on the spot: when this shard is the
@@ -516,51 +522,186 @@ impl Coordinator {
         ttl: Option<Duration>,
         context: WriteContext,
         level: Consistency,
-    ) -> Result<VersionVector, CoordinatorError> {
+    ) -> Result<CausalContext, CoordinatorError> {
         let topo = self.snapshot();
-        let (targets, down, needed) = self.plan(&topo, key, level, self.default_write, true)?;
+        let (mut targets, down, needed) = self.plan(&topo, key, level, self.default_write, true)?;
         let opts = WriteOptions { ttl, context };
-        let (version, delta) = self
-            .router
-            .engine()
-            .mint(key, value, &opts)
-            .map_err(RouteError::from)?;
-        let context = context_after(&opts.context, version.dot);
-        let encoded = Rc::new(if targets.len() + down.len() > 1 {
-            delta.to_bytes()
-        } else {
-            Vec::new()
-        });
-        if targets.len() == 1 {
-            if !down.is_empty() {
-                let me = self.clone();
-                let (key, encoded, topo) = (key.to_vec(), encoded.clone(), topo.clone());
-                glommio::spawn_local(
-                    async move { me.store_hints(&topo, &down, &key, &encoded).await },
-                )
-                .detach();
-            }
-            if matches!(targets[0], Target::Local) && self.router.owns(key) {
-                // This very shard: apply the delta in place (no copy of the
-                // key or the set for a replica op).
-                self.router
-                    .engine()
-                    .apply(key, &delta)
+        let reads = self.mode == ConflictMode::Siblings && opts.context != WriteContext::Overwrite;
+        if !reads {
+            // Nothing to read: this shard mints, every target is a peer.
+            let minted = self
+                .router
+                .engine()
+                .mint(key, value, &opts)
+                .await
+                .map_err(RouteError::from)?;
+            let state = minted.state.clone();
+            let context = minted.context.clone();
+            drop(minted);
+            self.fan_out(&topo, targets, down, needed, key, state)
+                .await?;
+            return Ok(context);
+        }
+        // The minting replica: this node's copy if it has one, else the
+        // first live replica node.
+        let Some(m) = targets
+            .iter()
+            .position(|t| matches!(t, Target::Local))
+            .or_else(|| targets.iter().position(|t| matches!(t, Target::Remote(_))))
+        else {
+            bump(&self.router.metrics().unavailable);
+            return Err(CoordinatorError::Unavailable(
+                "no replica of the key is up to coordinate the write (only stand-ins)".into(),
+            ));
+        };
+        let minter = targets.remove(m);
+        let rest = needed.saturating_sub(1);
+        if matches!(minter, Target::Local) && self.router.owns(key) {
+            // This very shard: mint, then store here while the others get
+            // the state.
+            let engine = self.router.engine();
+            let mut minted = engine
+                .mint(key, value, &opts)
+                .await
+                .map_err(RouteError::from)?;
+            let context = minted.context.clone();
+            if targets.is_empty() && down.is_empty() {
+                engine
+                    .apply_minted(key, &mut minted)
                     .await
                     .map_err(|e| CoordinatorError::Local(e.into()))?;
                 return Ok(context);
             }
-            let apply =
-                self.replica_apply(&topo, targets[0], key.to_vec(), Rc::new(delta), encoded);
-            // Boxed, as in `read`.
-            Box::pin(self.lone_replica(apply, needed)).await?;
+            let state = minted.state.clone();
+            let mut deadline = Deadline::after(self.timeout);
+            let local = deadline.bound(engine.apply_minted(key, &mut minted));
+            let others = self.fan_out(&topo, targets, down, rest, key, state);
+            let (local, others) = futures_lite::future::zip(local, others).await;
+            match local {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(CoordinatorError::Local(e.into())),
+                None => return Err(self.timed_out(0, needed)),
+            }
+            others?;
             return Ok(context);
         }
-        let delta = Rc::new(delta);
+        // Another shard or node mints and stores its copy first.
+        let mut deadline = Deadline::after(self.timeout);
+        let minted = deadline
+            .bound(self.remote_mint(&topo, minter, key, value, &opts))
+            .await;
+        let (state, context) = match minted {
+            Some(Ok(done)) => done,
+            Some(Err(e)) => return Err(e.into_coordinator(needed)),
+            None => return Err(self.timed_out(0, needed)),
+        };
+        self.fan_out(&topo, targets, down, rest, key, Rc::new(state))
+            .await?;
+        Ok(context)
+    }
+
+    /// Has replica `minter` (another shard of this node, or another node)
+    /// mint and store the write; the state for the other replicas and the
+    /// client's context.
+    async fn remote_mint(
+        &self,
+        topo: &Topology,
+        minter: Target,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        opts: &WriteOptions,
+    ) -> Result<(SiblingSet, CausalContext), ReplicaError> {
+        match minter {
+            Target::Local => {
+                let op = ReplicaOp::Mint {
+                    key: key.to_vec(),
+                    value,
+                    ttl: opts.ttl,
+                    context: opts.context.clone(),
+                };
+                match self.router.call(op).await? {
+                    ReplicaReply::Minted { state, context } => Ok((state, context)),
+                    other => Err(ReplicaError::Remote(format!(
+                        "unexpected local reply {other:?}"
+                    ))),
+                }
+            }
+            Target::Remote(node) => {
+                let member = &topo.members()[node];
+                let shard = member.shard_of(corekv_engine::token_of(key));
+                let (context_kind, context) = match &opts.context {
+                    WriteContext::Blind => (0, Vec::new()),
+                    WriteContext::Given(cc) => (1, crate::wire_context::encode(cc)),
+                    WriteContext::Overwrite => (2, Vec::new()),
+                };
+                let req = PeerRequest::Mint {
+                    context_kind,
+                    ttl_ms: opts.ttl.map_or(0, |t| {
+                        u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+                    }),
+                    context,
+                    key: key.to_vec(),
+                    value,
+                };
+                match self.links.call_untimed(member, shard, req).await {
+                    Ok(PeerResponse::Minted { context, set }) => {
+                        let state = SiblingSet::decode(&set, self.mode).map_err(|e| {
+                            ReplicaError::Remote(format!("replica sent a bad sibling set: {e}"))
+                        })?;
+                        let context = crate::wire_context::decode(&context, usize::MAX)
+                            .map_err(|e| ReplicaError::Remote(format!("replica sent {e}")))?;
+                        Ok((state, context))
+                    }
+                    Ok(PeerResponse::Error { code, message }) => {
+                        Err(ReplicaError::Refused { code, message })
+                    }
+                    Ok(other) => Err(ReplicaError::Remote(format!(
+                        "unexpected replica reply {other:?}"
+                    ))),
+                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
+                }
+            }
+            Target::Fallback { .. } | Target::LocalHint { .. } => Err(ReplicaError::Remote(
+                "a stand-in does not mint writes".into(),
+            )),
+        }
+    }
+
+    /// Sends `state` to `targets` and answers once `needed` of them
+    /// acknowledged (at once when `needed` is 0); the rest finish in the
+    /// background, and what a replica missed becomes a hint.
+    async fn fan_out(
+        self: &Rc<Self>,
+        topo: &Rc<Topology>,
+        targets: Vec<Target>,
+        down: Vec<NodeIndex>,
+        needed: usize,
+        key: &[u8],
+        state: Rc<SiblingSet>,
+    ) -> Result<(), CoordinatorError> {
+        let encoded = Rc::new(if targets.len() + down.len() > 0 {
+            state.to_bytes()
+        } else {
+            Vec::new()
+        });
+        if targets.len() == 1 && needed == 1 && down.is_empty() {
+            if matches!(targets[0], Target::Local) && self.router.owns(key) {
+                // This very shard: apply the state in place.
+                return self
+                    .router
+                    .engine()
+                    .apply(key, &state)
+                    .await
+                    .map_err(|e| CoordinatorError::Local(e.into()));
+            }
+            let apply = self.replica_apply(topo, targets[0], key.to_vec(), state, encoded);
+            // Boxed: rare next to the gathered path below.
+            return Box::pin(self.lone_replica(apply, needed)).await;
+        }
         // With a sloppy quorum, each remote replica gets a spare stand-in in
         // case it turns out to be unreachable during this very write.
         let mut spares = if self.sloppy_quorum {
-            self.spare_stand_ins(&topo, key, &targets)
+            self.spare_stand_ins(topo, key, &targets)
         } else {
             Vec::new()
         }
@@ -569,7 +710,7 @@ impl Coordinator {
         for (i, &t) in targets.iter().enumerate() {
             let me = self.clone();
             let key = key.to_vec();
-            let delta = delta.clone();
+            let state = state.clone();
             let encoded = encoded.clone();
             let topo = topo.clone();
             let spare = match t {
@@ -578,7 +719,7 @@ impl Coordinator {
             };
             pending.push(Box::pin(async move {
                 let first = me
-                    .replica_apply(&topo, t, key.clone(), delta.clone(), encoded.clone())
+                    .replica_apply(&topo, t, key.clone(), state.clone(), encoded.clone())
                     .await;
                 let result = match (first, spare) {
                     (Err(ReplicaError::Remote(why)), Some((node, owner))) => {
@@ -588,7 +729,7 @@ impl Coordinator {
                         } else {
                             Target::Fallback { node, owner }
                         };
-                        me.replica_apply(&topo, stand_in, key, delta, encoded).await
+                        me.replica_apply(&topo, stand_in, key, state, encoded).await
                     }
                     (first, _) => first,
                 };
@@ -604,6 +745,7 @@ impl Coordinator {
         // a hint.
         let me = self.clone();
         let key = key.to_vec();
+        let topo = topo.clone();
         glommio::spawn_local(async move {
             let mut missed = down;
             let mut answered: Vec<usize> = acks.iter().map(|&(i, ())| i).collect();
@@ -627,8 +769,7 @@ impl Coordinator {
             me.store_hints(&topo, &missed, &key, &encoded).await;
         })
         .detach();
-        outcome?;
-        Ok(context)
+        outcome
     }
 
     /// Waits until `needed` answers succeeded, too many failed, or the

@@ -87,7 +87,7 @@ mod tests {
                 expires_at_ms: 0,
                 value: Some(value.to_vec()),
             },
-            VersionVector::new(),
+            VersionVector::new().into(),
         )
     }
 

@@ -23,6 +23,14 @@ pub enum ReplicaError {
     /// Another node failed or could not be reached.
     #[error("{0}")]
     Remote(String),
+    /// Another node answered with an error code.
+    #[error("{message}")]
+    Refused {
+        /// The protocol code.
+        code: corekv_net::native::ErrorCode,
+        /// The node's explanation.
+        message: String,
+    },
 }
 
 impl ReplicaError {
@@ -34,6 +42,7 @@ impl ReplicaError {
                 needed,
                 last,
             },
+            ReplicaError::Refused { code, message } => CoordinatorError::Refused { code, message },
         }
     }
 }
@@ -85,6 +94,9 @@ impl Coordinator {
                     .await
                 {
                     Ok(PeerResponse::Set(None)) => Ok(None),
+                    Ok(PeerResponse::Error { code, message }) => {
+                        Err(ReplicaError::Refused { code, message })
+                    }
                     Ok(PeerResponse::Set(Some(bytes))) => SiblingSet::decode(&bytes, self.mode)
                         .map(Some)
                         .map_err(|e| {
@@ -154,6 +166,9 @@ impl Coordinator {
     ) -> Result<(), ReplicaError> {
         match self.links.call_untimed(member, shard, req).await {
             Ok(PeerResponse::Applied) => Ok(()),
+            Ok(PeerResponse::Error { code, message }) => {
+                Err(ReplicaError::Refused { code, message })
+            }
             Ok(other) => Err(ReplicaError::Remote(format!(
                 "unexpected {role} reply {other:?}"
             ))),

@@ -56,6 +56,20 @@ pub struct NodeConfig {
     pub max_key_bytes: usize,
     /// Largest value accepted.
     pub max_value_bytes: usize,
+    /// Most versions one key may hold; a write that would leave more is
+    /// refused with TOO_MANY_SIBLINGS (as Riak does). Warned of (a metric)
+    /// from a quarter of it.
+    pub max_siblings: usize,
+    /// How far ahead of this node's clock a clock reading in a request (a
+    /// context, a replicated version) may be, in ms; further is refused
+    /// with CLOCK_SKEW, so no input can drag this node's clock ahead.
+    pub max_clock_skew_ms: u64,
+    /// This data directory's incarnation, from `corekv.meta` (not a
+    /// setting: set by the node at start). A new data directory, or one
+    /// that lost a shard, gets a new one, so that dots of an earlier
+    /// incarnation can never cover this one's writes.
+    #[serde(skip)]
+    pub epoch: u64,
     /// Open client connections per shard; more are refused.
     pub max_connections_per_shard: usize,
     /// A client connection idle this long is closed.
@@ -164,6 +178,9 @@ impl Default for NodeConfig {
             gc_grace_s: 10 * 24 * 3600,
             max_key_bytes: 64 * 1024,
             max_value_bytes: 1024 * 1024,
+            max_siblings: 100,
+            max_clock_skew_ms: 5_000,
+            epoch: 0,
             max_connections_per_shard: 4096,
             idle_timeout_s: 300,
             max_in_flight_per_connection: 256,
@@ -213,12 +230,31 @@ impl NodeConfig {
         }
     }
 
+    /// Bytes of one maximal commit-log record: the largest key and the
+    /// largest sibling set of a key (two of the largest values plus 64 KiB)
+    /// plus 4 KiB of framing.
+    fn max_record_bytes(&self) -> usize {
+        self.max_key_bytes + corekv_engine::Options::default_set_bytes(self.max_value_bytes) + 4096
+    }
+
     /// Smallest `commit_batch_kib` that works: one maximal record
-    /// (`max_key_bytes + max_value_bytes + 4 KiB`) plus 64 KiB of headroom
-    /// (the hint store's keys carry a prefix), rounded up to 64 KiB.
+    /// (`max_key_bytes + 2 × max_value_bytes + 68 KiB`) plus 64 KiB of
+    /// headroom (the hint store's keys carry a prefix), rounded up to 64 KiB.
     pub fn commit_batch_kib_min(&self) -> u64 {
-        let record = (self.max_key_bytes + self.max_value_bytes + 4096) as u64;
+        let record = self.max_record_bytes() as u64;
         (record + (64 << 10)).div_ceil(64 << 10) * 64
+    }
+
+    /// Replica id of shard `index`: a hash of node id and data-directory
+    /// epoch in bits 16..63 (bit 63 clear: the engine uses it), the shard
+    /// below. Unique per node incarnation and shard, stable across restarts.
+    pub fn replica_id(&self, index: usize) -> u64 {
+        let mut seed = [0u8; 12];
+        seed[..4].copy_from_slice(&self.node_id.to_le_bytes());
+        seed[4..].copy_from_slice(&self.epoch.to_le_bytes());
+        let high = xxhash_rust::xxh3::xxh3_64(&seed) & 0x7FFF_FFFF_FFFF_0000;
+        // Never zero (the engine refuses it), whatever the hash.
+        (high | 1 << 62) | index as u64
     }
 
     /// The engine options of shard `index`.
@@ -244,11 +280,11 @@ impl NodeConfig {
                 )))
             }
         };
-        let max_record = self.max_key_bytes + self.max_value_bytes + 4096;
+        let max_record = self.max_record_bytes();
         let batch = match self.commit_batch_kib {
             Some(kib) if kib < self.commit_batch_kib_min() => {
                 return Err(Error::Config(format!(
-                    "commit_batch_kib = {kib} is below {} KiB: a batch must hold one maximal record (max_key_bytes + max_value_bytes + 4 KiB) plus 64 KiB",
+                    "commit_batch_kib = {kib} is below {} KiB: a batch must hold one maximal record (max_key_bytes + 2 x max_value_bytes + 68 KiB) plus 64 KiB",
                     self.commit_batch_kib_min()
                 )))
             }
@@ -270,8 +306,10 @@ impl NodeConfig {
             Some(mib) => mib.saturating_mul(1 << 20),
         };
         let opts = corekv_engine::Options {
-            // Dots must be unique per writer: node id in the high bits, shard below.
-            replica_id: (u64::from(self.node_id) << 16) | index as u64,
+            replica_id: self.replica_id(index),
+            max_siblings: self.max_siblings,
+            siblings_warn: (self.max_siblings / 4).max(1),
+            max_clock_skew_ms: self.max_clock_skew_ms,
             max_key_bytes: self.max_key_bytes,
             max_value_bytes: self.max_value_bytes,
             conflict,
@@ -434,12 +472,12 @@ mod tests {
     #[test]
     fn io_settings_reach_the_engine_and_are_checked() {
         let c: NodeConfig = toml::from_str(
-            "commit_batch_kib = 2048\nio_queue_depth = 8\nio_properties = \"/x/io.toml\"\n",
+            "commit_batch_kib = 4096\nio_queue_depth = 8\nio_properties = \"/x/io.toml\"\n",
         )
         .expect("parses");
         assert_eq!(c.io_properties.as_deref(), Some(Path::new("/x/io.toml")));
         let o = c.engine_options(0).expect("options");
-        assert_eq!(o.commit_batch_bytes_max, 2048 << 10);
+        assert_eq!(o.commit_batch_bytes_max, 4096 << 10);
         assert_eq!(o.max_concurrent_reads, 8);
         assert!(o.segment_bytes >= 2 * o.commit_batch_bytes_max as u64);
         let d = NodeConfig::default().engine_options(0).expect("defaults");
@@ -488,5 +526,12 @@ mod tests {
             b.engine_options(0).expect("b0").replica_id,
         ];
         assert!(ids[0] != ids[1] && ids[0] != ids[2] && ids[1] != ids[2]);
+        let reborn = NodeConfig {
+            epoch: 0x5eed,
+            ..a.clone()
+        };
+        let id = reborn.engine_options(0).expect("reborn").replica_id;
+        assert!(!ids.contains(&id), "a new incarnation writes under new ids");
+        assert_eq!(id, reborn.replica_id(0), "stable across restarts");
     }
 }

@@ -46,10 +46,15 @@ pub fn lock(data_dir: &Path) -> Result<DataDirLock> {
     }
 }
 
-/// Creates the data directory on first start and records `shards`; on later
-/// starts refuses a different shard count, because keys are placed on
-/// shards by token and would be looked for on the wrong one.
-pub fn prepare(data_dir: &Path, shards: usize) -> Result<()> {
+/// Creates the data directory on first start and records `shards` and a
+/// fresh epoch; on later starts refuses a different shard count, because
+/// keys are placed on shards by token and would be looked for on the
+/// wrong one. Returns the directory's epoch: its incarnation, part of
+/// every replica id. A new epoch is drawn when the directory is new, when
+/// it was written by a version without epochs, and when a shard's
+/// directory is gone or empty (its state was lost): then no dot this node
+/// issued before can cover a write it issues now (Riak's KV679).
+pub fn prepare(data_dir: &Path, shards: usize) -> Result<u64> {
     let err = |reason: String| Error::DataDir {
         path: data_dir.display().to_string(),
         reason,
@@ -74,7 +79,29 @@ pub fn prepare(data_dir: &Path, shards: usize) -> Result<()> {
                      start with --shards {recorded} (resharding a data directory is not supported)"
                 )));
             }
-            Ok(())
+            let epoch = text
+                .lines()
+                .find_map(|l| l.strip_prefix("epoch = "))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+            let lost = (0..shards).find(|&i| {
+                std::fs::read_dir(shard_dir(data_dir, i)).map_or(true, |mut d| d.next().is_none())
+            });
+            match (epoch, lost) {
+                (Some(epoch), None) => Ok(epoch),
+                (old, lost) => {
+                    if let Some(i) = lost {
+                        tracing::warn!(
+                            shard = i,
+                            "shard {i}'s data directory is missing or empty: its state was lost; \
+                             this node starts a new epoch so its new writes cannot be mistaken for old ones"
+                        );
+                    }
+                    let epoch = fresh_epoch(old);
+                    write_meta(&meta, shards, epoch)
+                        .map_err(|e| err(format!("cannot write {META_FILE}: {e}")))?;
+                    Ok(epoch)
+                }
+            }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let has_shards = std::fs::read_dir(data_dir)
@@ -86,13 +113,41 @@ pub fn prepare(data_dir: &Path, shards: usize) -> Result<()> {
                     "{META_FILE} is missing but shard directories exist"
                 )));
             }
-            let text = format!(
-                "# written by corekv on first start; do not edit\nformat = 1\nshards = {shards}\n"
-            );
-            std::fs::write(&meta, text).map_err(|e| err(format!("cannot write {META_FILE}: {e}")))
+            let epoch = fresh_epoch(None);
+            write_meta(&meta, shards, epoch)
+                .map_err(|e| err(format!("cannot write {META_FILE}: {e}")))?;
+            Ok(epoch)
         }
         Err(e) => Err(err(format!("cannot read {META_FILE}: {e}"))),
     }
+}
+
+fn write_meta(meta: &Path, shards: usize, epoch: u64) -> std::io::Result<()> {
+    let text = format!(
+        "# written by corekv; do not edit\nformat = 1\nshards = {shards}\nepoch = {epoch:016x}\n"
+    );
+    write_atomically(meta, text.as_bytes())
+}
+
+/// A random epoch (from the kernel's random pool; the time and process id
+/// if that is unreadable), never equal to `old`.
+fn fresh_epoch(old: Option<u64>) -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    let mut epoch = match random {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ (u64::from(std::process::id()) << 32)
+        }
+    };
+    if Some(epoch) == old {
+        epoch = epoch.wrapping_add(1);
+    }
+    epoch
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves the old content or
@@ -125,9 +180,33 @@ mod tests {
     }
 
     #[test]
+    fn the_epoch_is_stable_until_a_shard_loses_its_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = prepare(dir.path(), 2).expect("first start");
+        for i in 0..2 {
+            let shard = shard_dir(dir.path(), i);
+            std::fs::create_dir_all(&shard).expect("shard dir");
+            std::fs::write(shard.join("MANIFEST"), b"x").expect("a file");
+        }
+        assert_eq!(prepare(dir.path(), 2).expect("restart"), first);
+        std::fs::remove_dir_all(shard_dir(dir.path(), 1)).expect("lose shard 1");
+        let second = prepare(dir.path(), 2).expect("restart after loss");
+        assert_ne!(second, first, "lost state means a new incarnation");
+        std::fs::create_dir_all(shard_dir(dir.path(), 1)).expect("shard dir");
+        std::fs::write(shard_dir(dir.path(), 1).join("MANIFEST"), b"x").expect("a file");
+        assert_eq!(prepare(dir.path(), 2).expect("restart"), second);
+        let wiped = tempfile::tempdir().expect("tempdir");
+        assert_ne!(prepare(wiped.path(), 2).expect("new dir"), first);
+    }
+
+    #[test]
     fn refuses_a_different_shard_count() {
         let dir = tempfile::tempdir().expect("tempdir");
         prepare(dir.path(), 2).expect("first start");
+        for i in 0..2 {
+            std::fs::create_dir_all(shard_dir(dir.path(), i)).expect("shard dir");
+            std::fs::write(shard_dir(dir.path(), i).join("f"), b"x").expect("a file");
+        }
         prepare(dir.path(), 2).expect("same count");
         let e = prepare(dir.path(), 3).expect_err("different count");
         assert!(e.to_string().contains("--shards 2"), "{e}");

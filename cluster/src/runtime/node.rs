@@ -51,10 +51,10 @@ impl StopHandle {
 /// Runs a node until SIGTERM/SIGINT (or `stop`), then shuts down cleanly:
 /// stop accepting, finish in-flight requests, flush memtables, exit.
 /// Returns an error when the configuration, data directory or a shard fails.
-pub fn run(config: NodeConfig, stop: StopHandle) -> Result<()> {
+pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
     config.validate()?;
     let shards = config.shard_count();
-    datadir::prepare(&config.data_dir, shards)?;
+    config.epoch = datadir::prepare(&config.data_dir, shards)?;
     let _lock = datadir::lock(&config.data_dir)?;
     let status = initial_status(&config)?;
     ports_are_free(&config, shards)?;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use corekv_engine::version::{SiblingSet, VersionVector};
+use corekv_engine::version::{CausalContext, SiblingSet};
 use corekv_engine::{Engine, EngineStats, WriteContext};
 
 use super::metrics::{MetricsSnapshot, ShardMetrics};
@@ -70,14 +70,14 @@ pub enum KvReply {
         /// False when the condition did not hold.
         written: bool,
         /// Context covering the new version.
-        context: VersionVector,
+        context: CausalContext,
     },
     /// A delete: whether a live value existed before.
     Deleted {
         /// True when a reader saw a value before the delete.
         existed: bool,
         /// Context covering the tombstone.
-        context: VersionVector,
+        context: CausalContext,
     },
     /// An expire: whether the key existed.
     Expired(bool),
@@ -98,6 +98,18 @@ pub enum ReplicaOp {
         /// What to merge.
         delta: SiblingSet,
     },
+    /// Coordinate a write of the key on this replica: mint a version from
+    /// its own state of the key and store it here (see `Engine::mint`).
+    Mint {
+        /// The key.
+        key: Vec<u8>,
+        /// The value, or `None` for a delete.
+        value: Option<Vec<u8>>,
+        /// Time to live.
+        ttl: Option<Duration>,
+        /// What the write supersedes.
+        context: WriteContext,
+    },
     /// The shard's engine figures.
     Stats,
 }
@@ -106,7 +118,9 @@ impl ReplicaOp {
     /// The key the operation addresses, which decides the owning shard.
     pub fn key(&self) -> Option<&[u8]> {
         match self {
-            ReplicaOp::Get { key } | ReplicaOp::Apply { key, .. } => Some(key),
+            ReplicaOp::Get { key } | ReplicaOp::Apply { key, .. } | ReplicaOp::Mint { key, .. } => {
+                Some(key)
+            }
             ReplicaOp::Stats => None,
         }
     }
@@ -119,6 +133,14 @@ pub enum ReplicaReply {
     Set(Option<SiblingSet>),
     /// The delta is merged and durable.
     Applied,
+    /// A write minted and stored here: the state the other replicas merge
+    /// and the client's new context.
+    Minted {
+        /// What the other replicas merge.
+        state: SiblingSet,
+        /// The client's context after the write.
+        context: CausalContext,
+    },
     /// Shard figures.
     Stats(Box<ShardStats>),
 }
@@ -144,20 +166,22 @@ pub async fn execute(
             engine.apply(&key, &delta).await?;
             Ok(ReplicaReply::Applied)
         }
+        ReplicaOp::Mint {
+            key,
+            value,
+            ttl,
+            context,
+        } => {
+            let opts = corekv_engine::WriteOptions { ttl, context };
+            let minted = engine.write(&key, value, &opts).await?;
+            let (_, state, context) = minted.into_parts();
+            // The state crosses threads: unshared once the write is stored.
+            let state = std::rc::Rc::try_unwrap(state).unwrap_or_else(|s| (*s).clone());
+            Ok(ReplicaReply::Minted { state, context })
+        }
         ReplicaOp::Stats => Ok(ReplicaReply::Stats(Box::new(ShardStats {
             engine: engine.stats(),
             metrics: metrics.snapshot(),
         }))),
     }
-}
-
-/// The context a client should hold after its write: what it superseded
-/// plus the new version's dot.
-pub fn context_after(context: &WriteContext, dot: corekv_engine::version::Dot) -> VersionVector {
-    let mut vv = match context {
-        WriteContext::Given(vv) => vv.clone(),
-        _ => VersionVector::new(),
-    };
-    vv.insert(dot);
-    vv
 }

@@ -15,7 +15,7 @@ use crate::error::Error;
 /// on. Everything in it is `Send`: it crosses threads.
 pub struct Forward {
     op: ReplicaOp,
-    reply: oneshot::Sender<std::result::Result<ReplicaReply, String>>,
+    reply: oneshot::Sender<std::result::Result<ReplicaReply, corekv_engine::Error>>,
 }
 
 /// The shard that owns `key` among `shards`: `(token * shards) >> 64`, so
@@ -24,16 +24,13 @@ pub fn shard_of(key: &[u8], shards: usize) -> usize {
     ((u128::from(token_of(key)) * shards as u128) >> 64) as usize
 }
 
-/// Result of a routed operation: engine errors keep their type when local;
-/// a forwarded failure arrives as its message.
+/// Result of a routed operation: engine errors keep their type, also when
+/// they come from another shard.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     /// The engine refused or failed.
     #[error(transparent)]
     Engine(#[from] corekv_engine::Error),
-    /// Another shard failed; its message.
-    #[error("{0}")]
-    Remote(String),
     /// Another shard did not answer.
     #[error(transparent)]
     Runtime(#[from] Error),
@@ -113,7 +110,7 @@ impl Router {
             .map_err(|_| Error::ShardGone(target))?;
         match rx.await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(message)) => Err(RouteError::Remote(message)),
+            Ok(Err(e)) => Err(RouteError::Engine(e)),
             Err(_) => Err(Error::ShardGone(target).into()),
         }
     }
@@ -147,9 +144,7 @@ pub async fn serve_forwards(
                 let engine = engine.clone();
                 let metrics = metrics.clone();
                 glommio::spawn_local(async move {
-                    let result = execute(&engine, op, &metrics)
-                        .await
-                        .map_err(|e| e.to_string());
+                    let result = execute(&engine, op, &metrics).await;
                     let _ = reply.send(result);
                     drop(slot);
                 })

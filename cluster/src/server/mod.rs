@@ -3,7 +3,6 @@
 //! connection lives within.
 
 mod command;
-mod context;
 mod idle;
 mod native;
 mod peer;
@@ -11,7 +10,7 @@ mod pipeline;
 mod resp;
 mod status;
 
-pub use context::{decode as decode_context, encode as encode_context};
+pub use crate::wire_context::{decode as decode_context, encode as encode_context};
 
 use std::cell::Cell;
 use std::rc::Rc;

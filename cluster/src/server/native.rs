@@ -12,11 +12,12 @@ use corekv_net::Limits;
 
 use super::idle::IdleWatch;
 use super::pipeline::{Outbox, Pipeline};
-use super::{command, context, status, ConnectionLimits, Shutdown, Stream};
+use super::{command, status, ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::{Coordinator, CoordinatorError};
 use crate::runtime::metrics::RequestKind;
 use crate::runtime::ops::{KvOp, KvReply, PutCondition};
 use crate::runtime::router::RouteError;
+use crate::wire_context as context;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -123,6 +124,11 @@ pub(super) fn error_code(e: &RouteError) -> ErrorCode {
             ErrorCode::Storage
         }
         RouteError::Engine(E::Closed) => ErrorCode::Unavailable,
+        RouteError::Engine(E::TooManySiblings { .. } | E::SetTooLarge { .. }) => {
+            ErrorCode::TooManySiblings
+        }
+        RouteError::Engine(E::ContextTooLarge { .. }) => ErrorCode::ContextTooLarge,
+        RouteError::Engine(E::ClockAhead { .. }) => ErrorCode::ClockSkew,
         RouteError::Runtime(_) => ErrorCode::Unavailable,
         _ => ErrorCode::Internal,
     }
@@ -136,14 +142,29 @@ pub(super) fn coordinator_error_code(e: &CoordinatorError) -> ErrorCode {
             ErrorCode::Unavailable
         }
         CoordinatorError::Timeout { .. } => ErrorCode::Timeout,
+        CoordinatorError::Refused { code, .. } => *code,
     }
 }
 
-fn write_context(bytes: &[u8]) -> Option<WriteContext> {
+/// The write context a request carries, or the error to answer with.
+fn write_context(
+    coordinator: &Coordinator,
+    id: u64,
+    bytes: &[u8],
+) -> Result<WriteContext, Response> {
     if bytes.is_empty() {
-        return Some(WriteContext::Blind);
+        return Ok(WriteContext::Blind);
     }
-    context::decode(bytes).map(WriteContext::Given)
+    let max = coordinator.router().engine().options().max_context_entries;
+    match context::decode(bytes, max) {
+        Ok(cc) => Ok(WriteContext::Given(cc)),
+        Err(e @ context::ContextError::Malformed) => {
+            Err(error(id, ErrorCode::BadFrame, e.to_string()))
+        }
+        Err(e @ context::ContextError::TooLarge { .. }) => {
+            Err(error(id, ErrorCode::ContextTooLarge, e.to_string()))
+        }
+    }
 }
 
 async fn handle(coordinator: &Rc<Coordinator>, req: Request) -> Response {
@@ -189,12 +210,9 @@ async fn handle(coordinator: &Rc<Coordinator>, req: Request) -> Response {
             value,
             ..
         } => {
-            let Some(context) = write_context(&context) else {
-                return error(
-                    id,
-                    ErrorCode::BadFrame,
-                    "the causal context is not one this server issued",
-                );
+            let context = match write_context(coordinator, id, &context) {
+                Ok(context) => context,
+                Err(refusal) => return refusal,
             };
             let op = KvOp::Put {
                 key,
@@ -210,12 +228,9 @@ async fn handle(coordinator: &Rc<Coordinator>, req: Request) -> Response {
             key,
             consistency,
         } => {
-            let Some(context) = write_context(&context) else {
-                return error(
-                    id,
-                    ErrorCode::BadFrame,
-                    "the causal context is not one this server issued",
-                );
+            let context = match write_context(coordinator, id, &context) {
+                Ok(context) => context,
+                Err(refusal) => return refusal,
             };
             (KvOp::Delete { key, context }, consistency)
         }

@@ -5,6 +5,7 @@
 use std::rc::Rc;
 
 use corekv_engine::version::SiblingSet;
+use corekv_engine::WriteContext;
 use corekv_net::native::ErrorCode;
 use corekv_net::peer::{self, PeerRequest, PeerResponse};
 use corekv_net::Limits;
@@ -184,6 +185,42 @@ async fn serve(coordinator: &Coordinator, req: PeerRequest) -> PeerResponse {
                 message: "range request not served".into(),
             }
         }
+        PeerRequest::Mint {
+            context_kind,
+            ttl_ms,
+            context,
+            key,
+            value,
+        } => {
+            let context = match context_kind {
+                0 => WriteContext::Blind,
+                2 => WriteContext::Overwrite,
+                _ => {
+                    let max = router.engine().options().max_context_entries;
+                    match crate::wire_context::decode(&context, max) {
+                        Ok(cc) => WriteContext::Given(cc),
+                        Err(e) => {
+                            let code = match e {
+                                crate::wire_context::ContextError::TooLarge { .. } => {
+                                    ErrorCode::ContextTooLarge
+                                }
+                                crate::wire_context::ContextError::Malformed => ErrorCode::BadFrame,
+                            };
+                            return PeerResponse::Error {
+                                code,
+                                message: e.to_string(),
+                            };
+                        }
+                    }
+                }
+            };
+            ReplicaOp::Mint {
+                key,
+                value,
+                ttl: (ttl_ms > 0).then(|| std::time::Duration::from_millis(ttl_ms)),
+                context,
+            }
+        }
         PeerRequest::Apply { key, set } => match SiblingSet::decode(&set, mode) {
             Ok(delta) => ReplicaOp::Apply { key, delta },
             Err(e) => {
@@ -197,6 +234,10 @@ async fn serve(coordinator: &Coordinator, req: PeerRequest) -> PeerResponse {
     match coordinator.router().call(op).await {
         Ok(ReplicaReply::Set(set)) => PeerResponse::Set(set.map(|s| s.to_bytes())),
         Ok(ReplicaReply::Applied) => PeerResponse::Applied,
+        Ok(ReplicaReply::Minted { state, context }) => PeerResponse::Minted {
+            context: crate::wire_context::encode(&context),
+            set: state.to_bytes(),
+        },
         Ok(ReplicaReply::Stats(_)) => PeerResponse::Error {
             code: ErrorCode::Internal,
             message: "unexpected stats reply".into(),

@@ -159,7 +159,7 @@ impl Ticket {
 
     /// Resolves when the record is durable per the sync mode: `batch` after
     /// the fdatasync covering it, `periodic` once the device has it.
-    pub(crate) async fn durable(self) -> Result<()> {
+    pub(crate) async fn durable(&self) -> Result<()> {
         // `done` is only ever closed, never signalled: acquire fails then.
         let _ = self.batch.done.acquire(1).await;
         match &*self.batch.outcome.borrow() {

@@ -24,7 +24,7 @@ use crate::table::{TableOptions, TableReader};
 use crate::version::HybridClock;
 
 pub use read::ScanBatch;
-pub use write::{WriteContext, WriteOptions};
+pub use write::{MintedWrite, WriteContext, WriteOptions};
 
 /// File name of table `id` inside a shard directory.
 fn table_path(dir: &Path, id: u64) -> PathBuf {
@@ -65,6 +65,8 @@ struct Counters {
     compactions: Cell<u64>,
     compacted_bytes: Cell<u64>,
     write_stalls: Cell<u64>,
+    sibling_warnings: Cell<u64>,
+    clock_refusals: Cell<u64>,
 }
 
 /// What the engine has and has done; cheap to take, for `corekv status`,
@@ -103,6 +105,11 @@ pub struct EngineStats {
     pub compacted_bytes: u64,
     /// Times a writer waited because both memtables were full.
     pub write_stalls: u64,
+    /// Writes that left a key with at least `Options::siblings_warn`
+    /// versions.
+    pub sibling_warnings: u64,
+    /// Requests refused because a clock reading in them was too far ahead.
+    pub clock_refusals: u64,
     /// Bytes of the live commit log: the segments a restart would replay,
     /// each allocated whole.
     pub log_bytes: u64,
@@ -129,6 +136,8 @@ pub struct Engine {
     reads: Rc<io::ReadSlots>,
     clock: RefCell<HybridClock>,
     state: RefCell<State>,
+    /// Writes minted here and not yet in the memtable, by key.
+    pending: RefCell<std::collections::HashMap<Vec<u8>, write::PendingKey>>,
     flush_lock: Semaphore,
     /// One manifest store at a time, held from the in-memory change until
     /// the store (or its rollback) is done: stores run off the shard's
@@ -183,16 +192,19 @@ impl Engine {
         };
         let mode = opts.conflict;
         let replica = opts.replica_id;
+        let unread = opts.unread_replica_id();
         let log_dir = dir.clone();
         let mut replay = |segment: u64, payload: &[u8]| -> Result<()> {
             let (key, set) = write::decode_record(payload).map_err(|reason| {
                 Error::corrupt(log_dir.join(format!("log-{segment:016x}.seg")), 0, reason)
             })?;
             for v in set.versions() {
-                if v.dot.replica == replica {
+                if v.dot.replica == replica || v.dot.replica == unread {
                     clock.observe(v.dot.counter);
                 }
             }
+            clock.observe(set.context().max_counter(replica));
+            clock.observe(set.context().max_counter(unread));
             active.apply(crate::token_of(&key), &key, &set, mode);
             Ok(())
         };
@@ -217,6 +229,7 @@ impl Engine {
             cache,
             reads,
             clock: RefCell::new(clock),
+            pending: RefCell::new(std::collections::HashMap::new()),
             state: RefCell::new(State {
                 active,
                 frozen: None,
@@ -290,6 +303,8 @@ impl Engine {
             compactions: c.compactions.get(),
             compacted_bytes: c.compacted_bytes.get(),
             write_stalls: c.write_stalls.get(),
+            sibling_warnings: c.sibling_warnings.get(),
+            clock_refusals: c.clock_refusals.get(),
             log_bytes: self.live_log_bytes(&st, log.segment),
             log_bytes_max: self.opts.log_bytes_max,
             log,

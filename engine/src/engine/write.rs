@@ -1,11 +1,17 @@
-//! The write path: validate → commit log (group commit) → memtable → ack.
+//! The write path: mint (this replica's copy of the key, a new dot, the
+//! merged state) → commit log (group commit) → memtable → ack.
 
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use super::Engine;
+use crate::commitlog::Ticket;
 use crate::error::{Error, Result};
+use crate::options::ConflictMode;
 use crate::token::token_of;
-use crate::version::{Dot, SiblingSet, Version, VersionVector, ANY_REPLICA};
+use crate::version::{
+    wall_clock_ms, CausalContext, Dot, HybridClock, SiblingSet, Version, VersionVector, ANY_REPLICA,
+};
 
 /// Record kind of a sibling-set delta in the commit log.
 const RECORD_APPLY: u8 = 1;
@@ -18,11 +24,13 @@ pub enum WriteContext {
     /// never read the key means.
     #[default]
     Blind,
-    /// Supersede what this causal context (from an earlier read) covers.
-    Given(VersionVector),
+    /// Supersede exactly the versions this causal context (from an earlier
+    /// read, or the answer to an earlier write) holds.
+    Given(CausalContext),
     /// Supersede every version written before this one, on any replica,
-    /// without reading: Redis `SET` semantics. A concurrent write with a
-    /// later clock reading survives as a sibling.
+    /// without reading: Redis `SET` semantics, last-writer-wins by hybrid
+    /// clock. A concurrent write with a later clock reading survives as a
+    /// sibling.
     Overwrite,
 }
 
@@ -33,6 +41,65 @@ pub struct WriteOptions {
     pub ttl: Option<Duration>,
     /// What the write supersedes.
     pub context: WriteContext,
+}
+
+/// A write this replica has minted: the version, the state every replica
+/// merges, and the context its client gets back.
+///
+/// While it is alive (and until this replica's own copy is in its
+/// memtable), later writes of the key on this shard build on its state, so
+/// two concurrent writes of one key never mint from the same view.
+#[derive(Debug)]
+pub struct MintedWrite {
+    /// The new version.
+    pub version: Version,
+    /// What every replica merges. For a blind or contextual write in
+    /// `Siblings` mode, this replica's whole state of the key with the new
+    /// version: the other replicas thereby learn every dot of this replica
+    /// the state claims. Otherwise the write's delta alone. Shared, so the
+    /// coordinator sends it to every replica without copying it.
+    pub state: Rc<SiblingSet>,
+    /// The context to answer the client with: exactly what its given
+    /// context held, plus the new version's dot.
+    pub context: CausalContext,
+    hold: Option<PendingHold>,
+}
+
+impl MintedWrite {
+    /// The version, the state and the client's context (releasing this
+    /// write's claim on the key, if it was not stored).
+    pub fn into_parts(self) -> (Version, Rc<SiblingSet>, CausalContext) {
+        (self.version, self.state, self.context)
+    }
+}
+
+/// One key's writes in flight on this shard (minted, not yet in the
+/// memtable): the join of their states, and how many holders remain.
+#[derive(Debug, Default)]
+pub(super) struct PendingKey {
+    state: Option<SiblingSet>,
+    holders: usize,
+}
+
+/// A claim on a key's [`PendingKey`], released on drop.
+#[derive(Debug)]
+struct PendingHold {
+    engine: Weak<Engine>,
+    key: Vec<u8>,
+}
+
+impl Drop for PendingHold {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.upgrade() {
+            let mut pending = engine.pending.borrow_mut();
+            if let Some(p) = pending.get_mut(&self.key) {
+                p.holders -= 1;
+                if p.holders == 0 {
+                    pending.remove(&self.key);
+                }
+            }
+        }
+    }
 }
 
 /// Bytes [`encode_record_into`] appends.
@@ -55,12 +122,14 @@ pub(super) fn decode_record(payload: &[u8]) -> std::result::Result<(Vec<u8>, Sib
         return Err("unknown commit log record kind".into());
     }
     let len = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]) as usize;
-    let key = payload
-        .get(5..5 + len)
+    let key = 5usize
+        .checked_add(len)
+        .and_then(|end| payload.get(5..end))
         .ok_or_else(|| "record key length past the record end".to_string())?;
     // Replay merges whatever mode the log was written in; normalisation
-    // under the current mode happens on every later merge.
-    let set = SiblingSet::decode(&payload[5 + len..], crate::ConflictMode::Siblings)
+    // under the current mode happens on every later merge. No limit of
+    // today's options applies: what was acknowledged is replayed.
+    let set = SiblingSet::decode(&payload[5 + len..], ConflictMode::Siblings)
         .map_err(|e| e.to_string())?;
     Ok((key.to_vec(), set))
 }
@@ -70,9 +139,9 @@ impl Engine {
     /// durable (per the sync mode) when this returns. Oversized keys or
     /// values are rejected before anything is written.
     pub async fn put(&self, key: &[u8], value: &[u8], opts: &WriteOptions) -> Result<Version> {
-        let version = self.local_write(key, Some(value.to_vec()), opts).await?;
+        let minted = self.write(key, Some(value.to_vec()), opts).await?;
         self.counters.puts.set(self.counters.puts.get() + 1);
-        Ok(version)
+        Ok(minted.version)
     }
 
     /// Writes a tombstone for `key` (superseding per `opts.context`) and
@@ -82,13 +151,27 @@ impl Engine {
             ttl: None,
             context: opts.context.clone(),
         };
-        let version = self.local_write(key, None, &opts).await?;
+        let minted = self.write(key, None, &opts).await?;
         self.counters.deletes.set(self.counters.deletes.get() + 1);
-        Ok(version)
+        Ok(minted.version)
+    }
+
+    /// Mints a write and stores it on this replica: what a lone replica's
+    /// write is. Returns the minted write (its `context` is the client's).
+    pub async fn write(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        opts: &WriteOptions,
+    ) -> Result<MintedWrite> {
+        let mut minted = self.mint(key, value, opts).await?;
+        self.apply_minted(key, &mut minted).await?;
+        Ok(minted)
     }
 
     /// Merges a sibling set received from another replica (replication,
     /// read repair, hinted handoff, streaming). Appends without reading.
+    /// Refuses sets over the size bound and clock readings too far ahead.
     pub async fn apply(&self, key: &[u8], delta: &SiblingSet) -> Result<()> {
         self.check_key(key)?;
         for v in delta.versions() {
@@ -96,12 +179,34 @@ impl Engine {
                 self.check_value(value)?;
             }
         }
+        let bytes = delta.encoded_len();
+        if bytes > self.opts.set_bytes_max() {
+            return Err(Error::SetTooLarge {
+                bytes,
+                max: self.opts.set_bytes_max(),
+            });
+        }
+        let newest = delta
+            .versions()
+            .iter()
+            .map(|v| v.timestamp.max(v.dot.counter))
+            .chain([delta.context().max_reading()])
+            .max()
+            .unwrap_or(0);
+        self.check_reading(newest)?;
         // Keep this replica's clock above what other replicas issued, so
         // its later writes order after them (last-writer-wins, overwrite).
-        if let Some(t) = delta.versions().iter().map(|v| v.timestamp).max() {
-            self.clock.borrow_mut().observe(t);
+        self.clock.borrow_mut().observe(newest);
+        if self.opts.conflict == ConflictMode::LastWriterWins && !delta.context().is_empty() {
+            let normal = SiblingSet::from_parts(
+                delta.versions().to_vec(),
+                CausalContext::new(),
+                ConflictMode::LastWriterWins,
+            );
+            self.append(key, &normal, None).await?;
+        } else {
+            self.append(key, delta, None).await?;
         }
-        self.append(key, delta).await?;
         self.counters.applies.set(self.counters.applies.get() + 1);
         Ok(())
     }
@@ -126,74 +231,211 @@ impl Engine {
         Ok(())
     }
 
-    /// Issues a new version of a write with a fresh dot from this replica's
-    /// clock, without storing it: the delta a coordinator replicates to
-    /// every replica (itself included) with [`Engine::apply`]. Returns the
-    /// version and the delta (the version plus the context it supersedes).
-    /// Oversized keys and values are refused here, before any replica sees
-    /// them.
-    pub fn mint(
+    /// Refuses a clock reading (hybrid-clock units) further ahead of the
+    /// wall clock than `max_clock_skew_ms`, counting the refusal.
+    fn check_reading(&self, reading: u64) -> Result<()> {
+        let now = wall_clock_ms();
+        let at = HybridClock::physical_ms(reading);
+        let ahead_ms = at.saturating_sub(now);
+        if ahead_ms > self.opts.max_clock_skew_ms {
+            let n = &self.counters.clock_refusals;
+            n.set(n.get() + 1);
+            return Err(Error::ClockAhead {
+                ahead_ms,
+                max_ms: self.opts.max_clock_skew_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a client's context against the entry and clock bounds.
+    pub fn check_context(&self, context: &CausalContext) -> Result<()> {
+        if context.len() > self.opts.max_context_entries {
+            return Err(Error::ContextTooLarge {
+                entries: context.len(),
+                max: self.opts.max_context_entries,
+            });
+        }
+        self.check_reading(context.max_reading())
+    }
+
+    /// Mints a new version of `key` on this replica, without storing it:
+    /// the write a coordinator sends to every replica (this one through
+    /// [`Engine::apply_minted`], the others with [`Engine::apply`]).
+    ///
+    /// In `Siblings` mode a blind or contextual write first reads this
+    /// replica's copy of the key (and the writes of it still in flight
+    /// here), merges the new version into it and folds this replica's own
+    /// dots into its vector entry: exact, because this replica issued and
+    /// holds every one of them. Overwrites and last-writer-wins writes do
+    /// not read. Oversized keys, values, contexts and sets, too many
+    /// siblings and clocks from the future are refused here, before any
+    /// replica sees them.
+    pub async fn mint(
         &self,
         key: &[u8],
         value: Option<Vec<u8>>,
         opts: &WriteOptions,
-    ) -> Result<(Version, SiblingSet)> {
+    ) -> Result<MintedWrite> {
         self.check_key(key)?;
         if let Some(v) = &value {
             self.check_value(v)?;
         }
         self.check_open()?;
-        let (context, timestamp) = {
+        if let WriteContext::Given(c) = &opts.context {
+            self.check_context(c)?;
+        }
+        let mode = self.opts.conflict;
+        let reads = mode == ConflictMode::Siblings && opts.context != WriteContext::Overwrite;
+        // Held from before the read, so a write of the key that lands in
+        // the memtable while we read is still seen in the pending state.
+        let hold = reads.then(|| self.hold_pending(key));
+        let stored = if reads {
+            self.get_raw(key).await?
+        } else {
+            None
+        };
+        // Synchronous from here on: no other task runs until the state is
+        // published in `pending`.
+        // Writes that do not read issue dots under an id of their own:
+        // this replica folds its read-minted dots into its vector entry,
+        // which must never claim a dot it may not hold (an overwrite it
+        // coordinated for a key it does not own, or whose local copy failed).
+        let me = if reads {
+            self.opts.replica_id
+        } else {
+            self.opts.unread_replica_id()
+        };
+        let mut base = stored.unwrap_or_default();
+        if reads {
+            if let Some(state) = self
+                .pending
+                .borrow()
+                .get(key)
+                .and_then(|p| p.state.as_ref())
+            {
+                base.merge(state, mode);
+            }
+        }
+        let (given, timestamp) = {
             let mut clock = self.clock.borrow_mut();
+            // Stay above every dot of ours the key or the client knows of
+            // (after a restart with a clock that stepped back), so the new
+            // dot is never one that is already known.
+            clock.observe(base.context().max_counter(me));
             match &opts.context {
-                WriteContext::Blind => (VersionVector::new(), clock.now()),
-                WriteContext::Given(vv) => {
-                    // A context may carry this replica's own later readings (after
-                    // a restart with a clock that stepped back): stay above them so
-                    // the new dot is never already covered.
-                    clock.observe(vv.covered_counter(self.opts.replica_id));
-                    (vv.clone(), clock.now())
+                WriteContext::Blind => (CausalContext::new(), clock.now()),
+                WriteContext::Given(c) => {
+                    clock.observe(c.max_counter(me));
+                    (c.clone(), clock.now())
                 }
                 WriteContext::Overwrite => {
                     // Supersede everything written before this instant, on any
                     // replica, without reading it (see ANY_REPLICA).
                     let t = clock.now();
-                    (VersionVector::from_entries([(ANY_REPLICA, t - 1)]), t)
+                    (
+                        VersionVector::from_entries([(ANY_REPLICA, t - 1)]).into(),
+                        t,
+                    )
                 }
             }
         };
         let expires_at_ms = match opts.ttl {
-            Some(ttl) => crate::version::HybridClock::physical_ms(timestamp)
-                .saturating_add(ttl.as_millis().max(1) as u64),
+            Some(ttl) => HybridClock::physical_ms(timestamp)
+                .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)),
             None => 0,
         };
         let version = Version {
             dot: Dot {
-                replica: self.opts.replica_id,
+                replica: me,
                 counter: timestamp,
             },
             timestamp,
             expires_at_ms,
             value,
         };
-        let delta = SiblingSet::from_write(version.clone(), context);
-        Ok((version, delta))
+        let delta = SiblingSet::from_write(version.clone(), given);
+        let context = delta.context().clone();
+        let state = if reads {
+            base.merge(&delta, mode);
+            base.fold_own(me);
+            let siblings = base.versions().len();
+            if siblings > self.opts.max_siblings {
+                return Err(Error::TooManySiblings {
+                    siblings,
+                    max: self.opts.max_siblings,
+                });
+            }
+            if siblings >= self.opts.siblings_warn {
+                let n = &self.counters.sibling_warnings;
+                n.set(n.get() + 1);
+            }
+            base
+        } else if mode == ConflictMode::LastWriterWins {
+            SiblingSet::from_parts(vec![version.clone()], CausalContext::new(), mode)
+        } else {
+            delta
+        };
+        let bytes = state.encoded_len();
+        if bytes > self.opts.set_bytes_max() {
+            return Err(Error::SetTooLarge {
+                bytes,
+                max: self.opts.set_bytes_max(),
+            });
+        }
+        if reads {
+            let mut pending = self.pending.borrow_mut();
+            if let Some(p) = pending.get_mut(key) {
+                match p.state.as_mut() {
+                    Some(s) => s.merge(&state, mode),
+                    None => p.state = Some(state.clone()),
+                }
+            }
+        }
+        Ok(MintedWrite {
+            version,
+            state: Rc::new(state),
+            context,
+            hold,
+        })
     }
 
-    /// Issues a new version and stores it here.
-    async fn local_write(
+    /// Stores a write this replica minted (its own copy). Completes even
+    /// if the caller stops waiting: once its record is in the commit log,
+    /// it reaches the memtable.
+    pub async fn apply_minted(&self, key: &[u8], minted: &mut MintedWrite) -> Result<()> {
+        let hold = minted.hold.take();
+        self.append(key, &minted.state, hold).await
+    }
+
+    fn hold_pending(&self, key: &[u8]) -> PendingHold {
+        let mut pending = self.pending.borrow_mut();
+        match pending.get_mut(key) {
+            Some(p) => p.holders += 1,
+            None => {
+                pending.insert(
+                    key.to_vec(),
+                    PendingKey {
+                        state: None,
+                        holders: 1,
+                    },
+                );
+            }
+        }
+        PendingHold {
+            engine: self.me.clone(),
+            key: key.to_vec(),
+        }
+    }
+
+    /// Logs `delta` and merges it into the memtable its log segment belongs
+    /// to; `hold` is released once it is there.
+    async fn append(
         &self,
         key: &[u8],
-        value: Option<Vec<u8>>,
-        opts: &WriteOptions,
-    ) -> Result<Version> {
-        let (version, delta) = self.mint(key, value, opts)?;
-        self.append(key, &delta).await?;
-        Ok(version)
-    }
-
-    /// Logs `delta` and merges it into the memtable its log segment belongs to.
-    async fn append(&self, key: &[u8], delta: &SiblingSet) -> Result<()> {
+        delta: &SiblingSet,
+        hold: Option<PendingHold>,
+    ) -> Result<()> {
         self.check_open()?;
         self.wait_for_memtable_room().await?;
         let ticket = self
@@ -204,7 +446,33 @@ impl Engine {
             .await?;
         let segment = ticket.segment();
         *self.state.borrow_mut().inflight.entry(segment).or_insert(0) += 1;
-        let durable = ticket.durable().await;
+        let mut landing = Landing {
+            engine: self,
+            key,
+            delta,
+            ticket: Some(ticket),
+            hold,
+        };
+        let durable = match &landing.ticket {
+            Some(ticket) => ticket.durable().await,
+            None => Ok(()),
+        };
+        landing.ticket = None;
+        let hold = landing.hold.take();
+        let landed = self.land(segment, key, delta, durable);
+        drop(hold);
+        landed
+    }
+
+    /// The end of a write once its record's fate is known: no longer in
+    /// flight; into the memtable if durable; a flush if a bound is reached.
+    fn land(
+        &self,
+        segment: u64,
+        key: &[u8],
+        delta: &SiblingSet,
+        durable: Result<()>,
+    ) -> Result<()> {
         let mut st = self.state.borrow_mut();
         if let Some(n) = st.inflight.get_mut(&segment) {
             *n -= 1;
@@ -263,5 +531,43 @@ impl Engine {
             }
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
+    }
+}
+
+/// A write whose record is in the commit log, on its way to the memtable.
+/// Dropped before it gets there (its caller timed out), it finishes in a
+/// task of its own: otherwise the record would replay after a restart but
+/// be missing until then, and the segment's in-flight count would never
+/// fall, so every later flush would wait for it.
+struct Landing<'a> {
+    engine: &'a Engine,
+    key: &'a [u8],
+    delta: &'a SiblingSet,
+    ticket: Option<Ticket>,
+    hold: Option<PendingHold>,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let hold = self.hold.take();
+        let Some(engine) = self.engine.me.upgrade() else {
+            return;
+        };
+        if !glommio::in_executor() {
+            // The executor is being torn down: nothing will read the
+            // memtable again, and the record replays from the log.
+            let _ = engine.land(ticket.segment(), self.key, self.delta, Err(Error::Closed));
+            return;
+        }
+        let (key, delta) = (self.key.to_vec(), self.delta.clone());
+        glommio::spawn_local(async move {
+            let durable = ticket.durable().await;
+            let _ = engine.land(ticket.segment(), &key, &delta, durable);
+            drop(hold);
+        })
+        .detach();
     }
 }

@@ -1,24 +1,34 @@
-//! Binary encoding of a sibling set, shared by the commit log and SSTables.
+//! Binary encoding of a sibling set, shared by the commit log, SSTables and
+//! the internode protocol.
 //!
-//! Layout (little-endian; documented in docs/FORMAT.md):
+//! Layout of format 2 (little-endian; documented in docs/FORMAT.md):
 //! ```text
-//! u8   format = 1
-//! u16  context entries C, then C × (u64 replica, u64 counter)
-//! u16  versions V, then V × version:
+//! u8   format = 2
+//! u32  vector entries C, then C × (u64 replica, u64 counter)
+//! u32  loose dots D, then D × (u64 replica, u64 counter)
+//!        (the context's dots beyond the vector, less the versions' own
+//!        dots, which every set knows and which are therefore implied)
+//! u32  versions V, then V × version:
 //!        u64 dot.replica, u64 dot.counter, u64 timestamp, u64 expires_at_ms,
 //!        u8  kind (0 = value, 1 = tombstone),
 //!        u32 value length L (0 for a tombstone), L value bytes
 //! ```
-//! The enclosing record or block carries the checksum; decoding still
-//! checks every length so damaged input is an error, never a panic.
+//! Format 1 (written before exact causality) is still read: `u8 1`, `u16 C`
+//! entries, `u16 V` versions, no loose dots; its vector becomes the
+//! context. The enclosing record or block carries the checksum; decoding
+//! still checks every length, so damaged input is an error, never a panic.
 
-use super::dot::{Dot, VersionVector, ANY_REPLICA};
+use super::context::CausalContext;
+use super::dot::{Dot, VersionVector};
 use super::sibling::{SiblingSet, Version};
 use crate::options::ConflictMode;
 
-const FORMAT: u8 = 1;
+const FORMAT_V1: u8 = 1;
+const FORMAT: u8 = 2;
 const KIND_VALUE: u8 = 0;
 const KIND_TOMBSTONE: u8 = 1;
+/// Fixed bytes of one encoded version before its value.
+const VERSION_HEAD: usize = 37;
 
 /// Why bytes could not be decoded as a sibling set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,48 +41,66 @@ pub struct DecodeError {
 }
 
 impl SiblingSet {
+    /// The loose dots that are written: those no version carries.
+    fn written_dots(&self) -> impl Iterator<Item = &Dot> + '_ {
+        self.context()
+            .dots()
+            .iter()
+            .filter(|d| self.versions().binary_search_by(|v| v.dot.cmp(d)).is_err())
+    }
+
     /// Exact length of `encode`'s output.
     pub fn encoded_len(&self) -> usize {
-        1 + 2
-            + self.context().len() * 16
-            + 2
+        1 + 4
+            + self.context().vv().len() * 16
+            + 4
+            + self.written_dots().count() * 16
+            + 4
             + self
                 .versions()
                 .iter()
-                .map(|v| 37 + v.value.as_ref().map_or(0, Vec::len))
+                .map(|v| VERSION_HEAD + v.value.as_ref().map_or(0, Vec::len))
                 .sum::<usize>()
     }
 
-    /// Appends the encoding to `out`. Sets are bounded by construction (a
-    /// key has few siblings and few writers), so the u16 counts always fit;
-    /// exceeding them is a bug and asserts.
+    /// Appends the encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.reserve(self.encoded_len());
         self.encode_with(|bytes| out.extend_from_slice(bytes));
     }
 
-    /// Writes the encoding over `out`, which must be exactly
-    /// [`encoded_len`](Self::encoded_len) bytes long (asserted): lets a
-    /// holder of an equally long encoding overwrite it without allocating.
-    pub fn encode_to_slice(&self, out: &mut [u8]) {
-        assert_eq!(out.len(), self.encoded_len(), "slice of the encoded length");
+    /// Writes the encoding over `out` when it is exactly
+    /// [`encoded_len`](Self::encoded_len) bytes long and returns true;
+    /// returns false (writing nothing) otherwise. Lets a holder of an
+    /// equally long encoding overwrite it without allocating.
+    pub fn encode_to_slice(&self, out: &mut [u8]) -> bool {
+        if out.len() != self.encoded_len() {
+            return false;
+        }
         let mut at = 0;
         self.encode_with(|bytes| {
             out[at..at + bytes.len()].copy_from_slice(bytes);
             at += bytes.len();
         });
+        true
     }
 
     fn encode_with(&self, mut put: impl FnMut(&[u8])) {
-        let ctx = self.context().entries();
-        assert!(ctx.len() <= u16::MAX as usize && self.versions().len() <= u16::MAX as usize);
+        // Counts fit u32: every set is bounded in bytes far below 4 G
+        // entries (`Options::max_set_bytes`, checked where sets enter).
+        let vv = self.context().vv().entries();
         put(&[FORMAT]);
-        put(&(ctx.len() as u16).to_le_bytes());
-        for &(replica, counter) in ctx {
+        put(&(vv.len() as u32).to_le_bytes());
+        for &(replica, counter) in vv {
             put(&replica.to_le_bytes());
             put(&counter.to_le_bytes());
         }
-        put(&(self.versions().len() as u16).to_le_bytes());
+        put(&(self.written_dots().count() as u32).to_le_bytes());
+        for d in self.written_dots() {
+            put(&d.replica.to_le_bytes());
+            put(&d.counter.to_le_bytes());
+        }
+        put(&(self.versions().len() as u32).to_le_bytes());
         for v in self.versions() {
             put(&v.dot.replica.to_le_bytes());
             put(&v.dot.counter.to_le_bytes());
@@ -106,23 +134,21 @@ impl SiblingSet {
     /// bytes that do not decode: the caller decodes instead.
     pub fn encoded_single_winner(
         bytes: &[u8],
-        mode: ConflictMode,
+        _mode: ConflictMode,
         now_ms: u64,
     ) -> Option<Option<(&[u8], u64)>> {
         let mut r = Reader { bytes, at: 0 };
         if r.u8().ok()? != FORMAT {
             return None;
         }
-        let contexts = r.u16().ok()? as usize;
-        let context_at = r.at;
-        r.take(contexts.checked_mul(16)?).ok()?;
-        if r.u16().ok()? != 1 {
+        let entries = r.u32().ok()? as usize;
+        r.take(entries.checked_mul(16)?).ok()?;
+        let dots = r.u32().ok()? as usize;
+        r.take(dots.checked_mul(16)?).ok()?;
+        if r.u32().ok()? != 1 {
             return None;
         }
-        let dot = Dot {
-            replica: r.u64().ok()?,
-            counter: r.u64().ok()?,
-        };
+        r.take(16).ok()?;
         let _timestamp = r.u64().ok()?;
         let expires_at_ms = r.u64().ok()?;
         let kind = r.u8().ok()?;
@@ -135,23 +161,8 @@ impl SiblingSet {
         if r.at != bytes.len() {
             return None;
         }
-        // Normalisation in `Siblings` mode drops a version its own context
-        // covers (see VersionVector::covers: an entry for the dot's replica,
-        // or the ANY_REPLICA entry, at or past its counter); a set with one
-        // version is otherwise already normal.
-        if mode == ConflictMode::Siblings {
-            let covered = bytes[context_at..context_at + contexts * 16]
-                .chunks_exact(16)
-                .any(|e| {
-                    let (replica, counter) = e.split_at(8);
-                    let replica = u64::from_le_bytes(replica.try_into().unwrap_or([0; 8]));
-                    let counter = u64::from_le_bytes(counter.try_into().unwrap_or([0; 8]));
-                    (replica == dot.replica || replica == ANY_REPLICA) && counter >= dot.counter
-                });
-            if covered {
-                return Some(None);
-            }
-        }
+        // A lone version is live in both modes: a set's context says what
+        // it superseded, and it never supersedes what it holds.
         let expired = expires_at_ms != 0 && expires_at_ms <= now_ms;
         Some(match value {
             Some(value) if !expired => Some((value, expires_at_ms)),
@@ -163,20 +174,45 @@ impl SiblingSet {
     /// are an error: a length that does not add up means damage.
     pub fn decode(bytes: &[u8], mode: ConflictMode) -> Result<SiblingSet, DecodeError> {
         let mut r = Reader { bytes, at: 0 };
-        if r.u8()? != FORMAT {
-            return Err(DecodeError {
-                at: 0,
-                reason: "unknown sibling set format",
-            });
-        }
-        let contexts = r.u16()? as usize;
-        let mut pairs = Vec::with_capacity(contexts.min(bytes.len() / 16));
-        for _ in 0..contexts {
+        let format = r.u8()?;
+        let wide = match format {
+            FORMAT => true,
+            FORMAT_V1 => false,
+            _ => {
+                return Err(DecodeError {
+                    at: 0,
+                    reason: "unknown sibling set format",
+                })
+            }
+        };
+        let count = |r: &mut Reader<'_>| -> Result<usize, DecodeError> {
+            Ok(if wide {
+                r.u32()? as usize
+            } else {
+                r.u16()? as usize
+            })
+        };
+        let entries = count(&mut r)?;
+        // Capacities are capped by what the bytes can hold, so a hostile
+        // count cannot allocate more than the input's size.
+        let mut pairs = Vec::with_capacity(entries.min(r.left() / 16));
+        for _ in 0..entries {
             pairs.push((r.u64()?, r.u64()?));
         }
-        let count = r.u16()? as usize;
-        let mut versions = Vec::with_capacity(count.min(bytes.len() / 37));
-        for _ in 0..count {
+        let mut dots = Vec::new();
+        if wide {
+            let n = count(&mut r)?;
+            dots.reserve(n.min(r.left() / 16));
+            for _ in 0..n {
+                dots.push(Dot {
+                    replica: r.u64()?,
+                    counter: r.u64()?,
+                });
+            }
+        }
+        let n = count(&mut r)?;
+        let mut versions = Vec::with_capacity(n.min(r.left() / VERSION_HEAD));
+        for _ in 0..n {
             let dot = Dot {
                 replica: r.u64()?,
                 counter: r.u64()?,
@@ -209,30 +245,37 @@ impl SiblingSet {
                 reason: "trailing bytes after sibling set",
             });
         }
+        let vv = VersionVector::from_entries(pairs);
+        if !wide && mode == ConflictMode::Siblings {
+            // Format 1's vector was the join of superseding contexts: a
+            // version it covers was superseded.
+            versions.retain(|v| !vv.covers(v.dot));
+        }
         Ok(SiblingSet::from_parts(
             versions,
-            VersionVector::from_entries(pairs),
+            CausalContext::from_parts(vv, dots),
             mode,
         ))
     }
-}
 
-impl SiblingSet {
     /// Highest clock reading anywhere in an encoded set (context counters,
     /// dot counters, timestamps), read without decoding; `None` when the
-    /// bytes are malformed. Lets a write whose context covers everything up
-    /// to some reading replace the set without decoding it.
+    /// bytes are malformed or not in the current format. Lets a write
+    /// whose context covers everything up to some reading replace the set
+    /// without decoding it.
     pub fn encoded_max_reading(bytes: &[u8]) -> Option<u64> {
         let mut r = Reader { bytes, at: 0 };
         if r.u8().ok()? != FORMAT {
             return None;
         }
         let mut max = 0u64;
-        for _ in 0..r.u16().ok()? {
-            r.u64().ok()?;
-            max = max.max(r.u64().ok()?);
+        for _ in 0..2 {
+            for _ in 0..r.u32().ok()? {
+                r.u64().ok()?;
+                max = max.max(r.u64().ok()?);
+            }
         }
-        for _ in 0..r.u16().ok()? {
+        for _ in 0..r.u32().ok()? {
             r.u64().ok()?;
             max = max.max(r.u64().ok()?).max(r.u64().ok()?);
             r.u64().ok()?;
@@ -250,6 +293,9 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    fn left(&self) -> usize {
+        self.bytes.len() - self.at
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
         match end {
@@ -287,17 +333,30 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::ANY_REPLICA;
 
-    /// Raw bytes in the documented format, so sets that normalisation would
-    /// change (a version its own context covers) can be encoded too.
-    fn raw(context: &[(u64, u64)], versions: &[(u64, u64, u64, Option<Vec<u8>>)]) -> Vec<u8> {
-        let mut out = vec![FORMAT];
-        out.extend_from_slice(&(context.len() as u16).to_le_bytes());
+    type RawVersion = (u64, u64, u64, Option<Vec<u8>>);
+
+    /// Raw bytes in the documented formats (`wide` = format 2), so any
+    /// combination of context and versions can be encoded.
+    fn raw(wide: bool, context: &[(u64, u64)], versions: &[RawVersion]) -> Vec<u8> {
+        let count = |out: &mut Vec<u8>, n: usize| {
+            if wide {
+                out.extend_from_slice(&(n as u32).to_le_bytes());
+            } else {
+                out.extend_from_slice(&(n as u16).to_le_bytes());
+            }
+        };
+        let mut out = vec![if wide { FORMAT } else { FORMAT_V1 }];
+        count(&mut out, context.len());
         for (r, c) in context {
             out.extend_from_slice(&r.to_le_bytes());
             out.extend_from_slice(&c.to_le_bytes());
         }
-        out.extend_from_slice(&(versions.len() as u16).to_le_bytes());
+        if wide {
+            count(&mut out, 0);
+        }
+        count(&mut out, versions.len());
         for (replica, counter, expires, value) in versions {
             for x in [replica, counter, counter, expires] {
                 out.extend_from_slice(&x.to_le_bytes());
@@ -315,6 +374,45 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn format_1_sets_decode_with_their_vector_as_context() {
+        let bytes = raw(
+            false,
+            &[(1, 5)],
+            &[
+                (1, 4, 0, Some(b"old".to_vec())),
+                (2, 9, 0, Some(b"new".to_vec())),
+            ],
+        );
+        let set = SiblingSet::decode(&bytes, ConflictMode::Siblings).expect("decodes");
+        assert_eq!(
+            set.versions().len(),
+            1,
+            "format 1 superseded what its vector covers"
+        );
+        assert!(set.context().covers(Dot {
+            replica: 1,
+            counter: 5
+        }));
+        assert!(set.context().covers(Dot {
+            replica: 2,
+            counter: 9
+        }));
+        let again = SiblingSet::decode(&set.to_bytes(), ConflictMode::Siblings).expect("v2");
+        assert_eq!(again, set);
+    }
+
+    #[test]
+    fn hostile_counts_are_errors_without_large_allocations() {
+        for format in [FORMAT, FORMAT_V1] {
+            let mut bytes = vec![format];
+            bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+            assert!(SiblingSet::decode(&bytes, ConflictMode::Siblings).is_err());
+        }
+        assert!(SiblingSet::decode(&[], ConflictMode::Siblings).is_err());
+        assert!(SiblingSet::decode(&[9], ConflictMode::Siblings).is_err());
     }
 
     proptest::proptest! {
@@ -339,7 +437,7 @@ mod tests {
                 versions.push((replica, counter + 100, expires, value));
             }
             let context: Vec<(u64, u64)> = context.into_iter().collect();
-            let bytes = raw(&context, &versions);
+            let bytes = raw(true, &context, &versions);
             let fast = SiblingSet::encoded_single_winner(&bytes, mode, now);
             if second {
                 proptest::prop_assert!(fast.is_none());
@@ -350,6 +448,24 @@ mod tests {
                     .and_then(|v| v.value.as_deref().map(|b| (b, v.expires_at_ms)));
                 proptest::prop_assert_eq!(fast, Some(slow));
             }
+        }
+
+        /// Encoding round-trips, and its length is what `encoded_len` says.
+        #[test]
+        fn round_trip(
+            context in proptest::collection::btree_map(1u64..5, 1u64..60, 0..4),
+            loose in proptest::collection::vec((1u64..5, 1u64..90), 0..4),
+            versions in proptest::collection::btree_map((1u64..5, 1u64..90), proptest::option::of(proptest::collection::vec(0u8..255, 0..6)), 0..4),
+        ) {
+            let vv = VersionVector::from_entries(context);
+            let cc = CausalContext::from_parts(vv, loose.into_iter().map(|(replica, counter)| Dot { replica, counter }));
+            let versions = versions.into_iter().map(|((replica, counter), value)| Version {
+                dot: Dot { replica, counter }, timestamp: counter, expires_at_ms: 0, value,
+            }).collect();
+            let set = SiblingSet::from_parts(versions, cc, ConflictMode::Siblings);
+            let bytes = set.to_bytes();
+            proptest::prop_assert_eq!(bytes.len(), set.encoded_len());
+            proptest::prop_assert_eq!(SiblingSet::decode(&bytes, ConflictMode::Siblings).expect("decodes"), set);
         }
     }
 }

@@ -17,9 +17,10 @@ pub struct Dot {
 /// an overwrite (RESP `SET`) supersedes what is there without reading it.
 pub const ANY_REPLICA: u64 = u64::MAX;
 
-/// For each replica, the highest counter seen from it. A vector covers a dot
-/// when it has seen that replica up to at least the dot's counter, or its
-/// [`ANY_REPLICA`] entry reaches the dot's counter.
+/// For each replica, a counter: the vector covers every dot of that
+/// replica *for one key* up to it (see [`CausalContext`](super::CausalContext)
+/// for why that is only said by someone who knows all of them), and its
+/// [`ANY_REPLICA`] entry covers every dot of any replica up to its counter.
 ///
 /// Kept as a small vector sorted by replica: a key is written by a handful of
 /// coordinators, so a sorted `Vec` beats a map in size and speed.
@@ -98,7 +99,8 @@ impl VersionVector {
         }
     }
 
-    /// Pointwise maximum with `other` (the least upper bound).
+    /// Pointwise maximum with `other` (the least upper bound), one pass
+    /// over both sorted entry lists: O(n + m).
     pub fn join(&mut self, other: &VersionVector) {
         if other.entries.is_empty() {
             return;
@@ -108,9 +110,27 @@ impl VersionVector {
             self.canonicalize();
             return;
         }
-        for &(replica, counter) in &other.entries {
-            self.insert_raw(Dot { replica, counter });
+        let mine = std::mem::take(&mut self.entries);
+        let mut out = Vec::with_capacity(mine.len() + other.entries.len());
+        let (mut a, mut b) = (mine.into_iter().peekable(), other.entries.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => match x.0.cmp(&y.0) {
+                    std::cmp::Ordering::Less => a.next(),
+                    std::cmp::Ordering::Greater => b.next().copied(),
+                    std::cmp::Ordering::Equal => {
+                        let y = *y;
+                        b.next();
+                        a.next().map(|x| (x.0, x.1.max(y.1)))
+                    }
+                },
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next().copied(),
+                (None, None) => break,
+            };
+            out.extend(next);
         }
+        self.entries = out;
         self.canonicalize();
     }
 

@@ -1,6 +1,7 @@
 //! Versions and sibling sets: what one key holds, and how two states merge.
 
-use super::dot::{Dot, VersionVector};
+use super::context::CausalContext;
+use super::dot::Dot;
 use super::hlc::HybridClock;
 use crate::options::ConflictMode;
 
@@ -54,17 +55,24 @@ impl Version {
 }
 
 /// The state of one key: the versions no write has superseded (siblings)
-/// and the causal context that superseded the others.
+/// and the causal context — every dot this state knows of, live or
+/// superseded.
+///
+/// A version is superseded exactly when a state knows its dot but does not
+/// hold it: merging keeps a version that both sides hold, or that one side
+/// holds and the other has never heard of (the causal-CRDT join of Almeida
+/// et al.'s dotted version vectors). A write's delta is "my version, plus
+/// the dots my client was shown", so it supersedes exactly those.
 ///
 /// Invariants: versions are sorted by dot with no dot repeated; with
-/// siblings, no version's dot is covered by `context`; with
-/// last-writer-wins, at most one version remains. `merge` is commutative,
-/// associative and idempotent, in both conflict modes; the result depends
-/// only on the union of versions and the join of contexts ever merged.
+/// siblings, the context holds every version's dot; with last-writer-wins,
+/// at most one version remains and the context is empty (it decides
+/// nothing there). `merge` is commutative, associative and idempotent, in
+/// both conflict modes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SiblingSet {
     versions: Vec<Version>,
-    context: VersionVector,
+    context: CausalContext,
 }
 
 impl SiblingSet {
@@ -73,25 +81,20 @@ impl SiblingSet {
         Self::default()
     }
 
-    /// The delta of one write: `version`, issued with the causal `context`
-    /// its client read. Merging it into a replica supersedes exactly the
-    /// versions the context covers.
-    pub fn from_write(version: Version, context: VersionVector) -> Self {
-        let mut set = SiblingSet {
-            versions: Vec::with_capacity(1),
+    /// The delta of one write: `version`, issued by a client that was
+    /// shown `context`. Merging it into a replica supersedes exactly the
+    /// versions the context holds.
+    pub fn from_write(version: Version, mut context: CausalContext) -> Self {
+        context.insert(version.dot);
+        SiblingSet {
+            versions: vec![version],
             context,
-        };
-        // A version whose own dot is covered is already superseded (only a
-        // context from the future can do that; the engine's clock prevents it).
-        if !set.context.covers(version.dot) {
-            set.versions.push(version);
         }
-        set
     }
 
     /// Builds a set from parts, restoring the invariants (used by decoding
-    /// and tests); equivalent to merging one-version writes in any order.
-    pub fn from_parts(versions: Vec<Version>, context: VersionVector, mode: ConflictMode) -> Self {
+    /// and tests).
+    pub fn from_parts(versions: Vec<Version>, context: CausalContext, mode: ConflictMode) -> Self {
         let mut set = SiblingSet { versions, context };
         set.normalize(mode);
         set
@@ -102,20 +105,27 @@ impl SiblingSet {
         &self.versions
     }
 
-    /// The join of every write context merged into this set.
-    pub fn context(&self) -> &VersionVector {
+    /// Every dot the set knows of.
+    pub fn context(&self) -> &CausalContext {
         &self.context
     }
 
-    /// The context a client gets with a read: everything this set has seen,
-    /// including its own versions' dots. A write carrying it supersedes
-    /// every version the client was shown.
-    pub fn causal_context(&self) -> VersionVector {
-        let mut vv = self.context.clone();
+    /// The context a client gets with a read: a write carrying it
+    /// supersedes every version the client was shown (and what those had
+    /// superseded), and nothing else.
+    pub fn causal_context(&self) -> CausalContext {
+        let mut cc = self.context.clone();
         for v in &self.versions {
-            vv.insert(v.dot);
+            cc.insert(v.dot);
         }
-        vv
+        cc
+    }
+
+    /// Folds `replica`'s own dots into its vector entry (see
+    /// [`CausalContext::fold_own`]): only replica `replica`, on its full
+    /// local state of the key, may call this.
+    pub fn fold_own(&mut self, replica: u64) {
+        self.context.fold_own(replica);
     }
 
     /// True when there are no versions (the context alone may remain).
@@ -125,14 +135,46 @@ impl SiblingSet {
 
     /// Merges `other` into `self`.
     ///
-    /// `Siblings`: union of versions, join of contexts, then every version
-    /// the joined context covers is dropped. `LastWriterWins`: join of
-    /// contexts, and of all versions only the greatest by (timestamp, dot)
-    /// is kept, as in Cassandra; contexts do not supersede anything.
+    /// `Siblings`: a version survives when both hold it, or when the side
+    /// without it never knew its dot; the contexts unite. `LastWriterWins`:
+    /// of all versions only the greatest by (timestamp, dot) is kept, as in
+    /// Cassandra.
     pub fn merge(&mut self, other: &SiblingSet, mode: ConflictMode) {
+        if mode == ConflictMode::LastWriterWins {
+            self.versions.extend(other.versions.iter().cloned());
+            self.normalize(mode);
+            return;
+        }
+        let mine = std::mem::take(&mut self.versions);
+        let mut out = Vec::with_capacity(mine.len() + other.versions.len());
+        let mut theirs = other.versions.iter().peekable();
+        let mut mine = mine.into_iter().peekable();
+        loop {
+            match (mine.peek(), theirs.peek()) {
+                (Some(a), Some(b)) if a.dot == b.dot => {
+                    // The same write; a repeated dot with other content is
+                    // damage, resolved the same way everywhere.
+                    let b = theirs.next().cloned();
+                    let a = mine.next();
+                    out.extend(a.max(b));
+                }
+                (Some(a), Some(b)) if a.dot < b.dot => {
+                    let a = mine.next();
+                    out.extend(a.filter(|a| !other.context.covers(a.dot)));
+                }
+                (Some(_), Some(_)) | (None, Some(_)) => {
+                    let b = theirs.next();
+                    out.extend(b.filter(|b| !self.context.covers(b.dot)).cloned());
+                }
+                (Some(_), None) => {
+                    let a = mine.next();
+                    out.extend(a.filter(|a| !other.context.covers(a.dot)));
+                }
+                (None, None) => break,
+            }
+        }
+        self.versions = out;
         self.context.join(&other.context);
-        self.versions.extend(other.versions.iter().cloned());
-        self.normalize(mode);
     }
 
     /// Restores the invariants after versions or context changed.
@@ -148,19 +190,20 @@ impl SiblingSet {
             }
         }
         if mode == ConflictMode::Siblings {
-            let context = &self.context;
-            kept.retain(|v| !context.covers(v.dot));
-        } else if kept.len() > 1 {
-            // Timestamps alone decide: filtering by context first would make
-            // the result depend on merge order (a covered winner could hide a
-            // later-arriving loser), breaking associativity.
-            let winner = kept
-                .iter()
-                .max_by(|a, b| a.lww_cmp(b))
-                .cloned()
-                .into_iter()
-                .collect();
-            kept = winner;
+            for v in &kept {
+                self.context.insert(v.dot);
+            }
+        } else {
+            self.context = CausalContext::new();
+            if kept.len() > 1 {
+                let winner = kept
+                    .iter()
+                    .max_by(|a, b| a.lww_cmp(b))
+                    .cloned()
+                    .into_iter()
+                    .collect();
+                kept = winner;
+            }
         }
         self.versions = kept;
     }
@@ -197,8 +240,7 @@ impl SiblingSet {
     }
 
     /// The set as a reader sees it at `now_ms`: expired values removed
-    /// (their dots stay covered by nothing, so a later merge may bring them
-    /// back, still expired and still invisible).
+    /// (their dots stay in the context, so a write with it supersedes them).
     pub fn without_expired(mut self, now_ms: u64) -> SiblingSet {
         self.versions.retain(|v| !v.is_expired(now_ms));
         self
@@ -259,8 +301,13 @@ impl SiblingSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::VersionVector;
 
     fn put(replica: u64, counter: u64, value: &[u8], ctx: &VersionVector) -> SiblingSet {
+        put_cc(replica, counter, value, &ctx.clone().into())
+    }
+
+    fn put_cc(replica: u64, counter: u64, value: &[u8], ctx: &CausalContext) -> SiblingSet {
         SiblingSet::from_write(
             Version {
                 dot: Dot { replica, counter },
@@ -279,7 +326,7 @@ mod tests {
         s.merge(&put(2, 11, b"b", &VersionVector::new()), mode);
         assert_eq!(s.versions().len(), 2);
         let ctx = s.causal_context();
-        s.merge(&put(1, 12, b"c", &ctx), mode);
+        s.merge(&put_cc(1, 12, b"c", &ctx), mode);
         assert_eq!(s.versions().len(), 1);
         assert_eq!(s.versions()[0].value.as_deref(), Some(&b"c"[..]));
     }
@@ -314,6 +361,44 @@ mod tests {
         assert_eq!(values, vec![b"c".to_vec(), b"d".to_vec()]);
     }
 
+    /// Issue 19's scenario on one replica: B writes blind, A writes blind
+    /// and then again with the context of its own OK. B's write, which A
+    /// never saw, must survive.
+    #[test]
+    fn a_write_with_its_own_ok_context_keeps_a_concurrent_sibling() {
+        let mode = ConflictMode::Siblings;
+        let b = put(1, 10, b"from-B", &VersionVector::new());
+        let a = put(1, 11, b"from-A", &VersionVector::new());
+        let mut state = b.clone();
+        state.merge(&a, mode);
+        state.fold_own(1);
+        // A's OK context: what it gave (nothing) plus its own dot.
+        let mut ok = CausalContext::new();
+        ok.insert(Dot {
+            replica: 1,
+            counter: 11,
+        });
+        let a2 = SiblingSet::from_write(
+            Version {
+                dot: Dot {
+                    replica: 1,
+                    counter: 12,
+                },
+                timestamp: 12,
+                expires_at_ms: 0,
+                value: Some(b"from-A2".to_vec()),
+            },
+            ok,
+        );
+        state.merge(&a2, mode);
+        let values: Vec<_> = state
+            .versions()
+            .iter()
+            .filter_map(|v| v.value.clone())
+            .collect();
+        assert_eq!(values, vec![b"from-B".to_vec(), b"from-A2".to_vec()]);
+    }
+
     #[test]
     fn lww_keeps_latest_timestamp() {
         let mode = ConflictMode::LastWriterWins;
@@ -335,7 +420,7 @@ mod tests {
                 expires_at_ms: 100,
                 value: Some(b"x".to_vec()),
             },
-            VersionVector::new(),
+            CausalContext::new(),
         );
         assert!(!s.gc(150, 1000, false));
         assert!(s.versions()[0].is_tombstone());

@@ -41,5 +41,8 @@ pub fn small_options(conflict: ConflictMode) -> Options {
         // Small, so concurrent reads in the tests also wait for slots.
         max_concurrent_reads: 2,
         auto_compaction: true,
+        // Room for a few of the largest values, inside one batch.
+        max_set_bytes: Some(24 * 1024),
+        ..Options::default()
     }
 }

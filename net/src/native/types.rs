@@ -219,6 +219,13 @@ pub enum ErrorCode {
     NotOwner,
     /// 12: the storage failed (disk full, I/O error).
     Storage,
+    /// 13: the key holds too many versions (count or bytes); read it and
+    /// write back with its context to resolve the siblings.
+    TooManySiblings,
+    /// 14: the causal context has more entries than the server accepts.
+    ContextTooLarge,
+    /// 15: a clock reading in the request is too far in the future.
+    ClockSkew,
     /// Any other code (from a newer server).
     Other(u16),
 }
@@ -239,6 +246,9 @@ impl ErrorCode {
             ErrorCode::Internal => 10,
             ErrorCode::NotOwner => 11,
             ErrorCode::Storage => 12,
+            ErrorCode::TooManySiblings => 13,
+            ErrorCode::ContextTooLarge => 14,
+            ErrorCode::ClockSkew => 15,
             ErrorCode::Other(n) => n,
         }
     }
@@ -258,6 +268,9 @@ impl ErrorCode {
             10 => ErrorCode::Internal,
             11 => ErrorCode::NotOwner,
             12 => ErrorCode::Storage,
+            13 => ErrorCode::TooManySiblings,
+            14 => ErrorCode::ContextTooLarge,
+            15 => ErrorCode::ClockSkew,
             n => ErrorCode::Other(n),
         }
     }

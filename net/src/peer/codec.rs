@@ -3,7 +3,7 @@
 
 use super::{
     Page, PeerRequest, PeerResponse, TREE_INDICES_MAX, VERSION_HINT, VERSION_MAX, VERSION_MIN,
-    VERSION_RANGES,
+    VERSION_MINT, VERSION_RANGES,
 };
 use crate::frame::{begin, end, frame, put_bytes, put_error, read_error, FrameError, Reader};
 use crate::native::ErrorCode;
@@ -39,6 +39,20 @@ pub fn encode_request(version: u8, id: u64, req: &PeerRequest, out: &mut Vec<u8>
             out.extend_from_slice(&owner.to_le_bytes());
             put_bytes(out, key);
             put_bytes(out, set);
+        }
+        PeerRequest::Mint {
+            context_kind,
+            ttl_ms,
+            context,
+            key,
+            value,
+        } => {
+            out.push(*context_kind);
+            out.extend_from_slice(&ttl_ms.to_le_bytes());
+            put_bytes(out, context);
+            put_bytes(out, key);
+            out.push(u8::from(value.is_some()));
+            put_bytes(out, value.as_deref().unwrap_or_default());
         }
         PeerRequest::Tree {
             start,
@@ -135,6 +149,10 @@ pub fn encode_response(version: u8, id: u64, resp: &PeerResponse, out: &mut Vec<
             put_page(out, page, |out, d| out.extend_from_slice(&d.to_le_bytes()))
         }
         PeerResponse::Entries(page) => put_page(out, page, |out, set| put_bytes(out, set)),
+        PeerResponse::Minted { context, set } => {
+            put_bytes(out, context);
+            put_bytes(out, set);
+        }
         PeerResponse::Error { code, message } => put_error(out, *code, message),
     }
     end(out, start);
@@ -209,6 +227,32 @@ pub fn decode_request(
                 .map_err(|m| bad((ErrorCode::BadFrame, format!("sibling set: {m}"))))?
                 .to_vec();
             PeerRequest::Hint { owner, key, set }
+        }
+        0x48 if f.version >= VERSION_MINT => {
+            let context_kind = r.u8().ok_or_else(|| bad(truncated("mint")))?;
+            let ttl_ms = r.u64().ok_or_else(|| bad(truncated("mint")))?;
+            let context = r
+                .bytes(usize::MAX)
+                .map_err(|m| bad((ErrorCode::BadFrame, format!("context: {m}"))))?
+                .to_vec();
+            let key = key_field(&mut r, limits).map_err(bad)?.to_vec();
+            let has_value = r.u8().ok_or_else(|| bad(truncated("mint")))?;
+            let value = r
+                .bytes(limits.max_value_bytes)
+                .map_err(|m| bad((ErrorCode::ValueTooLarge, format!("value: {m}"))))?;
+            if context_kind > 2 || has_value > 1 || (has_value == 0 && !value.is_empty()) {
+                return Err(bad((
+                    ErrorCode::BadFrame,
+                    format!("mint request: context kind {context_kind}, value flag {has_value}"),
+                )));
+            }
+            PeerRequest::Mint {
+                context_kind,
+                ttl_ms,
+                context,
+                key,
+                value: (has_value == 1).then(|| value.to_vec()),
+            }
         }
         0x45 if f.version >= VERSION_RANGES => {
             let start = r.u64().ok_or_else(|| bad(truncated("tree")))?;
@@ -314,6 +358,11 @@ pub fn decode_response(
             PeerResponse::Hashes(hashes)
         }
         0xC6 => PeerResponse::Digests(read_page(&mut r, |r| r.u64()).map_err(bad)?),
+        0xC8 => {
+            let context = r.bytes(usize::MAX).map_err(bad)?.to_vec();
+            let set = r.bytes(usize::MAX).map_err(bad)?.to_vec();
+            PeerResponse::Minted { context, set }
+        }
         0xC7 => PeerResponse::Entries(
             read_page(&mut r, |r| r.bytes(usize::MAX).ok().map(<[u8]>::to_vec)).map_err(bad)?,
         ),
@@ -389,6 +438,22 @@ mod tests {
                     after,
                     limit
                 }),
+            (
+                0u8..3,
+                any::<u64>(),
+                prop::collection::vec(any::<u8>(), 0..40),
+                prop::collection::vec(any::<u8>(), 1..20),
+                prop::option::of(prop::collection::vec(any::<u8>(), 0..40))
+            )
+                .prop_map(|(context_kind, ttl_ms, context, key, value)| {
+                    PeerRequest::Mint {
+                        context_kind,
+                        ttl_ms,
+                        context,
+                        key,
+                        value,
+                    }
+                }),
         ]
     }
 
@@ -404,6 +469,11 @@ mod tests {
             prop::option::of(prop::collection::vec(any::<u8>(), 0..300))
                 .prop_map(PeerResponse::Set),
             Just(PeerResponse::Applied),
+            (
+                prop::collection::vec(any::<u8>(), 0..40),
+                prop::collection::vec(any::<u8>(), 0..40)
+            )
+                .prop_map(|(context, set)| PeerResponse::Minted { context, set }),
             prop::collection::vec(any::<u64>(), 0..50).prop_map(PeerResponse::Hashes),
             (
                 prop::collection::vec(

@@ -20,8 +20,10 @@ use crate::native::ErrorCode;
 /// Oldest internode version this build speaks.
 pub const VERSION_MIN: u8 = 1;
 /// Newest internode version this build speaks (2 added HINT; 3 added
-/// TREE, DIGESTS and SCAN for anti-entropy and streaming).
-pub const VERSION_MAX: u8 = 3;
+/// TREE, DIGESTS and SCAN for anti-entropy and streaming; 4 added MINT).
+pub const VERSION_MAX: u8 = 4;
+/// The first version with MINT.
+pub const VERSION_MINT: u8 = 4;
 /// The first version with HINT.
 pub const VERSION_HINT: u8 = 2;
 /// The first version with TREE, DIGESTS and SCAN.
@@ -104,11 +106,28 @@ pub enum PeerRequest {
         /// Most keys to return.
         limit: u32,
     },
+    /// Coordinate a write of `key` on this replica (the caller is not one):
+    /// mint a new version from the replica's own state of the key, store it
+    /// here, and answer the state the other replicas must merge. Version 4
+    /// and later.
+    Mint {
+        /// 0 = blind, 1 = the given context, 2 = overwrite (supersede every
+        /// older version).
+        context_kind: u8,
+        /// Time to live in ms (0 = none).
+        ttl_ms: u64,
+        /// The client's context bytes (native-protocol format), for kind 1.
+        context: Vec<u8>,
+        /// The key.
+        key: Vec<u8>,
+        /// The value, or `None` for a delete.
+        value: Option<Vec<u8>>,
+    },
 }
 
 impl PeerRequest {
     /// The opcode byte: HELLO 0x41, READ 0x42, APPLY 0x43, HINT 0x44,
-    /// TREE 0x45, DIGESTS 0x46, SCAN 0x47.
+    /// TREE 0x45, DIGESTS 0x46, SCAN 0x47, MINT 0x48.
     pub fn opcode(&self) -> u8 {
         match self {
             PeerRequest::Hello { .. } => 0x41,
@@ -118,6 +137,7 @@ impl PeerRequest {
             PeerRequest::Tree { .. } => 0x45,
             PeerRequest::Digests { .. } => 0x46,
             PeerRequest::Scan { .. } => 0x47,
+            PeerRequest::Mint { .. } => 0x48,
         }
     }
 
@@ -129,6 +149,7 @@ impl PeerRequest {
             PeerRequest::Tree { .. } | PeerRequest::Digests { .. } | PeerRequest::Scan { .. } => {
                 VERSION_RANGES
             }
+            PeerRequest::Mint { .. } => VERSION_MINT,
         }
     }
 }
@@ -165,6 +186,14 @@ pub enum PeerResponse {
     Digests(Page<u64>),
     /// Answer to SCAN: encoded sibling sets.
     Entries(Page<Vec<u8>>),
+    /// Answer to MINT: stored here; the client's new context and the
+    /// encoded state for the other replicas.
+    Minted {
+        /// The client's context (native-protocol format).
+        context: Vec<u8>,
+        /// Encoded sibling set (engine codec).
+        set: Vec<u8>,
+    },
     /// The request failed.
     Error {
         /// Machine-readable reason (same codes as the native protocol).
@@ -176,7 +205,7 @@ pub enum PeerResponse {
 
 impl PeerResponse {
     /// The opcode byte: HELLO 0xC1, SET 0xC2, APPLIED 0xC3, HASHES 0xC5,
-    /// DIGESTS 0xC6, ENTRIES 0xC7, ERROR 0xFF.
+    /// DIGESTS 0xC6, ENTRIES 0xC7, MINTED 0xC8, ERROR 0xFF.
     pub fn opcode(&self) -> u8 {
         match self {
             PeerResponse::Hello { .. } => 0xC1,
@@ -185,6 +214,7 @@ impl PeerResponse {
             PeerResponse::Hashes(_) => 0xC5,
             PeerResponse::Digests(_) => 0xC6,
             PeerResponse::Entries(_) => 0xC7,
+            PeerResponse::Minted { .. } => 0xC8,
             PeerResponse::Error { .. } => 0xFF,
         }
     }

@@ -93,6 +93,13 @@ pub fn executor() -> ExecutorProxy {
     ExecutorProxy {}
 }
 
+/// Whether the calling thread is running a [`LocalExecutor`], so that
+/// [`spawn_local`] may be called (corekv patch 7: code that spawns from a
+/// `Drop` must not panic while an executor is being torn down).
+pub fn in_executor() -> bool {
+    executor_id().is_some()
+}
+
 pub(crate) fn executor_id() -> Option<usize> {
     #[cfg(not(feature = "native-tls"))]
     {
