@@ -419,9 +419,9 @@ fn damaged_log_segments_never_panic_recovery() {
         let starts = batch_starts(&good);
         assert!(starts.len() > 10, "{} batches", starts.len());
         let mut rng = Rng(seed);
-        for round in 0..60 {
+        for round in 0..80 {
             let mut seg = good.clone();
-            let what = match rng.below(6) {
+            let what = match rng.below(7) {
                 0 => {
                     let at = starts[rng.below(starts.len())];
                     let len = [u32::MAX, u32::MAX - 31, 1 << 30, rng.next() as u32][rng.below(4)];
@@ -454,6 +454,20 @@ fn damaged_log_segments_never_panic_recovery() {
                         *b = rng.next() as u8;
                     }
                     format!("{n} random bytes at {at}")
+                }
+                5 => {
+                    // The first record's payload replaced by random bytes
+                    // under a matching record CRC: the record decoder, not
+                    // the checksum, meets them.
+                    let at = starts[rng.below(starts.len())] + 32;
+                    let len = u32::from_le_bytes(seg[at..at + 4].try_into().expect("4")) as usize;
+                    let keep = rng.below(len.min(40));
+                    for b in &mut seg[at + 8 + keep..at + 8 + len] {
+                        *b = rng.next() as u8;
+                    }
+                    let crc = crc32c::crc32c(&seg[at + 8..at + 8 + len]);
+                    seg[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+                    format!("record at {at}: random payload after {keep} bytes, CRC fixed")
                 }
                 _ => {
                     // A stale or repeated sequence number, resealed.
