@@ -8,8 +8,9 @@ use std::path::PathBuf;
 ///
 /// Corruption is never papered over: a checksum failure or a malformed
 /// structure is reported with the file and byte offset where it was found.
-/// Limit errors (`KeyTooLarge`, `ValueTooLarge`) are raised before anything
-/// is written, so a rejected request leaves no trace on disk.
+/// Limit errors (`KeyTooLarge`, `ValueTooLarge`, `RecordTooLarge`) are
+/// raised before anything is written, so a rejected request leaves no trace
+/// on disk.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -107,6 +108,20 @@ pub enum Error {
         ahead_ms: u64,
         /// Configured maximum.
         max_ms: u64,
+    },
+
+    /// A commit-log record (key plus encoded sibling set) too large for one
+    /// commit-log segment, so it can never be logged: raised before
+    /// anything is written. A merged sibling set can get there with many
+    /// siblings each within `max_value_bytes`.
+    #[error("commit log record of {len} bytes exceeds the {max} bytes a segment can hold")]
+    RecordTooLarge {
+        /// Payload length of the rejected record.
+        len: usize,
+        /// Largest payload a segment holds (`segment_bytes` less the
+        /// segment header, the batch header, the record framing and the
+        /// alignment padding).
+        max: usize,
     },
 
     /// The options passed to `Engine::open` are inconsistent.

@@ -66,7 +66,8 @@ pub struct Options {
     /// Size of one commit-log segment file (default 64 MiB).
     pub segment_bytes: u64,
     /// Upper bound of one group-commit batch (default 4 MiB); a batch closes
-    /// when full and the next one waits for it.
+    /// when full and the next one waits for it. A record larger than this
+    /// is written in a batch of its own.
     pub commit_batch_bytes_max: usize,
     /// Memtable size that triggers a flush to an SSTable (default 64 MiB).
     pub memtable_bytes_max: usize,
@@ -198,11 +199,24 @@ impl Options {
                 self.max_context_entries
             ));
         }
-        if self.commit_batch_bytes_max < self.max_record_bytes() {
+        // A record larger than a batch is written in a batch of its own
+        // (`CommitLog::submit_with`), so the batch bound is only a group-
+        // commit size; a batch's length is a u32 on disk. What must hold a
+        // maximal record is a segment: header and padding at the largest
+        // DMA alignment (4 KiB) on either side, plus batch and record
+        // headers.
+        if self.commit_batch_bytes_max < 4096 || self.commit_batch_bytes_max > u32::MAX as usize {
             return fail(format!(
-                "commit_batch_bytes_max {} must hold one maximal record ({} bytes)",
+                "commit_batch_bytes_max {} not in 4096..={}",
                 self.commit_batch_bytes_max,
-                self.max_record_bytes()
+                u32::MAX
+            ));
+        }
+        let segment_need = self.max_record_bytes() as u64 + 2 * 4096 + 64;
+        if self.segment_bytes < segment_need {
+            return fail(format!(
+                "segment_bytes {} must hold one maximal record ({segment_need} bytes with its framing)",
+                self.segment_bytes
             ));
         }
         if self.segment_bytes < 2 * self.commit_batch_bytes_max as u64 {

@@ -119,7 +119,9 @@ pub(super) fn error_code(e: &RouteError) -> ErrorCode {
     use corekv_engine::Error as E;
     match e {
         RouteError::Engine(E::KeyTooLarge { .. }) => ErrorCode::KeyTooLarge,
-        RouteError::Engine(E::ValueTooLarge { .. }) => ErrorCode::ValueTooLarge,
+        RouteError::Engine(E::ValueTooLarge { .. } | E::RecordTooLarge { .. }) => {
+            ErrorCode::ValueTooLarge
+        }
         RouteError::Engine(E::Io { .. } | E::FlushFailed(_) | E::LogFailed(_)) => {
             ErrorCode::Storage
         }

@@ -30,6 +30,10 @@ pub(crate) const BATCH_HEADER_BYTES: usize = 32;
 /// Size of a record's framing.
 pub(crate) const RECORD_HEADER_BYTES: usize = 8;
 
+// The two readers index directly: every caller below has checked that the
+// field lies inside `b` (segment header >= 24 bytes, batch header sliced to
+// 32, record header >= 8 bytes left), so hostile bytes cannot reach them
+// out of bounds.
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
@@ -87,6 +91,9 @@ pub(crate) fn push_record_with(
     payload_len: usize,
     encode: impl FnOnce(&mut Vec<u8>),
 ) {
+    // `CommitLog::submit_with` refuses larger records (RecordTooLarge)
+    // before they get here; this and the length check below guard the
+    // encoder, not bytes read from disk.
     let len = u32::try_from(payload_len).expect("record payload under 4 GiB");
     let start = body.len();
     body.reserve(8 + payload_len);

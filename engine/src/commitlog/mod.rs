@@ -265,11 +265,21 @@ impl CommitLog {
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Ticket> {
         let mut encode = Some(encode);
+        let max = self.max_record_payload();
+        if payload_len > max {
+            return Err(Error::RecordTooLarge {
+                len: payload_len,
+                max,
+            });
+        }
         let need = RECORD_HEADER_BYTES + payload_len;
-        assert!(
-            need + BATCH_HEADER_BYTES <= self.opts.batch_bytes_max,
-            "record larger than a batch"
-        );
+        // A record too large for a regular batch (a sibling set merged from
+        // many replicas' versions can outgrow any per-value bound) gets a
+        // batch of its own, sized for it: it never fits a filling batch, so
+        // it waits below until none is filling, then opens one that nothing
+        // else joins.
+        let own_batch = BATCH_HEADER_BYTES + need;
+        let oversized = own_batch > self.opts.batch_bytes_max;
         // Each turn waits for one batch to be taken by the writer; bounded
         // because the writer takes a batch per write.
         loop {
@@ -289,8 +299,16 @@ impl CommitLog {
                     _ => {
                         let batch = match st.filling.clone() {
                             Some(b) => b,
+                            None if oversized => {
+                                let segment = self.assign(&mut st, own_batch as u64);
+                                let b = Batch::new(segment, own_batch);
+                                st.filling = Some(b.clone());
+                                self.work.signal(1);
+                                b
+                            }
                             None => {
-                                let segment = self.assign(&mut st);
+                                let segment =
+                                    self.assign(&mut st, self.opts.batch_bytes_max as u64);
                                 let b = Batch::new(segment, self.batch_capacity.get());
                                 st.filling = Some(b.clone());
                                 self.work.signal(1);
@@ -300,6 +318,11 @@ impl CommitLog {
                         let encode = encode.take().expect("a record is pushed once");
                         format::push_record_with(&mut batch.body.borrow_mut(), payload_len, encode);
                         batch.records.set(batch.records.get() + 1);
+                        if oversized {
+                            // The batch is already past the limit; sealing
+                            // says so instead of relying on the size test.
+                            batch.sealed.set(true);
+                        }
                         return Ok(Ticket { batch });
                     }
                 }
@@ -310,10 +333,23 @@ impl CommitLog {
         }
     }
 
-    /// Picks the segment for a new batch: the current one while a full
-    /// batch still fits after everything already taken for it.
-    fn assign(&self, st: &mut State) -> u64 {
-        let room = self.opts.batch_bytes_max as u64 + self.align;
+    /// Largest record payload the log takes: its batch (header, framing,
+    /// payload, padding) must fit a fresh segment after the segment header
+    /// (see `assign`), and the batch header's u32 length must count it.
+    fn max_record_payload(&self) -> usize {
+        let per_segment = self
+            .opts
+            .segment_bytes
+            .saturating_sub(2 * self.align + (BATCH_HEADER_BYTES + RECORD_HEADER_BYTES) as u64);
+        let per_header = u64::from(u32::MAX) - RECORD_HEADER_BYTES as u64;
+        usize::try_from(per_segment.min(per_header)).unwrap_or(usize::MAX)
+    }
+
+    /// Picks the segment for a new batch of at most `batch_bytes` (before
+    /// padding): the current one while such a batch still fits after
+    /// everything already taken for it.
+    fn assign(&self, st: &mut State, batch_bytes: u64) -> u64 {
+        let room = batch_bytes.max(self.opts.batch_bytes_max as u64) + self.align;
         if st.assign_tail + room > self.opts.segment_bytes {
             st.assign_segment += 1;
             st.assign_tail = self.align;

@@ -236,6 +236,40 @@ mod tests {
         assert!(matches!(scan.bad, Some((_, _, true))));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Batches whose headers carry a valid CRC but any length, sequence
+        /// and durable_before, followed by garbage: the scan returns what
+        /// it can and never panics or reads past the bytes.
+        #[test]
+        fn hostile_batch_headers_never_panic_the_scan(
+            batches in proptest::collection::vec(
+                (proptest::prelude::any::<u64>(), proptest::prelude::any::<u32>(), proptest::prelude::any::<u64>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..700)),
+                0..6,
+            ),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            prev_seq in 0u64..4,
+        ) {
+            let mut bytes = format::encode_segment_header(1);
+            bytes.resize(ALIGN, 0);
+            for (seq, len, durable_before, body) in &batches {
+                bytes.extend_from_slice(&encode_batch_header(BatchHeader {
+                    seq: *seq,
+                    len: *len,
+                    durable_before: *durable_before,
+                }));
+                bytes.extend_from_slice(body);
+                bytes.resize(align_up(bytes.len(), ALIGN), 0);
+            }
+            bytes.extend_from_slice(&tail);
+            let scan = scan_segment(&bytes, ALIGN, prev_seq);
+            let total: usize = scan.records.iter().map(|r| r.len()).sum();
+            proptest::prop_assert!(total <= bytes.len());
+            let _ = format::decode_segment_header(&bytes[..bytes.len().min(30)]);
+        }
+    }
+
     #[test]
     fn stale_batches_after_a_truncation_end_the_scan() {
         let (bytes, _) = segment(&[(5, vec![b"a"], 0), (3, vec![b"old"], 0)]);

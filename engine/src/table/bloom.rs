@@ -89,6 +89,36 @@ impl Bloom {
 mod tests {
     use super::*;
     use crate::token::token_of;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any checksummed bytes either fail to decode or give a filter
+        /// every probe of which stays inside its bits.
+        #[test]
+        fn sealed_garbage_decodes_to_a_safe_filter_or_an_error(
+            k in prop_oneof![0u32..40, Just(u32::MAX)],
+            m in prop_oneof![0u64..2000, Just(u64::MAX)],
+            bits in prop::collection::vec(any::<u8>(), 0..300),
+            probes in prop::collection::vec((any::<u64>(), any::<u64>()), 0..20),
+        ) {
+            let mut b = Vec::new();
+            b.extend_from_slice(&k.to_le_bytes());
+            b.extend_from_slice(&m.to_le_bytes());
+            b.extend_from_slice(&bits);
+            let crc = crc32c::crc32c(&b);
+            b.extend_from_slice(&crc.to_le_bytes());
+            if let Ok(bloom) = Bloom::decode(&b) {
+                for p in probes {
+                    let _ = bloom.may_contain(p);
+                }
+            }
+            for cut in [0, 3, 11, b.len() / 2] {
+                let _ = Bloom::decode(&b[..cut.min(b.len())]);
+            }
+        }
+    }
 
     #[test]
     fn no_false_negatives_and_about_one_percent_false_positives() {

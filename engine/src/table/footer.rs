@@ -73,6 +73,24 @@ impl Footer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any 64 bytes with the magic and a matching checksum, and any
+        /// other length, give a footer or an error; the reader bounds the
+        /// offsets it holds against the file.
+        #[test]
+        fn any_bytes_give_a_footer_or_an_error(
+            mut b in prop::collection::vec(any::<u8>(), FOOTER_BYTES..=FOOTER_BYTES),
+            len in 0usize..130,
+        ) {
+            b[52..60].copy_from_slice(MAGIC);
+            let crc = crc32c::crc32c(&b[..60]);
+            b[60..64].copy_from_slice(&crc.to_le_bytes());
+            let _ = Footer::decode(&b);
+            let _ = Footer::decode(&vec![0xA5; len]);
+        }
+    }
 
     #[test]
     fn round_trip_and_every_flip_detected() {

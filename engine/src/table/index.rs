@@ -119,6 +119,34 @@ impl Properties {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Appends a valid CRC-32C so the structure parser is what decides.
+    fn sealed(mut body: Vec<u8>) -> Vec<u8> {
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        body
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Random bytes with a matching checksum, and counts or key lengths
+        /// up to u32::MAX: errors, never a panic or a huge allocation.
+        #[test]
+        fn sealed_garbage_is_an_error_never_a_panic(
+            mut body in prop::collection::vec(any::<u8>(), 0..200),
+            count in prop_oneof![0u32..8, Just(u32::MAX)],
+        ) {
+            let _ = Properties::decode(&sealed(body.clone()));
+            let _ = decode_index(&body);
+            if body.len() >= 4 {
+                let n = body.len();
+                body[n - 4..].copy_from_slice(&count.to_le_bytes());
+            }
+            let _ = decode_index(&sealed(body));
+        }
+    }
 
     #[test]
     fn index_and_properties_round_trip() {

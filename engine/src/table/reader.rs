@@ -76,11 +76,32 @@ impl TableReader {
                 format!("table says it is id {}, expected {id}", props.id),
             ));
         }
-        if index.iter().any(|h| h.offset + u64::from(h.len) > index_at) {
+        // A block read allocates its length before reading, so a handle must
+        // lie inside the data section: a damaged offset near u64::MAX must
+        // not wrap around this check (release builds do not trap overflow)
+        // and then ask for a 4 GiB buffer.
+        if let Some((i, _)) = index.iter().enumerate().find(|(_, h)| {
+            h.offset
+                .checked_add(u64::from(h.len))
+                .is_none_or(|end| end > index_at)
+        }) {
             return Err(Error::corrupt(
                 path,
                 index_at,
-                "index points past the data blocks",
+                format!("index entry {i} points past the data blocks"),
+            ));
+        }
+        // Lookups binary-search the index by last key, which only works when
+        // the keys ascend; an unsorted index would return wrong answers, not
+        // errors.
+        if let Some(i) = index
+            .windows(2)
+            .position(|w| (w[0].last.0, &w[0].last.1) >= (w[1].last.0, &w[1].last.1))
+        {
+            return Err(Error::corrupt(
+                path,
+                index_at,
+                format!("index entry {} is not above the one before it", i + 1),
             ));
         }
         Ok(TableReader {
