@@ -246,6 +246,20 @@ pub fn render(reports: &[ShardReport], ready: bool, gossip: &GossipStats) -> Str
     );
     counter(
         &mut registry,
+        "sibling_warnings",
+        "Writes that left a key with at least a quarter of max_siblings versions",
+        reports,
+        e(|r| r.engine.sibling_warnings),
+    );
+    counter(
+        &mut registry,
+        "clock_refusals",
+        "Requests refused because a clock reading in them was further ahead than max_clock_skew_ms",
+        reports,
+        e(|r| r.engine.clock_refusals),
+    );
+    counter(
+        &mut registry,
         "block_cache_hits",
         "Block-cache lookups that hit",
         reports,

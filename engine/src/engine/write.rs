@@ -139,7 +139,9 @@ impl Engine {
     /// durable (per the sync mode) when this returns. Oversized keys or
     /// values are rejected before anything is written.
     pub async fn put(&self, key: &[u8], value: &[u8], opts: &WriteOptions) -> Result<Version> {
-        let minted = self.write(key, Some(value.to_vec()), opts).await?;
+        let mut minted = self.mint(key, Some(value.to_vec()), opts).await?;
+        let hold = minted.hold.take();
+        self.append(key, &minted.state, hold).await?;
         self.counters.puts.set(self.counters.puts.get() + 1);
         Ok(minted.version)
     }
@@ -151,13 +153,17 @@ impl Engine {
             ttl: None,
             context: opts.context.clone(),
         };
-        let minted = self.write(key, None, &opts).await?;
+        let mut minted = self.mint(key, None, &opts).await?;
+        let hold = minted.hold.take();
+        self.append(key, &minted.state, hold).await?;
         self.counters.deletes.set(self.counters.deletes.get() + 1);
         Ok(minted.version)
     }
 
-    /// Mints a write and stores it on this replica: what a lone replica's
-    /// write is. Returns the minted write (its `context` is the client's).
+    /// Mints a write and stores it on this replica (counted as an apply,
+    /// like every replica's copy of a coordinated write): what a lone
+    /// replica's write is. Returns the minted write (its `context` is the
+    /// client's).
     pub async fn write(
         &self,
         key: &[u8],
@@ -405,7 +411,9 @@ impl Engine {
     /// it reaches the memtable.
     pub async fn apply_minted(&self, key: &[u8], minted: &mut MintedWrite) -> Result<()> {
         let hold = minted.hold.take();
-        self.append(key, &minted.state, hold).await
+        self.append(key, &minted.state, hold).await?;
+        self.counters.applies.set(self.counters.applies.get() + 1);
+        Ok(())
     }
 
     fn hold_pending(&self, key: &[u8]) -> PendingHold {

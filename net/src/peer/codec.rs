@@ -548,7 +548,7 @@ mod tests {
         let e = decode_request(&out, &Limits::default()).expect_err("unsupported");
         assert_eq!(e.code, ErrorCode::UnsupportedVersion);
         assert_eq!(e.id, Some(7));
-        assert!(e.message.contains("1..=3"), "{}", e.message);
+        assert!(e.message.contains("1..=4"), "{}", e.message);
         assert_eq!(e.skip, Some(out.len()));
     }
 
