@@ -216,6 +216,16 @@ async fn handle(coordinator: &Rc<Coordinator>, req: Request) -> Response {
                 Ok(context) => context,
                 Err(refusal) => return refusal,
             };
+            if ttl_ms > corekv_net::resp::MAX_TTL_MS {
+                return error(
+                    id,
+                    ErrorCode::BadFrame,
+                    format!(
+                        "ttl_ms {ttl_ms} is above the longest TTL, {} ms",
+                        corekv_net::resp::MAX_TTL_MS
+                    ),
+                );
+            }
             let op = KvOp::Put {
                 key,
                 value,

@@ -123,6 +123,9 @@ impl Command {
             "del" if n >= 1 => Command::Del(all()),
             "exists" if n >= 1 => Command::Exists(all()),
             "expire" if n == 2 => match int(rest[1].as_ref()) {
+                Some(seconds) if seconds > 0 && !ttl_fits(seconds as u64, 1000) => {
+                    Command::Invalid("ERR invalid expire time in 'expire' command".into())
+                }
                 Some(seconds) => Command::Expire {
                     key: arg(0),
                     seconds,
@@ -172,8 +175,9 @@ fn parse_set<A: AsRef<[u8]>>(rest: &[A]) -> Command {
             let Some(v) = it.next() else {
                 return Command::Invalid(SYNTAX.into());
             };
+            let unit = if seconds { 1000 } else { 1 };
             match int(v) {
-                Some(t) if t > 0 => {
+                Some(t) if t > 0 && ttl_fits(t as u64, unit) => {
                     expiry = Some(if seconds {
                         SetExpiry::Seconds(t as u64)
                     } else {
@@ -198,6 +202,16 @@ fn parse_set<A: AsRef<[u8]>>(rest: &[A]) -> Command {
     }
 }
 
+/// Longest TTL accepted, in ms: as Redis does, a TTL whose expiry (now
+/// plus the TTL, in ms) would not fit a signed 64-bit number is refused,
+/// with room left for clocks until the year 4000.
+pub const MAX_TTL_MS: u64 = i64::MAX as u64 - (1 << 46);
+
+/// Whether `t` units of `unit_ms` make a TTL of at most [`MAX_TTL_MS`].
+fn ttl_fits(t: u64, unit_ms: u64) -> bool {
+    t.checked_mul(unit_ms).is_some_and(|ms| ms <= MAX_TTL_MS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +234,19 @@ mod tests {
         assert_eq!(
             Command::from_args(&args("SET k v PX 0")),
             Command::Invalid("ERR invalid expire time in 'set' command".into())
+        );
+        // Expiries that overflow are refused, as Redis refuses them.
+        assert_eq!(
+            Command::from_args(&args("SET k v EX 9223372036854775")),
+            Command::Invalid("ERR invalid expire time in 'set' command".into())
+        );
+        assert_eq!(
+            Command::from_args(&args("SET k v PX 9223372036854775807")),
+            Command::Invalid("ERR invalid expire time in 'set' command".into())
+        );
+        assert_eq!(
+            Command::from_args(&args("EXPIRE k 9223372036854775807")),
+            Command::Invalid("ERR invalid expire time in 'expire' command".into())
         );
         assert_eq!(
             Command::from_args(&args("SET k v NX XX")),

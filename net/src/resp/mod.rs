@@ -6,6 +6,6 @@ mod command;
 mod parse;
 mod reply;
 
-pub use command::{Command, SetCondition, SetExpiry};
+pub use command::{Command, SetCondition, SetExpiry, MAX_TTL_MS};
 pub use parse::{parse_command, ParseError, Parsed};
 pub use reply::{encode_bulk, Reply};
