@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The test suite, as the README runs it and CI calls it: installs the
+# Debian packages the end-to-end tests use when they are missing (as root,
+# or through sudo), then runs every test and prints a one-line total.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# e2fsprogs + mount: the ENOSPC test builds a small loop-mounted ext4.
+# redis-tools: redis-cli and redis-benchmark talk to our RESP port in the
+# end-to-end tests; redis-server is the baseline of bench/resp-vs-redis.sh.
+# iproute2 + iptables: the partition test puts nodes in network namespaces
+# and cuts them apart with iptables rules.
+packages=(e2fsprogs mount util-linux redis-tools redis-server iproute2 iptables procps)
+commands=(mkfs.ext4 mount losetup redis-cli redis-server ip iptables ps)
+missing=()
+for i in "${!commands[@]}"; do
+    command -v "${commands[$i]}" >/dev/null 2>&1 || [ -x "/usr/sbin/${commands[$i]}" ] || missing+=("${packages[$i]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    as_root=()
+    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+    echo "test.sh: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# io_uring needs locked memory; glommio executors fail to start when the
+# limit is too small for several test executors at once.
+ulimit -l unlimited 2>/dev/null || ulimit -l 65536 2>/dev/null || true
+
+cargo --version
+log=$(mktemp)
+status=0
+# --no-fail-fast: one failing test binary must not hide the others'.
+cargo test --workspace --release --no-fail-fast 2>&1 | tee "$log" || status=$?
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+echo "corekv: $passed passed, $failed failed"
+rm -f "$log"
+exit "$status"
