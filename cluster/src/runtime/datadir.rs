@@ -150,6 +150,48 @@ fn fresh_epoch(old: Option<u64>) -> u64 {
     epoch
 }
 
+/// Name of the marker a running node keeps in its data directory, holding
+/// the kernel's boot id of the run.
+const RUNNING_FILE: &str = "RUNNING";
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether the last run of this data directory ended with the machine
+/// (not just the process) going down while it ran: its `RUNNING` marker is
+/// still there and names another boot. In `periodic` mode such a node may
+/// have lost acknowledged writes its peers still hold, so it must start a
+/// new epoch; a process crash loses nothing (the kernel had the writes).
+pub fn lost_power_while_running(data_dir: &Path) -> bool {
+    match std::fs::read_to_string(data_dir.join(RUNNING_FILE)) {
+        Ok(recorded) => recorded.trim() != boot_id(),
+        Err(_) => false,
+    }
+}
+
+/// Records that the node runs (in this boot), until [`mark_stopped`].
+pub fn mark_running(data_dir: &Path) -> std::io::Result<()> {
+    write_atomically(&data_dir.join(RUNNING_FILE), boot_id().as_bytes())
+}
+
+/// Removes the running marker after a clean stop.
+pub fn mark_stopped(data_dir: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(data_dir.join(RUNNING_FILE))
+}
+
+/// Draws a new epoch for the data directory (see [`prepare`]) and returns it.
+pub fn renew_epoch(data_dir: &Path, shards: usize, old: u64) -> Result<u64> {
+    let epoch = fresh_epoch(Some(old));
+    write_meta(&data_dir.join(META_FILE), shards, epoch).map_err(|e| Error::DataDir {
+        path: data_dir.display().to_string(),
+        reason: format!("cannot write {META_FILE}: {e}"),
+    })?;
+    Ok(epoch)
+}
+
 /// Replaces `path` with `bytes` so that a crash leaves the old content or
 /// the new, never a mix: a temporary file beside it, fsync, rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -197,6 +239,23 @@ mod tests {
         assert_eq!(prepare(dir.path(), 2).expect("restart"), second);
         let wiped = tempfile::tempdir().expect("tempdir");
         assert_ne!(prepare(wiped.path(), 2).expect("new dir"), first);
+    }
+
+    #[test]
+    fn a_marker_from_another_boot_means_the_machine_went_down() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!lost_power_while_running(dir.path()), "never ran");
+        mark_running(dir.path()).expect("mark");
+        assert!(
+            !lost_power_while_running(dir.path()),
+            "same boot: a process crash"
+        );
+        std::fs::write(dir.path().join(RUNNING_FILE), "another-boot").expect("write");
+        assert!(lost_power_while_running(dir.path()));
+        mark_stopped(dir.path()).expect("stop");
+        assert!(!lost_power_while_running(dir.path()), "stopped cleanly");
+        let epoch = prepare(dir.path(), 1).expect("prepare");
+        assert_ne!(renew_epoch(dir.path(), 1, epoch).expect("renew"), epoch);
     }
 
     #[test]

@@ -56,6 +56,18 @@ pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
     let shards = config.shard_count();
     config.epoch = datadir::prepare(&config.data_dir, shards)?;
     let _lock = datadir::lock(&config.data_dir)?;
+    if config.commitlog_sync == "periodic" && datadir::lost_power_while_running(&config.data_dir) {
+        tracing::warn!(
+            "the machine went down while this node ran in periodic commit-log mode: \
+             acknowledged writes of its last sync period may be lost here, so it starts a new epoch \
+             (its new writes cannot be mistaken for the lost ones)"
+        );
+        config.epoch = datadir::renew_epoch(&config.data_dir, shards, config.epoch)?;
+    }
+    datadir::mark_running(&config.data_dir).map_err(|e| Error::Io {
+        context: "writing the data directory's RUNNING marker".into(),
+        source: e,
+    })?;
     let status = initial_status(&config)?;
     ports_are_free(&config, shards)?;
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -114,6 +126,7 @@ pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
         }
         None => None,
     };
+    let config_dir = config.data_dir.clone();
     let mesh = MeshBuilder::<Forward, _>::full(shards, MESH_CHANNEL_CAPACITY);
     let ready = Arc::new(AtomicUsize::new(0));
     let mut pool = LocalExecutorPoolBuilder::new(placement).name("corekv-shard");
@@ -160,6 +173,9 @@ pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
     match first_error {
         Some(e) => Err(e),
         None => {
+            if let Err(e) = datadir::mark_stopped(&config_dir) {
+                tracing::warn!(error = %e, "could not remove the RUNNING marker");
+            }
             tracing::info!("corekv node stopped cleanly");
             Ok(())
         }
