@@ -41,6 +41,22 @@ pub struct Hint {
     store_key: Vec<u8>,
 }
 
+/// Why a hint was not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum HintError {
+    /// The store holds its configured maximum of hints.
+    #[error("the hint store is full ({pending} hints pending, at most {max})")]
+    Full {
+        /// Hints pending.
+        pending: u64,
+        /// The bound (`max_hints_per_shard`).
+        max: u64,
+    },
+    /// The store's engine failed or refused the hint.
+    #[error(transparent)]
+    Engine(#[from] corekv_engine::Error),
+}
+
 /// One shard's durable hints.
 pub struct HintStore {
     engine: Rc<Engine>,
@@ -88,6 +104,10 @@ impl HintStore {
             block_cache_bytes: 1 << 20,
             // Delivered hints need not linger as tombstones.
             gc_grace: Duration::from_secs(60),
+            // A hint's value is a whole sibling set of the data engine:
+            // sized for its largest, plus this engine's own version.
+            max_value_bytes: data.set_bytes_max(),
+            max_set_bytes: Some(data.set_bytes_max() + 8192),
             replica_id: data.replica_id | 0x8000,
             ..data.clone()
         };
@@ -120,12 +140,17 @@ impl HintStore {
         Ok(store)
     }
 
-    /// Stores a hint durably (per the sync mode) for `node_id`; drops it
-    /// (counted) when the store is full.
-    pub async fn store(&self, node_id: u32, key: &[u8], set: &[u8]) -> corekv_engine::Result<()> {
-        if self.metrics.hints_pending.get() >= self.max {
+    /// Stores a hint durably (per the sync mode) for `node_id`. A full
+    /// store refuses it (counted as dropped) with [`HintError::Full`]: a
+    /// stand-in that kept nothing must not count toward W.
+    pub async fn store(&self, node_id: u32, key: &[u8], set: &[u8]) -> Result<(), HintError> {
+        let pending = self.metrics.hints_pending.get();
+        if pending >= self.max {
             bump(&self.metrics.hints_dropped);
-            return Ok(());
+            return Err(HintError::Full {
+                pending,
+                max: self.max,
+            });
         }
         let seq = self.seq.get();
         self.seq.set(seq + 1);
@@ -210,6 +235,32 @@ mod tests {
     }
 
     #[test]
+    fn a_hint_of_the_largest_sibling_set_is_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let metrics = Rc::new(ShardMetrics::default());
+                let opts = Options::default();
+                let store = HintStore::open(&path, &opts, Duration::from_secs(60), 10, metrics)
+                    .await
+                    .expect("open");
+                // Two siblings of the largest value: more than max_value_bytes.
+                let set = vec![7u8; opts.set_bytes_max()];
+                store
+                    .store(7, b"big", &set)
+                    .await
+                    .expect("the largest set is a hint");
+                let (hints, _) = store.next_batch(None, 10).await.expect("batch");
+                assert_eq!(hints[0].set.len(), opts.set_bytes_max());
+                store.close().await.expect("close");
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
+    #[test]
     fn hints_survive_reopen_and_leave_once_delivered_or_expired() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().to_path_buf();
@@ -221,10 +272,24 @@ mod tests {
                 let store = HintStore::open(&path, &opts, window, 10, metrics.clone())
                     .await
                     .expect("open");
-                for i in 0..12u8 {
+                for i in 0..10u8 {
                     store.store(7, &[b'k', i], b"set").await.expect("store");
                 }
-                // Bounded: the two beyond the cap are dropped, and counted.
+                // Bounded: the two beyond the cap are refused (so the
+                // stand-in does not count toward W), and counted.
+                for i in 10..12u8 {
+                    let e = store.store(7, &[b'k', i], b"set").await;
+                    assert!(
+                        matches!(
+                            e,
+                            Err(HintError::Full {
+                                pending: 10,
+                                max: 10
+                            })
+                        ),
+                        "{e:?}"
+                    );
+                }
                 assert_eq!(metrics.hints_dropped.get(), 2);
                 store.close().await.expect("close");
                 let metrics = Rc::new(ShardMetrics::default());

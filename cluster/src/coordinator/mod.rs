@@ -33,7 +33,7 @@ use corekv_net::peer::{PeerRequest, PeerResponse};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 
-pub use hints::{Hint, HintStore};
+pub use hints::{Hint, HintError, HintStore};
 pub use quorum::required;
 pub use replica::ReplicaError;
 use replica::Target;

@@ -187,6 +187,12 @@ impl Coordinator {
         self.hints
             .store(owner_id, key, set)
             .await
-            .map_err(|e| ReplicaError::Local(RouteError::Engine(e)))
+            .map_err(|e| match e {
+                super::hints::HintError::Engine(e) => ReplicaError::Local(RouteError::Engine(e)),
+                full @ super::hints::HintError::Full { .. } => ReplicaError::Refused {
+                    code: corekv_net::native::ErrorCode::Overloaded,
+                    message: full.to_string(),
+                },
+            })
     }
 }

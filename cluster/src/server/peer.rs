@@ -173,6 +173,9 @@ async fn serve(coordinator: &Coordinator, req: PeerRequest) -> PeerResponse {
             // handed over when it is back.
             return match coordinator.store_hint(owner, &key, &set).await {
                 Ok(()) => PeerResponse::Applied,
+                Err(crate::coordinator::ReplicaError::Refused { code, message }) => {
+                    PeerResponse::Error { code, message }
+                }
                 Err(e) => PeerResponse::Error {
                     code: ErrorCode::Storage,
                     message: e.to_string(),
