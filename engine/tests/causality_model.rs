@@ -116,13 +116,13 @@ fn options(replica: usize) -> Options {
 
 /// The value of a version as the model names it (tombstones carry their
 /// name in no value, so deletes are named in a side table).
-fn names(set: &SiblingSet, tombstones: &BTreeMap<u64, String>) -> BTreeSet<String> {
+fn names(set: &SiblingSet, tombstones: &BTreeMap<(u64, u64), String>) -> BTreeSet<String> {
     set.versions()
         .iter()
         .map(|v| match &v.value {
             Some(b) => String::from_utf8_lossy(b).into_owned(),
             None => tombstones
-                .get(&v.dot.counter)
+                .get(&(v.dot.replica, v.dot.counter))
                 .cloned()
                 .unwrap_or_else(|| format!("unknown tombstone {:?}", v.dot)),
         })
@@ -133,7 +133,7 @@ struct Harness {
     engines: Vec<Rc<Engine>>,
     model: RefCell<Model>,
     delayed: RefCell<Vec<(usize, Rc<SiblingSet>)>>,
-    tombstones: RefCell<BTreeMap<u64, String>>,
+    tombstones: RefCell<BTreeMap<(u64, u64), String>>,
 }
 
 impl Harness {
@@ -163,9 +163,10 @@ impl Harness {
         let engine = &self.engines[replica];
         let mut minted = engine.mint(KEY, value, &opts).await.expect("mint");
         if delete {
-            self.tombstones
-                .borrow_mut()
-                .insert(minted.version.dot.counter, name.clone());
+            self.tombstones.borrow_mut().insert(
+                (minted.version.dot.replica, minted.version.dot.counter),
+                name.clone(),
+            );
         }
         engine
             .apply_minted(KEY, &mut minted)
