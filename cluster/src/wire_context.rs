@@ -28,6 +28,16 @@ pub enum ContextError {
     },
 }
 
+impl ContextError {
+    /// The protocol error code a refused context is answered with.
+    pub fn code(&self) -> corekv_net::native::ErrorCode {
+        match self {
+            ContextError::Malformed => corekv_net::native::ErrorCode::BadFrame,
+            ContextError::TooLarge { .. } => corekv_net::native::ErrorCode::ContextTooLarge,
+        }
+    }
+}
+
 /// Encodes a causal context for a client.
 pub fn encode(cc: &CausalContext) -> Vec<u8> {
     let vv = cc.vv().entries();

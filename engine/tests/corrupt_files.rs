@@ -17,22 +17,7 @@ use corekv_engine::{ConflictMode, Engine, Error, Options, SyncMode, WriteOptions
 
 const FOOTER: usize = 64;
 
-fn value_of(set: Option<SiblingSet>) -> Option<Vec<u8>> {
-    set.and_then(|s| s.winner(wall_clock_ms()).and_then(|v| v.value.clone()))
-}
-
-fn files_with(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-        })
-        .collect();
-    v.sort();
-    v
-}
+use common::{files_with, value_of};
 
 fn options() -> Options {
     Options {

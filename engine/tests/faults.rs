@@ -4,28 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use corekv_engine::version::wall_clock_ms;
 use corekv_engine::{ConflictMode, Engine, Error, Options, WriteOptions};
 
-fn value_of(engine_get: Option<corekv_engine::version::SiblingSet>) -> Option<Vec<u8>> {
-    engine_get.and_then(|s| s.winner(wall_clock_ms()).and_then(|v| v.value.clone()))
-}
-
-fn files_with(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-        })
-        .collect();
-    v.sort();
-    v
-}
+use common::{files_with, value_of};
 
 #[test]
 fn empty_directory_start_restart_and_read() {

@@ -158,15 +158,9 @@ fn write_context(
         return Ok(WriteContext::Blind);
     }
     let max = coordinator.router().engine().options().max_context_entries;
-    match context::decode(bytes, max) {
-        Ok(cc) => Ok(WriteContext::Given(cc)),
-        Err(e @ context::ContextError::Malformed) => {
-            Err(error(id, ErrorCode::BadFrame, e.to_string()))
-        }
-        Err(e @ context::ContextError::TooLarge { .. }) => {
-            Err(error(id, ErrorCode::ContextTooLarge, e.to_string()))
-        }
-    }
+    context::decode(bytes, max)
+        .map(WriteContext::Given)
+        .map_err(|e| error(id, e.code(), e.to_string()))
 }
 
 async fn handle(coordinator: &Rc<Coordinator>, req: Request) -> Response {

@@ -203,14 +203,8 @@ async fn serve(coordinator: &Coordinator, req: PeerRequest) -> PeerResponse {
                     match crate::wire_context::decode(&context, max) {
                         Ok(cc) => WriteContext::Given(cc),
                         Err(e) => {
-                            let code = match e {
-                                crate::wire_context::ContextError::TooLarge { .. } => {
-                                    ErrorCode::ContextTooLarge
-                                }
-                                crate::wire_context::ContextError::Malformed => ErrorCode::BadFrame,
-                            };
                             return PeerResponse::Error {
-                                code,
+                                code: e.code(),
                                 message: e.to_string(),
                             };
                         }

@@ -140,8 +140,7 @@ impl Engine {
     /// values are rejected before anything is written.
     pub async fn put(&self, key: &[u8], value: &[u8], opts: &WriteOptions) -> Result<Version> {
         let mut minted = self.mint(key, Some(value.to_vec()), opts).await?;
-        let hold = minted.hold.take();
-        self.append(key, &minted.state, hold).await?;
+        self.store_minted(key, &mut minted).await?;
         self.counters.puts.set(self.counters.puts.get() + 1);
         Ok(minted.version)
     }
@@ -154,8 +153,7 @@ impl Engine {
             context: opts.context.clone(),
         };
         let mut minted = self.mint(key, None, &opts).await?;
-        let hold = minted.hold.take();
-        self.append(key, &minted.state, hold).await?;
+        self.store_minted(key, &mut minted).await?;
         self.counters.deletes.set(self.counters.deletes.get() + 1);
         Ok(minted.version)
     }
@@ -185,13 +183,7 @@ impl Engine {
                 self.check_value(value)?;
             }
         }
-        let bytes = delta.encoded_len();
-        if bytes > self.opts.set_bytes_max() {
-            return Err(Error::SetTooLarge {
-                bytes,
-                max: self.opts.set_bytes_max(),
-            });
-        }
+        self.check_set_bytes(delta)?;
         let newest = delta
             .versions()
             .iter()
@@ -233,6 +225,16 @@ impl Engine {
                 len: value.len(),
                 max: self.opts.max_value_bytes,
             });
+        }
+        Ok(())
+    }
+
+    /// Refuses a set whose encoding is over `Options::max_set_bytes`.
+    fn check_set_bytes(&self, set: &SiblingSet) -> Result<()> {
+        let bytes = set.encoded_len();
+        let max = self.opts.set_bytes_max();
+        if bytes > max {
+            return Err(Error::SetTooLarge { bytes, max });
         }
         Ok(())
     }
@@ -382,13 +384,7 @@ impl Engine {
         } else {
             delta
         };
-        let bytes = state.encoded_len();
-        if bytes > self.opts.set_bytes_max() {
-            return Err(Error::SetTooLarge {
-                bytes,
-                max: self.opts.set_bytes_max(),
-            });
-        }
+        self.check_set_bytes(&state)?;
         if reads {
             let mut pending = self.pending.borrow_mut();
             if let Some(p) = pending.get_mut(key) {
@@ -410,10 +406,16 @@ impl Engine {
     /// if the caller stops waiting: once its record is in the commit log,
     /// it reaches the memtable.
     pub async fn apply_minted(&self, key: &[u8], minted: &mut MintedWrite) -> Result<()> {
-        let hold = minted.hold.take();
-        self.append(key, &minted.state, hold).await?;
+        self.store_minted(key, minted).await?;
         self.counters.applies.set(self.counters.applies.get() + 1);
         Ok(())
+    }
+
+    /// Logs and merges a minted write here, releasing its claim on the key
+    /// once it is in the memtable.
+    async fn store_minted(&self, key: &[u8], minted: &mut MintedWrite) -> Result<()> {
+        let hold = minted.hold.take();
+        self.append(key, &minted.state, hold).await
     }
 
     fn hold_pending(&self, key: &[u8]) -> PendingHold {

@@ -46,3 +46,25 @@ pub fn small_options(conflict: ConflictMode) -> Options {
         ..Options::default()
     }
 }
+
+/// What a Redis-style reader sees of a get's answer.
+pub fn value_of(set: Option<corekv_engine::version::SiblingSet>) -> Option<Vec<u8>> {
+    set.and_then(|s| {
+        s.winner(corekv_engine::version::wall_clock_ms())
+            .and_then(|v| v.value.clone())
+    })
+}
+
+/// Files in `dir` whose names start with `prefix`, sorted.
+pub fn files_with(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    v.sort();
+    v
+}
