@@ -254,6 +254,12 @@ struct ServeArgs {
     /// Largest key accepted, in bytes.
     #[arg(long)]
     max_key_bytes: Option<usize>,
+    /// Most versions one key may hold (more: TOO_MANY_SIBLINGS).
+    #[arg(long)]
+    max_siblings: Option<usize>,
+    /// How far ahead of this node's clock a request's clock reading may be, ms.
+    #[arg(long)]
+    max_clock_skew_ms: Option<u64>,
     /// Log filter (e.g. info, debug, corekv_engine=debug).
     #[arg(long)]
     log: Option<String>,
@@ -332,6 +338,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_key_bytes {
             c.max_key_bytes = v;
+        }
+        if let Some(v) = self.max_siblings {
+            c.max_siblings = v;
+        }
+        if let Some(v) = self.max_clock_skew_ms {
+            c.max_clock_skew_ms = v;
         }
         if let Some(v) = self.log {
             c.log = v;
