@@ -14,6 +14,7 @@
 //!   topology snapshot to the shards on every change.
 
 pub mod detector;
+pub mod generation;
 pub mod gossiper;
 pub mod service;
 pub mod state;

@@ -100,7 +100,9 @@ pub fn start(
         phi_convict: config.phi_convict_threshold,
         seeds: config.seeds.clone(),
     };
-    let generation = corekv_engine::version::wall_clock_ms();
+    // Never smaller than the last start's, even after a clock step back.
+    let generation =
+        super::generation::next(&config.data_dir, corekv_engine::version::wall_clock_ms())?;
     let meta = Topology::local_meta(config);
     let mut gossiper = Gossiper::new(
         &config.cluster_name,

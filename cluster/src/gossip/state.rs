@@ -4,7 +4,8 @@
 //!
 //! Ordering: a node's state is identified by `(generation, version)` for
 //! its metadata and `(generation, heartbeat)` for its liveness. The
-//! generation is the wall-clock millisecond the node process started, so a
+//! generation is the wall-clock millisecond the node process started (at
+//! least one past the last start's, kept in `gossip-generation`), so a
 //! restarted node's information always beats what the cluster remembers of
 //! its previous life; within a generation, only the node itself bumps its
 //! counters, so the larger counter is always the newer information.
