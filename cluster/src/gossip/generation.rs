@@ -11,7 +11,6 @@
 //! generation used is saved in the data directory (`gossip-generation`)
 //! and a start uses `max(now, saved + 1)`.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -52,25 +51,22 @@ pub fn choose(now_ms: u64, saved: Option<u64>) -> u64 {
     }
 }
 
-/// Writes `generation` atomically: a temporary file, fsync, rename over
-/// the old one, fsync of the directory (so the rename itself survives a
-/// power loss and the next start never sees an older value).
+/// Writes `generation` atomically (the data directory's
+/// `write_atomically`), then fsyncs the directory so the rename itself
+/// survives a power loss and the next start never sees an older value.
 fn save(data_dir: &Path, generation: u64) -> Result<()> {
     let io = |what: &str, e: std::io::Error| Error::Io {
         context: format!("{what} {}", data_dir.join(FILE).display()),
         source: e,
     };
-    let tmp = data_dir.join(format!("{FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating a temporary for", e))?;
-    f.write_all(format!("{generation}\n").as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io("writing", e))?;
-    drop(f);
-    std::fs::rename(&tmp, data_dir.join(FILE)).map_err(|e| io("renaming over", e))?;
+    crate::runtime::datadir::write_atomically(
+        &data_dir.join(FILE),
+        format!("{generation}\n").as_bytes(),
+    )
+    .map_err(|e| io("writing", e))?;
     std::fs::File::open(data_dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| io("syncing the directory of", e))?;
-    Ok(())
+        .map_err(|e| io("syncing the directory of", e))
 }
 
 #[cfg(test)]
