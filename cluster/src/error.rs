@@ -27,6 +27,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A shard thread panicked; the node stopped because of it.
+    #[error("shard {shard} {why}; the node stopped (see docs/OPERATIONS.md, \"A shard died\")")]
+    ShardPanicked {
+        /// The shard.
+        shard: usize,
+        /// The panic's location and message.
+        why: String,
+    },
     /// A request forwarded to another shard got no answer (the shard stopped).
     #[error("shard {0} is not answering")]
     ShardGone(usize),

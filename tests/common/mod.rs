@@ -43,6 +43,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub shards: usize,
     pub extra: Vec<String>,
+    /// Extra environment of the process (e.g. test hooks).
+    pub env: Vec<(String, String)>,
     pub log: PathBuf,
 }
 
@@ -77,6 +79,7 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             shards,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             log: data_dir.with_extension("log"),
         };
         s.spawn();
@@ -95,6 +98,7 @@ impl Server {
             .args(["--peer-addr", &self.peer.to_string()])
             .args(["--admin-addr", &self.admin.to_string()])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -177,6 +181,35 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// As [`Server::start`], with extra environment variables.
+    pub fn start_with_env(
+        data_dir: &Path,
+        shards: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let base = free_ports(2 * shards as u16 + 2);
+        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let s = shards as u16;
+        let mut server = Server {
+            child: None,
+            native: at(base),
+            resp: at(base + s + 1),
+            peer: at(base + s + 2),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_ports(1))),
+            data_dir: data_dir.to_path_buf(),
+            shards,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            log: data_dir.with_extension("log"),
+        };
+        server.spawn();
+        server
     }
 
     /// Starts the same server again (same ports and data).

@@ -1,6 +1,7 @@
 //! The admin endpoint: a small HTTP/1.1 server on the node's control
 //! thread (not a shard) with `/metrics` (Prometheus text), `/health`
-//! (200 when every shard serves, 503 while starting or stopping) and
+//! (200 when every shard serves, 503 while starting or stopping, 503
+//! naming the shard when one died) and
 //! `/status` (JSON of the shards' latest reports).
 //!
 //! Shards never lock anything for it: each sends a report of its figures
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use crate::gossip::GossipStats;
 
 use crate::error::{Error, Result};
+use crate::runtime::health::ShardHealth;
 use crate::runtime::metrics::MetricsSnapshot;
 use crate::StopHandle;
 
@@ -67,6 +69,7 @@ pub fn start(
     shards: usize,
     stop: StopHandle,
     gossip: Arc<GossipStats>,
+    health: Arc<ShardHealth>,
 ) -> Result<ReportSender> {
     let listener = TcpListener::bind(addr).map_err(|e| Error::Io {
         context: format!("binding the admin address {addr} (admin_addr = \"off\" disables it)"),
@@ -79,7 +82,7 @@ pub fn start(
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
     std::thread::Builder::new()
         .name("corekv-admin".into())
-        .spawn(move || control_loop(listener, rx, shards, stop, &gossip))
+        .spawn(move || control_loop(listener, rx, shards, stop, &gossip, &health))
         .map_err(|e| Error::Io {
             context: "starting the admin thread".into(),
             source: e,
@@ -93,6 +96,7 @@ fn control_loop(
     shards: usize,
     stop: StopHandle,
     gossip: &GossipStats,
+    health: &ShardHealth,
 ) {
     let mut latest: Vec<Option<ShardReport>> = vec![None; shards];
     // Bounded by the process: ends when the node stops.
@@ -105,8 +109,11 @@ fn control_loop(
         match listener.accept() {
             Ok((stream, _)) => {
                 let reports: Vec<ShardReport> = latest.iter().flatten().cloned().collect();
-                let ready = latest.iter().all(|r| r.as_ref().is_some_and(|r| r.serving));
-                if let Err(e) = serve(stream, &reports, ready, gossip) {
+                // A dead shard's last report still says serving.
+                let dead = health.dead();
+                let ready =
+                    dead.is_empty() && latest.iter().all(|r| r.as_ref().is_some_and(|r| r.serving));
+                if let Err(e) = serve(stream, &reports, ready, &dead, gossip) {
                     tracing::debug!(error = %e, "admin request failed");
                 }
             }
@@ -126,6 +133,7 @@ fn serve(
     mut stream: TcpStream,
     reports: &[ShardReport],
     ready: bool,
+    dead: &[(usize, String)],
     gossip: &GossipStats,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
@@ -166,18 +174,15 @@ fn serve(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             &render(reports, ready, gossip),
         ),
-        "/health" if ready => respond(&mut stream, "200 OK", "text/plain", "ready\n"),
-        "/health" => respond(
-            &mut stream,
-            "503 Service Unavailable",
-            "text/plain",
-            "not ready\n",
-        ),
+        "/health" => {
+            let (status, body) = health_answer(ready, dead);
+            respond(&mut stream, status, "text/plain", &body)
+        }
         "/status" => respond(
             &mut stream,
             "200 OK",
             "application/json",
-            &status_json(reports, ready),
+            &status_json(reports, ready, dead),
         ),
         _ => respond(
             &mut stream,
@@ -202,7 +207,24 @@ fn respond(
     stream.flush()
 }
 
-fn status_json(reports: &[ShardReport], ready: bool) -> String {
+/// `/health`'s status line and body: 200 only when every shard serves;
+/// a dead shard is named, with its panic, so an operator sees why.
+fn health_answer(ready: bool, dead: &[(usize, String)]) -> (&'static str, String) {
+    if !dead.is_empty() {
+        let lines: String = dead
+            .iter()
+            .map(|(shard, why)| format!("shard {shard} died: {why}\n"))
+            .collect();
+        return ("503 Service Unavailable", lines);
+    }
+    if ready {
+        ("200 OK", "ready\n".into())
+    } else {
+        ("503 Service Unavailable", "not ready\n".into())
+    }
+}
+
+fn status_json(reports: &[ShardReport], ready: bool, dead: &[(usize, String)]) -> String {
     let shards: Vec<serde_json::Value> = reports
         .iter()
         .map(|r| {
@@ -219,7 +241,11 @@ fn status_json(reports: &[ShardReport], ready: bool) -> String {
             })
         })
         .collect();
-    serde_json::json!({ "ready": ready, "shards": shards }).to_string()
+    let dead: Vec<serde_json::Value> = dead
+        .iter()
+        .map(|(shard, why)| serde_json::json!({ "shard": shard, "why": why }))
+        .collect();
+    serde_json::json!({ "ready": ready, "shards": shards, "dead_shards": dead }).to_string()
 }
 
 #[cfg(test)]
@@ -284,6 +310,20 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn health_names_a_dead_shard_and_is_never_200_with_one() {
+        assert_eq!(health_answer(true, &[]), ("200 OK", "ready\n".into()));
+        assert_eq!(health_answer(false, &[]).0, "503 Service Unavailable");
+        let dead = [(1, "panicked at x.rs:3: boom".to_string())];
+        let (status, body) = health_answer(true, &dead);
+        assert_eq!(status, "503 Service Unavailable");
+        assert_eq!(body, "shard 1 died: panicked at x.rs:3: boom\n");
+        let json: serde_json::Value =
+            serde_json::from_str(&status_json(&[report(0, 1)], false, &dead)).expect("json");
+        assert_eq!(json["dead_shards"][0]["shard"], 1);
+        assert_eq!(json["ready"], false);
     }
 
     #[test]

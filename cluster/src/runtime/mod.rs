@@ -4,6 +4,7 @@
 pub mod config;
 pub mod control;
 pub mod datadir;
+pub mod health;
 pub mod metrics;
 pub mod node;
 pub mod ops;

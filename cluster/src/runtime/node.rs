@@ -11,6 +11,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use super::config::NodeConfig;
 use super::datadir;
+use super::health::{self, ShardHealth};
 use super::router::{serve_forwards, Forward, Router};
 use crate::admin::{self, ReportSender, ShardReport};
 use crate::coordinator::{Coordinator, HintStore};
@@ -29,6 +30,36 @@ const MESH_CHANNEL_CAPACITY: usize = 1024;
 const REPORT_PERIOD: Duration = Duration::from_secs(1);
 /// How long a stopping shard waits for in-flight requests to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Test hook: `COREKV_TEST_PANIC_SHARD=<i>` makes shard `i` panic
+/// `COREKV_TEST_PANIC_AFTER_MS` (default 1000) ms after it is ready. Read
+/// from the environment of `corekv serve` only, so no client can reach it;
+/// it exists for the end-to-end test of what a shard panic does.
+const TEST_PANIC_SHARD: &str = "COREKV_TEST_PANIC_SHARD";
+const TEST_PANIC_AFTER_MS: &str = "COREKV_TEST_PANIC_AFTER_MS";
+
+/// The test hook's setting: which shard panics, and when.
+fn test_panic_hook() -> Result<Option<(usize, Duration)>> {
+    let Ok(shard) = std::env::var(TEST_PANIC_SHARD) else {
+        return Ok(None);
+    };
+    let shard = shard
+        .trim()
+        .parse::<usize>()
+        .map_err(|e| Error::Config(format!("{TEST_PANIC_SHARD}={shard:?}: {e}")))?;
+    let after = match std::env::var(TEST_PANIC_AFTER_MS) {
+        Ok(ms) => ms
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| Error::Config(format!("{TEST_PANIC_AFTER_MS}={ms:?}: {e}")))?,
+        Err(_) => 1000,
+    };
+    tracing::warn!(
+        shard,
+        after_ms = after,
+        "test hook {TEST_PANIC_SHARD} is set: this shard will panic on purpose"
+    );
+    Ok(Some((shard, Duration::from_millis(after))))
+}
 
 /// Handle to tell a running node to stop (what SIGTERM and SIGINT do).
 #[derive(Clone, Default)]
@@ -54,6 +85,9 @@ impl StopHandle {
 pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
     config.validate()?;
     let shards = config.shard_count();
+    let panic_test = test_panic_hook()?;
+    health::install_panic_hook();
+    let shard_health = Arc::new(ShardHealth::new(stop.clone()));
     config.epoch = datadir::prepare(&config.data_dir, shards)?;
     let _lock = datadir::lock(&config.data_dir)?;
     if config.commitlog_sync == "periodic" && datadir::lost_power_while_running(&config.data_dir) {
@@ -118,9 +152,19 @@ pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
             "gossip started"
         );
     }
+    // The admin endpoint outlives the shards' stop so that /health can
+    // name a dead shard while the others drain; it ends when `run` does.
+    let admin_stop = StopHandle::default();
+    let _admin_guard = StopOnDrop(admin_stop.clone());
     let reports = match config.admin_socket_addr()? {
         Some(addr) => {
-            let sender = admin::start(addr, shards, stop.clone(), gossip_stats)?;
+            let sender = admin::start(
+                addr,
+                shards,
+                admin_stop.clone(),
+                gossip_stats,
+                shard_health.clone(),
+            )?;
             tracing::info!(%addr, "admin endpoint: /metrics, /health, /status");
             Some(sender)
         }
@@ -134,6 +178,7 @@ pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
         tracing::info!(cpus = ?spare.iter().map(|l| l.cpu).collect::<Vec<_>>(), "blocking threads on the CPUs left to spare");
         pool = pool.blocking_thread_pool_placement(PoolPlacement::Fenced(1, spare));
     }
+    let shard_health_for_shards = shard_health.clone();
     let handles = pool
         .on_all_shards(move || {
             let config = config.clone();
@@ -142,11 +187,24 @@ pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
             let topology = topology.clone();
             let reports = reports.clone();
             let control = control.clone();
+            let health = shard_health_for_shards.clone();
             async move {
-                shard_main(
-                    config, topology, control, mesh, stop, ready, reports, shards,
+                let ended = stop.clone();
+                let outcome = shard_main(
+                    config, topology, control, mesh, stop, ready, reports, shards, health,
+                    panic_test,
                 )
-                .await
+                .await;
+                if !ended.is_stopped() {
+                    // A shard that ends on its own (an engine that failed
+                    // to open, say) must not leave the others serving a
+                    // node with a slice of its keys gone.
+                    tracing::error!(
+                        "a shard ended before the node was asked to stop: stopping the node"
+                    );
+                    ended.stop();
+                }
+                outcome
             }
         })
         .map_err(|e| Error::Io {
@@ -170,6 +228,11 @@ pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
     if gossip.thread.join().is_err() {
         tracing::warn!("the gossip thread panicked");
     }
+    // A panic outranks the errors it caused in other shards (e.g. a
+    // forward that found the dead shard gone).
+    if let Some((shard, why)) = shard_health.dead().into_iter().next() {
+        return Err(Error::ShardPanicked { shard, why });
+    }
     match first_error {
         Some(e) => Err(e),
         None => {
@@ -179,6 +242,16 @@ pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
             tracing::info!("corekv node stopped cleanly");
             Ok(())
         }
+    }
+}
+
+/// Sets its handle when dropped: whichever way `run` returns, the admin
+/// thread stops with it.
+struct StopOnDrop(StopHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
@@ -379,12 +452,15 @@ async fn shard_main(
     ready: Arc<AtomicUsize>,
     reports: Option<ReportSender>,
     shards: usize,
+    health: Arc<ShardHealth>,
+    panic_test: Option<(usize, Duration)>,
 ) -> Result<()> {
     let (senders, receivers) = mesh.join().await.map_err(|_| Error::Io {
         context: "joining the shard channel mesh".into(),
         source: std::io::Error::other("mesh join failed"),
     })?;
     let index = senders.peer_id();
+    health::enter_shard(index, health);
     let opts = config.engine_options(index)?;
     let engine =
         corekv_engine::Engine::open(datadir::shard_dir(&config.data_dir, index), opts).await?;
@@ -420,6 +496,15 @@ async fn shard_main(
             .run_hint_replay(move || stopping.is_stopping()),
     )
     .detach();
+    if let Some((shard, after)) = panic_test.filter(|&(s, _)| s == index) {
+        // The test hook (see TEST_PANIC_SHARD): a task of its own, as a
+        // bug in any request or background task would panic.
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(after).await;
+            panic!("{TEST_PANIC_SHARD} test hook: shard {shard} panics on purpose");
+        })
+        .detach();
+    }
     if ready.fetch_add(1, Ordering::SeqCst) + 1 == shards {
         tracing::info!(
             shards,
