@@ -9,6 +9,7 @@ use std::process::Command;
 
 use corekv_engine::{ConflictMode, Engine, Error, Options, WriteOptions};
 
+use common::loopfs::LoopFs;
 use common::{files_with, value_of};
 
 #[test]
@@ -158,61 +159,14 @@ fn oversized_keys_and_values_are_rejected_and_nothing_is_written() {
     });
 }
 
-/// A small ext4 file system on a loop device, unmounted on drop.
-struct LoopFs {
-    mount: tempfile::TempDir,
-    _image_dir: tempfile::TempDir,
-}
-
-impl LoopFs {
-    /// A fresh `size_mib` ext4 file system, mounted. Needs root to mount a
-    /// loop device; CI runs as root.
-    fn mounted(size_mib: u64) -> LoopFs {
-        LoopFs::new(size_mib).unwrap_or_else(|| {
-            panic!(
-                "could not create and mount a loop ext4 file system (needs root, losetup, mkfs.ext4)"
-            )
-        })
-    }
-
-    fn new(size_mib: u64) -> Option<LoopFs> {
-        let image_dir = tempfile::tempdir().ok()?;
-        let image = image_dir.path().join("fs.img");
-        let mount = tempfile::tempdir().ok()?;
-        let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
-        let made = ok(Command::new("truncate")
-            .args(["-s", &format!("{size_mib}M")])
-            .arg(&image))
-            && ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))
-            && ok(Command::new("mount")
-                .args(["-o", "loop"])
-                .arg(&image)
-                .arg(mount.path()));
-        made.then_some(LoopFs {
-            mount,
-            _image_dir: image_dir,
-        })
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        // Lazy: glommio may close its last file descriptors a moment later.
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.mount.path())
-            .status();
-    }
-}
-
 #[test]
 fn a_disk_without_room_for_a_whole_segment_still_opens_and_takes_writes() {
     let fs = LoopFs::mounted(16);
-    let dir = fs.mount.path().join("shard-0");
+    let dir = fs.path().join("shard-0");
     std::fs::create_dir_all(&dir).expect("mkdir");
     // Leave ~4 MiB free, less than one 8 MiB segment.
-    let ballast = fs.mount.path().join("ballast");
-    let free = free_bytes(fs.mount.path()).saturating_sub(4 << 20);
+    let ballast = fs.path().join("ballast");
+    let free = free_bytes(fs.path()).saturating_sub(4 << 20);
     std::fs::write(&ballast, vec![1u8; free as usize]).expect("write ballast");
     common::run(move || async move {
         let opts = Options {
@@ -262,7 +216,7 @@ fn free_bytes(path: &Path) -> u64 {
 #[test]
 fn full_disk_fails_writes_clearly_and_keeps_data_readable() {
     let fs = LoopFs::mounted(16);
-    let dir = fs.mount.path().join("shard-0");
+    let dir = fs.path().join("shard-0");
     common::run(move || async move {
         let opts = Options {
             memtable_bytes_max: 256 * 1024,

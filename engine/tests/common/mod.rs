@@ -1,6 +1,9 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
+#[path = "../../../tests/common/loopfs.rs"]
+pub mod loopfs;
+
 use std::future::Future;
 use std::time::Duration;
 

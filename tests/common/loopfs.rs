@@ -1,0 +1,90 @@
+//! A small ext4 file system on a loop device for the tests that need a
+//! disk of their own: one that fills up (ENOSPC) or freezes (`fsfreeze`).
+//! Shared by the engine's tests and the end-to-end tests (the engine's
+//! `tests/common` includes this file by path). Needs root, `losetup`,
+//! `mkfs.ext4` and `fsfreeze`; CI runs as root and `./test.sh` installs
+//! the packages.
+
+use std::path::Path;
+use std::process::Command;
+
+/// A mounted loop ext4, thawed and unmounted on drop.
+pub struct LoopFs {
+    mount: tempfile::TempDir,
+    _image_dir: tempfile::TempDir,
+}
+
+impl LoopFs {
+    /// A fresh `size_mib` ext4 file system, mounted; panics with what is
+    /// missing when it cannot be made.
+    pub fn mounted(size_mib: u64) -> LoopFs {
+        LoopFs::new(size_mib).unwrap_or_else(|| {
+            panic!(
+                "could not create and mount a loop ext4 file system (needs root, losetup, mkfs.ext4)"
+            )
+        })
+    }
+
+    fn new(size_mib: u64) -> Option<LoopFs> {
+        let image_dir = tempfile::tempdir().ok()?;
+        let image = image_dir.path().join("fs.img");
+        let mount = tempfile::tempdir().ok()?;
+        let made = succeeds(
+            Command::new("truncate")
+                .args(["-s", &format!("{size_mib}M")])
+                .arg(&image),
+        ) && succeeds(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))
+            && succeeds(
+                Command::new("mount")
+                    .args(["-o", "loop"])
+                    .arg(&image)
+                    .arg(mount.path()),
+            );
+        made.then_some(LoopFs {
+            mount,
+            _image_dir: image_dir,
+        })
+    }
+
+    /// Where the file system is mounted.
+    pub fn path(&self) -> &Path {
+        self.mount.path()
+    }
+
+    /// Freezes the file system: every write and sync on it blocks until
+    /// [`LoopFs::thaw`], as on a disk that stopped answering.
+    pub fn freeze(&self) {
+        assert!(
+            succeeds(Command::new("fsfreeze").arg("-f").arg(self.path())),
+            "fsfreeze -f {} failed (needs root and util-linux)",
+            self.path().display()
+        );
+    }
+
+    /// Thaws a frozen file system; blocked writes and syncs go on.
+    pub fn thaw(&self) {
+        assert!(
+            succeeds(Command::new("fsfreeze").arg("-u").arg(self.path())),
+            "fsfreeze -u {} failed",
+            self.path().display()
+        );
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        // A test that failed while frozen must not leave a frozen mount
+        // (umount would hang on it); thawing a thawed fs just fails.
+        let _ = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(self.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+        // Lazy: a process may close its last file descriptors a moment later.
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+fn succeeds(c: &mut Command) -> bool {
+    c.status().map(|s| s.success()).unwrap_or(false)
+}
