@@ -5,13 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# e2fsprogs + mount: the ENOSPC test builds a small loop-mounted ext4.
+# e2fsprogs + mount + util-linux: the ENOSPC and frozen-disk tests build a
+# small loop-mounted ext4 (losetup) and freeze it (fsfreeze).
 # redis-tools: redis-cli and redis-benchmark talk to our RESP port in the
 # end-to-end tests; redis-server is the baseline of bench/resp-vs-redis.sh.
 # iproute2 + iptables: the partition test puts nodes in network namespaces
 # and cuts them apart with iptables rules.
-packages=(e2fsprogs mount util-linux redis-tools redis-server iproute2 iptables procps)
-commands=(mkfs.ext4 mount losetup redis-cli redis-server ip iptables ps)
+packages=(e2fsprogs mount util-linux util-linux redis-tools redis-server iproute2 iptables procps)
+commands=(mkfs.ext4 mount losetup fsfreeze redis-cli redis-server ip iptables ps)
 missing=()
 for i in "${!commands[@]}"; do
     command -v "${commands[$i]}" >/dev/null 2>&1 || [ -x "/usr/sbin/${commands[$i]}" ] || missing+=("${packages[$i]}")

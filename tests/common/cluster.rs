@@ -30,14 +30,25 @@ impl Cluster {
 
     /// As [`Cluster::start`] with `shards` shards per node.
     pub fn start_sharded(n: usize, shards: u16, settings: &str) -> Cluster {
+        Cluster::start_with_dirs(n, shards, settings, |_| None)
+    }
+
+    /// As [`Cluster::start_sharded`], with node `i`'s data directory at
+    /// `data_dir(i)` when that is Some (a disk of its own, say).
+    pub fn start_with_dirs(
+        n: usize,
+        shards: u16,
+        settings: &str,
+        data_dir: impl Fn(usize) -> Option<std::path::PathBuf>,
+    ) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dir: tempfile::tempdir().expect("tempdir"),
             shards,
             settings: settings.to_string(),
         };
-        for _ in 0..n {
-            cluster.add_node();
+        for i in 0..n {
+            cluster.add_node_at(data_dir(i));
         }
         cluster.wait_converged();
         cluster
@@ -47,6 +58,11 @@ impl Cluster {
     /// through node 1; returns its index. Does not wait for the others to
     /// see it.
     pub fn add_node(&mut self) -> usize {
+        self.add_node_at(None)
+    }
+
+    /// As [`Cluster::add_node`], with its data in `data` when Some.
+    pub fn add_node_at(&mut self, data: Option<std::path::PathBuf>) -> usize {
         let i = self.nodes.len();
         let id = i + 1;
         let shards = self.shards;
@@ -63,7 +79,7 @@ impl Cluster {
             ),
         )
         .expect("write config");
-        let data = self.dir.path().join(format!("node{id}"));
+        let data = data.unwrap_or_else(|| self.dir.path().join(format!("node{id}")));
         let config = config.to_string_lossy().into_owned();
         self.nodes.push(Server::start_at(
             &data,

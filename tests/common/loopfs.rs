@@ -52,22 +52,43 @@ impl LoopFs {
     }
 
     /// Freezes the file system: every write and sync on it blocks until
-    /// [`LoopFs::thaw`], as on a disk that stopped answering.
-    pub fn freeze(&self) {
+    /// the guard is thawed or dropped, as on a disk that stopped
+    /// answering. The guard thaws even when a test fails while frozen, so
+    /// the processes blocked on the disk can be killed and reaped.
+    pub fn freeze(&self) -> Frozen<'_> {
         assert!(
             succeeds(Command::new("fsfreeze").arg("-f").arg(self.path())),
             "fsfreeze -f {} failed (needs root and util-linux)",
             self.path().display()
         );
+        Frozen { fs: self }
     }
+}
 
-    /// Thaws a frozen file system; blocked writes and syncs go on.
-    pub fn thaw(&self) {
+/// A frozen [`LoopFs`]; thawed by [`Frozen::thaw`] or on drop.
+pub struct Frozen<'a> {
+    fs: &'a LoopFs,
+}
+
+impl Frozen<'_> {
+    /// Thaws the file system; blocked writes and syncs go on.
+    pub fn thaw(self) {
+        let path = self.fs.path().to_path_buf();
+        std::mem::forget(self);
         assert!(
-            succeeds(Command::new("fsfreeze").arg("-u").arg(self.path())),
+            succeeds(Command::new("fsfreeze").arg("-u").arg(&path)),
             "fsfreeze -u {} failed",
-            self.path().display()
+            path.display()
         );
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(self.fs.path())
+            .status();
     }
 }
 

@@ -83,8 +83,11 @@ pub enum CoordinatorError {
         answered: usize,
         /// Answers needed.
         needed: usize,
-        /// The last replica error.
+        /// The last replica error, naming the replica.
         last: String,
+        /// Its protocol code, when it had one a client should see
+        /// (STORAGE, OVERLOADED, NOT_OWNER, ...); None: unreachable.
+        code: Option<ErrorCode>,
     },
 }
 
@@ -474,7 +477,9 @@ impl Coordinator {
         let mut deadline = Deadline::after(self.timeout);
         let mut answers: Vec<(usize, Option<SiblingSet>)> = Vec::with_capacity(targets.len());
         let outcome = self
-            .gather(&mut pending, &mut answers, needed, &mut deadline)
+            .gather(&mut pending, &mut answers, needed, &mut deadline, |i| {
+                targets[i].describe(&topo)
+            })
             .await;
         let merged = quorum::merge_all(answers.iter().map(|(_, a)| a), self.mode);
         let all_in = pending.is_empty();
@@ -658,7 +663,7 @@ impl Coordinator {
                     Ok(other) => Err(ReplicaError::Remote(format!(
                         "unexpected replica reply {other:?}"
                     ))),
-                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
+                    Err(e) => Err(e.into()),
                 }
             }
             Target::Fallback { .. } | Target::LocalHint { .. } => Err(ReplicaError::Remote(
@@ -722,7 +727,7 @@ impl Coordinator {
                     .replica_apply(&topo, t, key.clone(), state.clone(), encoded.clone())
                     .await;
                 let result = match (first, spare) {
-                    (Err(ReplicaError::Remote(why)), Some((node, owner))) => {
+                    (Err(why), Some((node, owner))) if why.may_stand_in() => {
                         tracing::debug!(%why, "replica unreachable; writing to a stand-in");
                         let stand_in = if Some(node) == topo.me() {
                             Target::LocalHint { owner }
@@ -739,7 +744,9 @@ impl Coordinator {
         let mut deadline = Deadline::after(self.timeout);
         let mut acks = Vec::with_capacity(targets.len());
         let outcome = self
-            .gather(&mut pending, &mut acks, needed, &mut deadline)
+            .gather(&mut pending, &mut acks, needed, &mut deadline, |i| {
+                targets[i].describe(topo)
+            })
             .await;
         // The rest finish in the background; what a replica missed becomes
         // a hint.
@@ -774,25 +781,33 @@ impl Coordinator {
 
     /// Waits until `needed` answers succeeded, too many failed, or the
     /// deadline passed.
+    /// `name(i)` names answer `i`'s replica in the error (called only on
+    /// a failure, so the hot path builds no strings).
     async fn gather<T>(
         &self,
         pending: &mut FuturesUnordered<Answer<T>>,
         answers: &mut Vec<(usize, T)>,
         needed: usize,
         deadline: &mut Deadline,
+        name: impl Fn(usize) -> String,
     ) -> Result<(), CoordinatorError> {
         let mut last_error = String::new();
+        let mut last_code = None;
         while answers.len() < needed {
             if answers.len() + pending.len() < needed {
                 return Err(CoordinatorError::Failed {
                     answered: answers.len(),
                     needed,
                     last: last_error,
+                    code: last_code,
                 });
             }
             match deadline.next(pending).await {
                 Some((i, Ok(a))) => answers.push((i, a)),
-                Some((_, Err(e))) => last_error = e.to_string(),
+                Some((i, Err(e))) => {
+                    last_code = e.client_code();
+                    last_error = format!("{}: {e}", name(i));
+                }
                 None => return Err(self.timed_out(answers.len(), needed)),
             }
         }

@@ -33,7 +33,52 @@ pub enum ReplicaError {
     },
 }
 
+impl From<crate::links::LinkError> for ReplicaError {
+    /// A node that answered with an error code keeps its code (a full
+    /// disk there is STORAGE here); one that could not be reached is
+    /// Remote, which is what a stand-in may replace.
+    fn from(e: crate::links::LinkError) -> ReplicaError {
+        match e {
+            crate::links::LinkError::Remote { id, code, message } => ReplicaError::Refused {
+                code,
+                message: format!("node {id}: {message}"),
+            },
+            other => ReplicaError::Remote(other.to_string()),
+        }
+    }
+}
+
 impl ReplicaError {
+    /// The kind of failure a client should see when this replica's error
+    /// decides the request: the replica's own code when it has one that
+    /// means something to a client, None for an unreachable node or a
+    /// protocol error between nodes (the client gets UNAVAILABLE).
+    pub(super) fn client_code(&self) -> Option<corekv_net::native::ErrorCode> {
+        use corekv_net::native::ErrorCode as C;
+        let code = match self {
+            ReplicaError::Local(e) => e.code(),
+            ReplicaError::Refused { code, .. } => *code,
+            ReplicaError::Remote(_) => return None,
+        };
+        match code {
+            C::BadFrame | C::UnknownOpcode | C::FrameTooLarge | C::UnsupportedVersion => None,
+            code => Some(code),
+        }
+    }
+
+    /// True when a sloppy quorum may hand this replica's write to a
+    /// stand-in: the node could not be reached or is stopping. A replica
+    /// that answered with its own failure (a full disk, a bound) is not
+    /// replaced, so ALL reports that failure instead of hiding it.
+    pub(super) fn may_stand_in(&self) -> bool {
+        use corekv_net::native::ErrorCode as C;
+        match self {
+            ReplicaError::Remote(_) => true,
+            ReplicaError::Refused { code, .. } => matches!(code, C::Unavailable),
+            ReplicaError::Local(_) => false,
+        }
+    }
+
     pub(super) fn into_coordinator(self, needed: usize) -> CoordinatorError {
         match self {
             ReplicaError::Local(e) => CoordinatorError::Local(e),
@@ -41,6 +86,7 @@ impl ReplicaError {
                 answered: 0,
                 needed,
                 last,
+                code: None,
             },
             ReplicaError::Refused { code, message } => CoordinatorError::Refused { code, message },
         }
@@ -67,6 +113,29 @@ pub(super) enum Target {
         /// The replica it stands in for.
         owner: NodeIndex,
     },
+}
+
+impl Target {
+    /// The replica as an error message names it: node id and address.
+    pub(super) fn describe(&self, topo: &Topology) -> String {
+        let node = |i: NodeIndex| {
+            topo.members().get(i).map_or_else(
+                || format!("node #{i}"),
+                |m| format!("node {} ({})", m.id, m.peer_addr),
+            )
+        };
+        match *self {
+            Target::Local => match topo.me() {
+                Some(me) => format!("{} (this node)", node(me)),
+                None => "this node".into(),
+            },
+            Target::Remote(n) => node(n),
+            Target::Fallback { node: n, owner } => {
+                format!("{}, standing in for {}", node(n), node(owner))
+            }
+            Target::LocalHint { owner } => format!("this node, standing in for {}", node(owner)),
+        }
+    }
 }
 
 // Replica calls have no timer of their own: every caller bounds them by its
@@ -105,7 +174,7 @@ impl Coordinator {
                     Ok(other) => Err(ReplicaError::Remote(format!(
                         "unexpected replica reply {other:?}"
                     ))),
-                    Err(e) => Err(ReplicaError::Remote(e.to_string())),
+                    Err(e) => Err(e.into()),
                 }
             }
             Target::Fallback { .. } | Target::LocalHint { .. } => Err(ReplicaError::Remote(
@@ -172,7 +241,7 @@ impl Coordinator {
             Ok(other) => Err(ReplicaError::Remote(format!(
                 "unexpected {role} reply {other:?}"
             ))),
-            Err(e) => Err(ReplicaError::Remote(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -36,6 +36,33 @@ pub enum RouteError {
     Runtime(#[from] Error),
 }
 
+impl RouteError {
+    /// The protocol code a client (or a coordinating node) gets for this
+    /// failure: a full disk is STORAGE wherever it happened, so a caller
+    /// can tell "this node's disk" from "too few replicas".
+    pub fn code(&self) -> corekv_net::native::ErrorCode {
+        use corekv_engine::Error as E;
+        use corekv_net::native::ErrorCode;
+        match self {
+            RouteError::Engine(E::KeyTooLarge { .. }) => ErrorCode::KeyTooLarge,
+            RouteError::Engine(E::ValueTooLarge { .. } | E::RecordTooLarge { .. }) => {
+                ErrorCode::ValueTooLarge
+            }
+            RouteError::Engine(E::Io { .. } | E::FlushFailed(_) | E::LogFailed(_)) => {
+                ErrorCode::Storage
+            }
+            RouteError::Engine(E::Closed) => ErrorCode::Unavailable,
+            RouteError::Engine(E::TooManySiblings { .. } | E::SetTooLarge { .. }) => {
+                ErrorCode::TooManySiblings
+            }
+            RouteError::Engine(E::ContextTooLarge { .. }) => ErrorCode::ContextTooLarge,
+            RouteError::Engine(E::ClockAhead { .. }) => ErrorCode::ClockSkew,
+            RouteError::Runtime(_) => ErrorCode::Unavailable,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
 /// One shard's view of the node: its engine, its index, and senders to
 /// every other shard. Cloned (cheaply, via `Rc`) into every connection.
 pub struct Router {

@@ -116,33 +116,17 @@ fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> Response {
 
 /// Maps an internal failure to a protocol error code.
 pub(super) fn error_code(e: &RouteError) -> ErrorCode {
-    use corekv_engine::Error as E;
-    match e {
-        RouteError::Engine(E::KeyTooLarge { .. }) => ErrorCode::KeyTooLarge,
-        RouteError::Engine(E::ValueTooLarge { .. } | E::RecordTooLarge { .. }) => {
-            ErrorCode::ValueTooLarge
-        }
-        RouteError::Engine(E::Io { .. } | E::FlushFailed(_) | E::LogFailed(_)) => {
-            ErrorCode::Storage
-        }
-        RouteError::Engine(E::Closed) => ErrorCode::Unavailable,
-        RouteError::Engine(E::TooManySiblings { .. } | E::SetTooLarge { .. }) => {
-            ErrorCode::TooManySiblings
-        }
-        RouteError::Engine(E::ContextTooLarge { .. }) => ErrorCode::ContextTooLarge,
-        RouteError::Engine(E::ClockAhead { .. }) => ErrorCode::ClockSkew,
-        RouteError::Runtime(_) => ErrorCode::Unavailable,
-        _ => ErrorCode::Internal,
-    }
+    e.code()
 }
 
 /// Maps a coordinator failure to a protocol error code.
 pub(super) fn coordinator_error_code(e: &CoordinatorError) -> ErrorCode {
     match e {
         CoordinatorError::Local(e) => error_code(e),
-        CoordinatorError::Unavailable(_) | CoordinatorError::Failed { .. } => {
-            ErrorCode::Unavailable
-        }
+        CoordinatorError::Unavailable(_) => ErrorCode::Unavailable,
+        // The replicas' own kind of failure when they had one (a full disk
+        // is STORAGE, a bound OVERLOADED), else too few replicas.
+        CoordinatorError::Failed { code, .. } => code.unwrap_or(ErrorCode::Unavailable),
         CoordinatorError::Timeout { .. } => ErrorCode::Timeout,
         CoordinatorError::Refused { code, .. } => *code,
     }
