@@ -73,8 +73,24 @@ pub(super) async fn serve_connection(
                     // against running commands, or for a write, which will be
                     // running itself (it waits for the commit log).
                     let keys = (running > 0 || !is_read(&cmd)).then(|| keys_of(&cmd));
+                    // A lone node's plain SET takes its clock reading when
+                    // first polled (below, before anything can wait), and
+                    // overwrites merge by that reading in any order: SETs
+                    // of one key need not wait for each other, so a
+                    // pipeline's SETs share one commit-log sync and the
+                    // last one still wins. A read of the key still waits.
+                    let overwrite = match &cmd {
+                        Command::Set {
+                            key,
+                            condition: SetCondition::Always,
+                            ..
+                        } => coordinator.writes_here_alone(key, Consistency::Default),
+                        _ => false,
+                    };
                     let conflict = match &keys {
-                        Some((reads, writes)) => pending.iter().any(|p| p.conflicts(reads, writes)),
+                        Some((reads, writes)) => pending
+                            .iter()
+                            .any(|p| p.conflicts(reads, writes, overwrite)),
                         None => false,
                     };
                     if conflict || pending.len() >= limits.max_in_flight.max(1) {
@@ -117,6 +133,7 @@ pub(super) async fn serve_connection(
                                         slot: Slot::Done(reply),
                                         reads: Tokens::None,
                                         writes: Tokens::None,
+                                        overwrite: false,
                                     });
                                 }
                             }
@@ -131,7 +148,7 @@ pub(super) async fn serve_connection(
                                 value,
                                 expiry,
                                 condition: SetCondition::Always,
-                            } if coordinator.writes_here_alone(&key, Consistency::Default) => {
+                            } if overwrite => {
                                 // A lone node's plain SET gets a future of its
                                 // own: a few hundred bytes instead of the
                                 // general command's several KiB, moved into
@@ -166,6 +183,7 @@ pub(super) async fn serve_connection(
                             slot: Slot::Done(reply),
                             reads: Tokens::None,
                             writes: Tokens::None,
+                            overwrite: false,
                         },
                         None => {
                             running += 1;
@@ -177,6 +195,7 @@ pub(super) async fn serve_connection(
                                 slot: Slot::Running(run),
                                 reads,
                                 writes,
+                                overwrite,
                             }
                         }
                     };
@@ -294,16 +313,23 @@ struct Pending {
     slot: Slot,
     reads: Tokens,
     writes: Tokens,
+    /// A lone node's plain SET, its clock reading already taken: it
+    /// commutes with a later one of the same key.
+    overwrite: bool,
 }
 
 impl Pending {
-    /// Whether a later command reading `reads` and writing `writes` must
-    /// wait for this one. Answered commands never conflict.
-    fn conflicts(&self, reads: &Tokens, writes: &Tokens) -> bool {
+    /// Whether a later command reading `reads` and writing `writes` (a
+    /// plain overwrite when `overwrite`) must wait for this one. Answered
+    /// commands never conflict; two overwrites of a key do not either,
+    /// since the later clock reading wins whichever lands first.
+    fn conflicts(&self, reads: &Tokens, writes: &Tokens, overwrite: bool) -> bool {
         if matches!(self.slot, Slot::Done(_)) {
             return false;
         }
-        (!writes.is_empty() && (writes.meets(&self.writes) || writes.meets(&self.reads)))
+        let overwrites_commute = overwrite && self.overwrite;
+        (!writes.is_empty()
+            && ((writes.meets(&self.writes) && !overwrites_commute) || writes.meets(&self.reads)))
             || reads.meets(&self.writes)
     }
 }
