@@ -8,6 +8,12 @@
 # Prints requests/s, the ratio corekv/Redis, and each server's CPU-µs per
 # request (from /proc/PID/stat, user + system time).
 #
+# Then the durable pair (issue 23): corekv's `batch` commit log (ack after
+# fdatasync, the default) against Redis with appendfsync always (ack after
+# fsync), SET with -P 16 on redis-benchmark's single default key, -P 16
+# over 1 000 000 keys, and -P 1 over 1 000 000 keys. DURABLE_N requests per
+# test (default N / 4: each fsync costs ~1 ms on a virtio disk).
+#
 # Usage: bench/resp-vs-redis.sh [requests per test, default 1000000; runs of
 # a few hundred thousand swing by ±15 % on a shared VM]
 # Builds and runs $CARGO_TARGET_DIR/release/corekv (default target/).
@@ -37,14 +43,17 @@ done
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
-# run PORT PID TEST PIPELINE -> "rps cpu_us_per_op"
+# run PORT PID TEST PIPELINE [KEYSPACE, default 100000; 0 = one key]
+# [REQUESTS, default N] -> "rps cpu_us_per_op"
 run() {
-    local before after rps
+    local before after rps keys=${5:-100000} n=${6:-$N}
+    local range=(-r "$keys")
+    [ "$keys" = 0 ] && range=()
     before=$(cpu_ticks "$2")
-    rps=$(taskset -c 1 redis-benchmark -p "$1" -t "$3" -c 50 -d 100 -n "$N" -P "$4" -r 100000 --csv 2>/dev/null \
+    rps=$(taskset -c 1 redis-benchmark -p "$1" -t "$3" -c 50 -d 100 -n "$n" -P "$4" "${range[@]}" --csv 2>/dev/null \
         | awk -F, 'NR==2 {gsub(/"/, "", $2); print $2}')
     after=$(cpu_ticks "$2")
-    awk -v r="$rps" -v t=$((after - before)) -v hz="$hz" -v n="$N" \
+    awk -v r="$rps" -v t=$((after - before)) -v hz="$hz" -v n="$n" \
         'BEGIN {printf "%s %.2f\n", r, t * 1e6 / hz / n}'
 }
 
@@ -56,4 +65,33 @@ for P in 1 16; do
         ratio=$(awk -v a="$c_rps" -v b="$r_rps" 'BEGIN {printf "%.2f", a / b}')
         printf "%-8s %-4s %14s %14s %8s %16s %16s\n" "$t" "$P" "$r_rps" "$c_rps" "$ratio" "$r_cpu" "$c_cpu"
     done
+done
+
+# The durable pair: fresh servers, ack after fsync on both sides.
+DURABLE_N=${DURABLE_N:-$((N / 4))}
+kill "$redis_pid" "$corekv_pid"
+wait "$redis_pid" "$corekv_pid" 2>/dev/null || true
+REDIS_DURABLE=16380
+COREKV_DURABLE=17380
+mkdir -p "$work/redis-durable"
+taskset -c 0 redis-server --port $REDIS_DURABLE --bind 127.0.0.1 --appendonly yes --appendfsync always \
+    --save "" --dir "$work/redis-durable" --daemonize no --loglevel warning >"$work/redis-durable.log" 2>&1 &
+pids+=($!); redis_pid=$!
+taskset -c 0 "$bin" serve --shards 1 --cpus 0 --commitlog-sync batch \
+    --data-dir "$work/corekv-durable" --native-addr 127.0.0.1:17010 --resp-addr 127.0.0.1:$COREKV_DURABLE \
+    --peer-addr 127.0.0.1:17020 --admin-addr off --log warn >"$work/corekv-durable.log" 2>&1 &
+pids+=($!); corekv_pid=$!
+for port in $REDIS_DURABLE $COREKV_DURABLE; do
+    for _ in $(seq 1 100); do redis-cli -p $port PING >/dev/null 2>&1 && break; sleep 0.1; done
+done
+echo
+echo "durable: corekv commitlog_sync = batch against Redis appendfsync always, SET, $DURABLE_N requests each"
+printf "%-8s %-4s %-10s %14s %14s %8s\n" test P keys "redis rps" "corekv rps" ratio
+for spec in "16 0" "16 1000000" "1 1000000"; do
+    read -r P keys <<<"$spec"
+    read -r r_rps _ < <(run $REDIS_DURABLE $redis_pid set "$P" "$keys" "$DURABLE_N")
+    read -r c_rps _ < <(run $COREKV_DURABLE $corekv_pid set "$P" "$keys" "$DURABLE_N")
+    ratio=$(awk -v a="$c_rps" -v b="$r_rps" 'BEGIN {printf "%.2f", a / b}')
+    label=$keys; [ "$keys" = 0 ] && label="one key"
+    printf "%-8s %-4s %-10s %14s %14s %8s\n" set "$P" "$label" "$r_rps" "$c_rps" "$ratio"
 done
