@@ -558,6 +558,23 @@ fn print_status(json: &str, member_timeout: Duration) -> Result<()> {
         mib("commitlog_live_bytes"),
         mib("commitlog_live_bytes_max_per_shard")
     );
+    if let (Some(syncs), Some(records), Some(us)) = (
+        v["commitlog_syncs"].as_u64(),
+        v["commitlog_records"].as_u64(),
+        v["commitlog_sync_time_us"].as_u64(),
+    ) {
+        // Group commit at a glance: how many writes one fdatasync covers
+        // and what one costs (since start).
+        if syncs > 0 {
+            println!(
+                "group commit:    {:.1} writes per fdatasync, {} µs per fdatasync ({syncs} syncs)",
+                records as f64 / syncs as f64,
+                us / syncs
+            );
+        } else {
+            println!("group commit:    no fdatasync yet ({records} writes)");
+        }
+    }
     println!(
         "cluster:         {} (node {}, N = {})",
         v["cluster"].as_str().unwrap_or("?"),

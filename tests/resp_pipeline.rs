@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::cluster::status;
 use common::{redis_cli, Server};
 
 fn command(out: &mut Vec<u8>, args: &[&str]) {
@@ -71,9 +72,27 @@ fn pipelined_sets_of_one_key_answer_in_order_and_the_last_wins() {
     expected.push_str("$-1\r\n");
     command(&mut pipeline, &["SET", "k", "last"]);
     expected.push_str("+OK\r\n");
+    let log = |s: &serde_json::Value| {
+        (
+            s["commitlog_records"].as_u64().expect("records"),
+            s["commitlog_syncs"].as_u64().expect("syncs"),
+        )
+    };
+    let (records_before, syncs_before) = log(&status(&server));
     stream.write_all(&pipeline).expect("send pipeline");
     let got = read_exactly(&mut stream, expected.len());
     assert_eq!(got, expected);
+    // The 64 SETs that opened the pipeline arrived together and shared
+    // fdatasyncs instead of taking one each (the GETs between the later
+    // SETs make those wait their turn).
+    let (records, syncs) = log(&status(&server));
+    let (records, syncs) = (records - records_before, syncs - syncs_before);
+    assert!(
+        records >= 113 && syncs * 4 <= records,
+        "{records} writes took {syncs} fdatasyncs"
+    );
+    let text = String::from_utf8_lossy(&server.cli(&["status"]).stdout).into_owned();
+    assert!(text.contains("writes per fdatasync"), "{text}");
     drop(stream);
     // Every SET was acknowledged after its sync: kill -9, replay, and the
     // last SET of each key is still the one a reader sees.

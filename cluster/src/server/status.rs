@@ -18,6 +18,8 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
     let mut log_bytes = 0u64;
     let mut log_bytes_max = 0u64;
     let mut sync = String::new();
+    // Group commit: records per fdatasync and the time one takes.
+    let (mut log_records, mut log_syncs, mut log_sync_us) = (0u64, 0u64, 0u64);
     let mut totals = MetricsSnapshot::default();
     for i in 0..router.shards() {
         let ReplicaReply::Stats(shard) = router.call_on(i, ReplicaOp::Stats).await? else {
@@ -30,6 +32,9 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
         table_bytes += s.table_bytes;
         log_bytes += s.log_bytes;
         log_bytes_max = s.log_bytes_max;
+        log_records += s.log.records;
+        log_syncs += s.log.syncs;
+        log_sync_us += s.log.sync_time_us;
         sync = match s.sync_mode {
             Some(SyncMode::Batch) => "batch".into(),
             Some(SyncMode::Periodic { period }) => format!("periodic ({} ms)", period.as_millis()),
@@ -51,6 +56,8 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
             "compactions": s.compactions,
             "commitlog_live_bytes": s.log_bytes,
             "commitlog_syncs": s.log.syncs,
+            "commitlog_sync_time_us": s.log.sync_time_us,
+            "commitlog_batches": s.log.batches,
             "commitlog_records": s.log.records,
             "block_cache_hits": s.cache.hits,
             "block_cache_misses": s.cache.misses,
@@ -69,6 +76,9 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
         "commitlog_sync": sync,
         "commitlog_live_bytes": log_bytes,
         "commitlog_live_bytes_max_per_shard": log_bytes_max,
+        "commitlog_syncs": log_syncs,
+        "commitlog_records": log_records,
+        "commitlog_sync_time_us": log_sync_us,
 
         "node_id": topology.me().map(|i| topology.members()[i].id),
         "status": topology.me().map(|i| topology.status(i).name()),
