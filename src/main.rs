@@ -144,6 +144,12 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Flush every shard's memtable and merge its SSTables into one (a
+    /// major compaction, like `nodetool compact`); waits until done.
+    Compact {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Measure the disk (`tune io`) or check the host (`tune host`).
     #[command(subcommand)]
     Tune(tune::TuneCommand),
@@ -487,6 +493,19 @@ fn main() -> Result<()> {
             node,
             Duration::from_secs(wait_s),
         ),
+        Command::Compact { conn } => {
+            let answer = ops::admin(
+                &mut conn.connect()?,
+                &serde_json::json!({ "op": "compact" }),
+            )?;
+            println!(
+                "compacted {} shards: {} SSTables, {:.1} MiB",
+                answer["compacted"],
+                answer["sstables"],
+                answer["sstable_bytes"].as_u64().unwrap_or(0) as f64 / (1024.0 * 1024.0)
+            );
+            Ok(())
+        }
         Command::Decommission { wait_s, conn } => {
             ops::decommission(&mut conn.connect()?, Duration::from_secs(wait_s))
         }

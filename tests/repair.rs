@@ -175,3 +175,69 @@ fn the_scheduler_repairs_without_being_asked() {
         assert_eq!(values(&got), ["v"], "s{i}");
     }
 }
+
+/// Issue 22's resurrection scenario: a replica is down while a key is
+/// deleted; gc_grace passes on the others, with flushes and a major
+/// compaction; the replica comes back holding the old value. The others
+/// kept the tombstone (no repair reached every replica since the delete),
+/// so repair carries the delete to it instead of the value back to them.
+#[test]
+fn a_delete_missed_by_a_down_replica_stays_deleted_after_gc_grace() {
+    // No hints: only the kept tombstone and repair can carry the delete.
+    let mut cluster = Cluster::start(
+        3,
+        "hints_max_per_shard = 0\ngc_grace_s = 3\nhint_window_s = 1\nrepair_interval_s = 1",
+    );
+    let mut c = cluster.client(0);
+    put(&mut c, "ghost", "boo", Vec::new(), Consistency::All).expect("put at ALL");
+    put(&mut c, "alive", "yes", Vec::new(), Consistency::All).expect("put at ALL");
+    cluster.nodes[2].signal_and_wait("-TERM");
+    // A delete supersedes what its context was shown: read, then delete.
+    let read = get(&mut c, "ghost", Consistency::Quorum).expect("read");
+    assert_eq!(values(&read), ["boo"]);
+    let deleted = c
+        .call(RequestBody::Delete {
+            consistency: Consistency::Quorum,
+            context: common::cluster::context(&read),
+            key: b"ghost".to_vec(),
+        })
+        .expect("delete at QUORUM");
+    assert!(
+        !matches!(deleted, ResponseBody::Error { .. }),
+        "{deleted:?}"
+    );
+    // gc_grace passes; both remaining replicas flush and compact.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    for n in 0..2 {
+        let out = cluster.nodes[n].cli(&["compact"]);
+        assert!(
+            out.status.success(),
+            "compact: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The horizon is the last complete repair, before node 3 stopped.
+        let s = status(&cluster.nodes[n]);
+        assert!(
+            s["per_shard"][0]["tombstone_gc_horizon_ms"].is_u64(),
+            "node {}: {}",
+            n + 1,
+            s["per_shard"][0]
+        );
+    }
+    cluster.nodes[2].restart();
+    cluster.wait_converged();
+    // A complete repair from each side.
+    for n in [2, 0] {
+        repair(&cluster.nodes[n], &[]);
+    }
+    let got = get(&mut c, "ghost", Consistency::All).expect("read at ALL");
+    assert!(
+        values(&got).is_empty(),
+        "the deleted key came back after gc_grace: {got:?}"
+    );
+    let mut c3 = cluster.client(2);
+    let got = get(&mut c3, "ghost", Consistency::One).expect("read at ONE");
+    assert!(values(&got).is_empty(), "node 3 still serves it: {got:?}");
+    let got = get(&mut c, "alive", Consistency::All).expect("read");
+    assert_eq!(values(&got), ["yes"]);
+}

@@ -77,6 +77,23 @@ pub fn last_repair_path(shard_dir: &Path) -> PathBuf {
     shard_dir.join("last-repair")
 }
 
+/// Where a shard remembers when its last complete repair started: one of
+/// every range against every other replica, with no segment failed or
+/// skipped (a replica down counts as failed). Tombstones written before
+/// that instant reached every replica; compaction may drop only those.
+pub fn full_repair_path(shard_dir: &Path) -> PathBuf {
+    shard_dir.join("last-full-repair")
+}
+
+/// When the shard's last complete repair started (Unix ms; 0 = never, so
+/// no tombstone may be dropped yet where other replicas exist).
+pub fn load_full_repair(shard_dir: &Path) -> u64 {
+    std::fs::read_to_string(full_repair_path(shard_dir))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// When the shard's last repair completed (Unix ms; 0 = never or unknown).
 pub fn load_last_repair(shard_dir: &Path) -> u64 {
     std::fs::read_to_string(last_repair_path(shard_dir))
@@ -99,6 +116,7 @@ pub async fn repair_shard(
     let shard = router.index();
     let topo = c.topology();
     let started = Instant::now();
+    let started_ms = wall_clock_ms();
     let mut work: Vec<(usize, Segment)> = Vec::new();
     for peer in 0..topo.members().len() {
         if Some(peer) == topo.me() || req.node.is_some_and(|id| topo.members()[peer].id != id) {
@@ -153,6 +171,14 @@ pub async fn repair_shard(
             &last_repair_path(shard_dir),
             now.to_string().as_bytes(),
         );
+        if req.range.is_none() && req.node.is_none() {
+            if let Err(e) = crate::runtime::datadir::write_atomically(
+                &full_repair_path(shard_dir),
+                started_ms.to_string().as_bytes(),
+            ) {
+                tracing::warn!(shard, error = %e, "could not save the complete repair's time; tombstones wait for the next one");
+            }
+        }
     }
     crate::runtime::metrics::bump(&metrics.repair_runs);
     metrics.repair_running.set(0);

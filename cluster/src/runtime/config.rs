@@ -128,10 +128,14 @@ pub struct NodeConfig {
     /// Time between gossip rounds.
     pub gossip_interval_ms: u64,
     /// Anti-entropy: every shard repairs its ranges with their other
-    /// replicas this often (0 = never; then tombstones of deletes a replica
-    /// missed can come back after `gc_grace_s`). Must be below
-    /// `gc_grace_s`.
+    /// replicas this often. Must be below `gc_grace_s`. 0 (never) only
+    /// with `unsafe_no_repair`: tombstones then wait for a repair an
+    /// operator runs.
     pub repair_interval_s: u64,
+    /// Allows `repair_interval_s = 0`: the operator takes over running
+    /// repairs (`corekv repair`); until one completes, tombstones are
+    /// never dropped where other replicas exist.
+    pub unsafe_no_repair: bool,
     /// A node starting for the first time with seeds elsewhere joins as
     /// "joining" and streams the ranges it will own before it serves them
     /// (bootstrap). False: it owns its ranges at once, empty (for a new
@@ -205,6 +209,7 @@ impl Default for NodeConfig {
             seeds: Vec::new(),
             gossip_interval_ms: 200,
             repair_interval_s: 7 * 24 * 3600,
+            unsafe_no_repair: false,
             stream_mb_per_s: 64,
             auto_bootstrap: true,
             phi_convict_threshold: 8.0,
@@ -353,10 +358,21 @@ impl NodeConfig {
         if self.replication_factor == 0 || self.replication_factor > 15 {
             return Err(Error::Config("replication_factor must be in 1..=15".into()));
         }
+        if self.repair_interval_s == 0 && !self.unsafe_no_repair {
+            return Err(Error::Config(
+                "repair_interval_s = 0 turns scheduled repair off; tombstones then wait for a repair an operator runs. Set unsafe_no_repair = true to confirm".into(),
+            ));
+        }
         if self.repair_interval_s != 0 && self.repair_interval_s >= self.gc_grace_s {
             return Err(Error::Config(format!(
                 "repair_interval_s ({}) must be below gc_grace_s ({}): a replica that missed a delete must be repaired before the tombstone is purged, or the value comes back",
                 self.repair_interval_s, self.gc_grace_s
+            )));
+        }
+        if self.hint_window_s >= self.gc_grace_s {
+            return Err(Error::Config(format!(
+                "hint_window_s ({}) must be below gc_grace_s ({}): a hint replayed after the tombstone of a later delete was purged would bring the deleted value back",
+                self.hint_window_s, self.gc_grace_s
             )));
         }
         if self.gossip_interval_ms == 0 || self.gossip_interval_ms > 60_000 {
@@ -414,6 +430,48 @@ pub fn parse_level(text: &str) -> Result<corekv_net::native::Consistency> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_that_could_resurrect_deletes_are_refused() {
+        let check = |toml_text: &str| {
+            toml::from_str::<NodeConfig>(toml_text)
+                .expect("parses")
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        assert!(check("").is_ok(), "the defaults are safe");
+        let e = check(
+            "gc_grace_s = 7200
+repair_interval_s = 3600
+hint_window_s = 7200
+",
+        )
+        .expect_err("hint window = gc_grace");
+        assert!(
+            e.contains("hint_window_s") && e.contains("gc_grace_s"),
+            "{e}"
+        );
+        let e = check(
+            "repair_interval_s = 0
+",
+        )
+        .expect_err("never repair");
+        assert!(e.contains("unsafe_no_repair"), "{e}");
+        assert!(check(
+            "repair_interval_s = 0
+unsafe_no_repair = true
+"
+        )
+        .is_ok());
+        let e = check(
+            "gc_grace_s = 3600
+repair_interval_s = 3600
+hint_window_s = 60
+",
+        )
+        .expect_err("repair interval = gc_grace");
+        assert!(e.contains("repair_interval_s"), "{e}");
+    }
 
     #[test]
     fn toml_overrides_defaults_and_typos_are_errors() {

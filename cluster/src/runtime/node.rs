@@ -300,9 +300,22 @@ struct Repairs {
     last_ms: u64,
     running: Rc<std::cell::Cell<bool>>,
     queue: glommio::TaskQueueHandle,
+    /// When the last complete repair started (see `repair::full_repair_path`).
+    full_ms: Rc<std::cell::Cell<u64>>,
 }
 
 impl Repairs {
+    /// The tombstone-GC horizon the engine should use now: none when no
+    /// other replica can exist, else the last complete repair's start.
+    fn tombstone_horizon_ms(&self, coordinator: &Coordinator) -> u64 {
+        let topo = coordinator.topology();
+        if topo.members().len() <= 1 || topo.replication_factor() <= 1 {
+            u64::MAX
+        } else {
+            self.full_ms.get()
+        }
+    }
+
     fn poll(
         &mut self,
         coordinator: &Rc<Coordinator>,
@@ -328,8 +341,10 @@ impl Repairs {
         let c = coordinator.clone();
         let mb = config.stream_mb_per_s;
         let dir = shard_dir.to_path_buf();
+        let full = self.full_ms.clone();
         spawn_job(self.queue, &self.running, "repair", async move {
             crate::repair::repair_shard(&c, &req, mb, &dir).await;
+            full.set(crate::repair::load_full_repair(&dir));
         });
     }
 }
@@ -534,6 +549,9 @@ async fn shard_main(
     let mut repairs = Repairs {
         seen_epoch: control.repair.epoch(),
         last_ms: crate::repair::load_last_repair(&shard_dir),
+        full_ms: Rc::new(std::cell::Cell::new(crate::repair::load_full_repair(
+            &shard_dir,
+        ))),
         running: Rc::new(std::cell::Cell::new(false)),
         queue: glommio::executor().create_task_queue(
             glommio::Shares::Static(REPAIR_SHARES),
@@ -556,6 +574,7 @@ async fn shard_main(
             last_report = std::time::Instant::now();
         }
         repairs.poll(&coordinator, &control, &config, &shard_dir);
+        engine.set_tombstone_horizon_ms(repairs.tombstone_horizon_ms(&coordinator));
         movements.poll(&coordinator, &control, &config, &shard_dir, repairs.queue);
     }
     report(false);

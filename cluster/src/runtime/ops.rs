@@ -112,6 +112,9 @@ pub enum ReplicaOp {
     },
     /// The shard's engine figures.
     Stats,
+    /// Flush the memtable and merge every table into one (an operator's
+    /// major compaction); answered with the figures after it.
+    Compact,
 }
 
 impl ReplicaOp {
@@ -121,7 +124,7 @@ impl ReplicaOp {
             ReplicaOp::Get { key } | ReplicaOp::Apply { key, .. } | ReplicaOp::Mint { key, .. } => {
                 Some(key)
             }
-            ReplicaOp::Stats => None,
+            ReplicaOp::Stats | ReplicaOp::Compact => None,
         }
     }
 }
@@ -178,6 +181,14 @@ pub async fn execute(
             // The state crosses threads: unshared once the write is stored.
             let state = std::rc::Rc::try_unwrap(state).unwrap_or_else(|s| (*s).clone());
             Ok(ReplicaReply::Minted { state, context })
+        }
+        ReplicaOp::Compact => {
+            engine.flush().await?;
+            engine.compact_all().await?;
+            Ok(ReplicaReply::Stats(Box::new(ShardStats {
+                engine: engine.stats(),
+                metrics: metrics.snapshot(),
+            })))
         }
         ReplicaOp::Stats => Ok(ReplicaReply::Stats(Box::new(ShardStats {
             engine: engine.stats(),

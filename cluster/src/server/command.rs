@@ -8,6 +8,7 @@ use crate::coordinator::Coordinator;
 use crate::gossip::NodeStatus;
 use crate::movement::{self, Movement};
 use crate::repair::RepairRequest;
+use crate::runtime::ops::{ReplicaOp, ReplicaReply};
 
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
@@ -29,6 +30,10 @@ enum Command {
         /// The dead node.
         id: u32,
     },
+    /// Flush every shard's memtable and merge its tables into one (what
+    /// `nodetool compact` does): purges what gc_grace and the last complete
+    /// repair allow at once. Answers when every shard is done.
+    Compact,
 }
 
 /// Runs `command` (UTF-8 JSON); the JSON answer, or why not.
@@ -101,6 +106,25 @@ pub async fn run(coordinator: &Coordinator, command: &[u8]) -> Result<String, St
             }
             coordinator.control().remove(id);
             Ok(json!({ "started": "removenode", "id": id }).to_string())
+        }
+        Command::Compact => {
+            let router = coordinator.router();
+            let mut tables = 0u64;
+            let mut bytes = 0u64;
+            for shard in 0..router.shards() {
+                let reply = router
+                    .call_on(shard, ReplicaOp::Compact)
+                    .await
+                    .map_err(|e| format!("compacting shard {shard}: {e}"))?;
+                if let ReplicaReply::Stats(s) = reply {
+                    tables += s.engine.tables;
+                    bytes += s.engine.table_bytes;
+                }
+            }
+            Ok(
+                json!({ "compacted": router.shards(), "sstables": tables, "sstable_bytes": bytes })
+                    .to_string(),
+            )
         }
     }
 }

@@ -54,6 +54,8 @@ pub async fn status_json(coordinator: &Coordinator) -> Result<String, RouteError
             "flushes": s.flushes,
             "log_bound_flushes": s.log_bound_flushes,
             "compactions": s.compactions,
+            // null: no other replica, gc_grace alone decides.
+            "tombstone_gc_horizon_ms": (s.tombstone_horizon_ms != u64::MAX).then_some(s.tombstone_horizon_ms),
             "commitlog_live_bytes": s.log_bytes,
             "commitlog_syncs": s.log.syncs,
             "commitlog_sync_time_us": s.log.sync_time_us,

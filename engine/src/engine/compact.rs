@@ -95,6 +95,7 @@ impl Engine {
             .acquire_permit(1)
             .await
             .map_err(|e| crate::Error::io(&self.dir, e))?;
+        let ids_given = ids.is_some();
         // Another compaction may have consumed some inputs while we waited.
         let ids: Vec<u64> = {
             let st = self.state.borrow();
@@ -104,7 +105,11 @@ impl Engine {
                 None => live.collect(),
             }
         };
-        if ids.len() < 2 {
+        // A major compaction (`None`) rewrites even a lone table, so an
+        // operator's `compact` purges what gc_grace allows at once; picked
+        // compactions need two tables to have anything to merge.
+        let fewest = if ids_given { 2 } else { 1 };
+        if ids.len() < fewest {
             return Ok(());
         }
         let ids = ids.as_slice();
@@ -133,6 +138,7 @@ impl Engine {
             TableWriter::create(&path, id, &self.table_options(), expected as usize).await?;
         let now = wall_clock_ms();
         let grace_ms = self.opts.gc_grace.as_millis() as u64;
+        let repaired_ms = self.tombstone_horizon_ms.get();
         let mut written = 0u64;
         let mut dropped = 0u64;
         let mut encoded = Vec::new();
@@ -142,7 +148,7 @@ impl Engine {
                     return Ok(false);
                 };
                 let elsewhere = self.key_may_exist_outside(&others, token, &key);
-                if set.gc(now, grace_ms, elsewhere) {
+                if set.gc(now, grace_ms, repaired_ms, elsewhere) {
                     dropped += 1;
                     return Ok(true);
                 }

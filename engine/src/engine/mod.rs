@@ -115,6 +115,9 @@ pub struct EngineStats {
     pub log_bytes: u64,
     /// The live log size that starts a flush (`Options::log_bytes_max`).
     pub log_bytes_max: u64,
+    /// The tombstone-GC horizon (Unix ms; `u64::MAX`: only gc_grace
+    /// decides): tombstones written since are kept by compaction.
+    pub tombstone_horizon_ms: u64,
     /// Commit-log figures.
     pub log: LogStats,
     /// Block-cache figures.
@@ -146,6 +149,10 @@ pub struct Engine {
     /// One compaction at a time (background or requested).
     compaction_lock: Semaphore,
     compaction_running: Cell<bool>,
+    /// Tombstones deleted at or after this instant (Unix ms) survive
+    /// compaction whatever their age: no repair that reached every replica
+    /// has started since (see [`Engine::set_tombstone_horizon_ms`]).
+    tombstone_horizon_ms: Cell<u64>,
     /// The low-share task queue compactions run in.
     compaction_queue: Cell<Option<glommio::TaskQueueHandle>>,
     flush_scheduled: Cell<bool>,
@@ -242,6 +249,7 @@ impl Engine {
             manifest_lock: Semaphore::new(1),
             compaction_lock: Semaphore::new(1),
             compaction_running: Cell::new(false),
+            tombstone_horizon_ms: Cell::new(u64::MAX),
             compaction_queue: Cell::new(None),
             flush_scheduled: Cell::new(false),
             last_flush_error: RefCell::new(None),
@@ -281,6 +289,22 @@ impl Engine {
         &self.opts
     }
 
+    /// Sets the tombstone-GC horizon: compaction drops a tombstone only
+    /// when it is older than `gc_grace` and was written before
+    /// `horizon_ms`, the start of the last repair that reached every other
+    /// replica of this engine's ranges. `u64::MAX` (the default, for an
+    /// engine that is the only replica) leaves gc_grace alone to decide.
+    /// The cluster layer sets it; a replica that missed a delete is then
+    /// always repaired before the tombstone that would correct it is gone.
+    pub fn set_tombstone_horizon_ms(&self, horizon_ms: u64) {
+        self.tombstone_horizon_ms.set(horizon_ms);
+    }
+
+    /// The tombstone-GC horizon in effect (Unix ms; `u64::MAX`: none).
+    pub fn tombstone_horizon_ms(&self) -> u64 {
+        self.tombstone_horizon_ms.get()
+    }
+
     /// Current figures.
     pub fn stats(&self) -> EngineStats {
         let st = self.state.borrow();
@@ -307,6 +331,7 @@ impl Engine {
             clock_refusals: c.clock_refusals.get(),
             log_bytes: self.live_log_bytes(&st, log.segment),
             log_bytes_max: self.opts.log_bytes_max,
+            tombstone_horizon_ms: self.tombstone_horizon_ms.get(),
             log,
             cache: self.cache.stats(),
             sync_mode: Some(self.opts.sync_mode),

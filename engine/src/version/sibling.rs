@@ -273,8 +273,17 @@ impl SiblingSet {
     ///
     /// Dropping a tombstone is what can resurrect data: a replica that missed
     /// the delete still holds the old value, and only anti-entropy within
-    /// gc_grace propagates the delete first. Hence gc_grace > repair interval.
-    pub fn gc(&mut self, now_ms: u64, gc_grace_ms: u64, older_data_elsewhere: bool) -> bool {
+    /// gc_grace propagates the delete first. Hence gc_grace > repair interval,
+    /// and a tombstone is also kept until a repair that reached every
+    /// replica started after it: only those deleted before `repaired_ms`
+    /// (`u64::MAX` when no other replica exists) are dropped, however old.
+    pub fn gc(
+        &mut self,
+        now_ms: u64,
+        gc_grace_ms: u64,
+        repaired_ms: u64,
+        older_data_elsewhere: bool,
+    ) -> bool {
         for v in &mut self.versions {
             if v.is_expired(now_ms) {
                 v.value = None;
@@ -284,7 +293,10 @@ impl SiblingSet {
             return false;
         }
         self.versions.retain(|v| {
-            !(v.is_tombstone() && v.deleted_at_ms().saturating_add(gc_grace_ms) <= now_ms)
+            let deleted = v.deleted_at_ms();
+            !(v.is_tombstone()
+                && deleted.saturating_add(gc_grace_ms) <= now_ms
+                && deleted < repaired_ms)
         });
         self.versions.is_empty()
     }
@@ -422,10 +434,21 @@ mod tests {
             },
             CausalContext::new(),
         );
-        assert!(!s.gc(150, 1000, false));
+        assert!(!s.gc(150, 1000, u64::MAX, false));
         assert!(s.versions()[0].is_tombstone());
-        assert!(!s.gc(1099, 1000, false));
-        assert!(!s.gc(5000, 1000, true), "kept while older data may exist");
-        assert!(s.gc(1100, 1000, false));
+        assert!(!s.gc(1099, 1000, u64::MAX, false));
+        assert!(
+            !s.gc(5000, 1000, u64::MAX, true),
+            "kept while older data may exist"
+        );
+        // Past gc_grace, but no repair reached every replica since it
+        // expired (at 100): kept, or a replica that missed it resurrects.
+        assert!(!s.gc(5000, 1000, 0, false));
+        assert!(
+            !s.gc(5000, 1000, 100, false),
+            "a repair must start after it"
+        );
+        assert!(s.versions()[0].is_tombstone());
+        assert!(s.gc(1100, 1000, 101, false));
     }
 }
