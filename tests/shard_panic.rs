@@ -44,8 +44,8 @@ fn a_shard_panic_stops_the_node_with_a_non_zero_exit_and_says_why() {
                 std::net::TcpStream::connect_timeout(&server.admin, Duration::from_millis(100))
             {
                 drop(s);
-                if let Some((code, body)) =
-                    std::panic::catch_unwind(|| http_get(server.admin, "/health")).ok()
+                if let Ok((code, body)) =
+                    std::panic::catch_unwind(|| http_get(server.admin, "/health"))
                 {
                     unhealthy_seen.push((code, body));
                 }

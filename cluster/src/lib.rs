@@ -13,8 +13,6 @@
 //!   every engine, and only then exits.
 //! - Every limit (connections, in-flight requests, frame sizes, idle time)
 //!   is a configuration value with a sane default.
-#![deny(clippy::unwrap_used)]
-#![warn(missing_docs)]
 
 pub mod admin;
 pub mod client;
