@@ -2,6 +2,9 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+// One seed helper for the engine's tests and these.
+#[path = "../../engine/tests/common/seed.rs"]
+pub mod seed;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
+pub mod seed;
+
 use std::future::Future;
 use std::time::Duration;
 
