@@ -34,7 +34,7 @@ replication_factor = 2
 write_consistency = "one"
 read_consistency = "one"
 hints_max_per_shard = 0
-stream_mb_per_s = 0
+stream_mib_per_s = 0
 auto_bootstrap = $([ "$i" = 3 ] && echo true || echo false)
 log = "warn"
 TOML

@@ -118,15 +118,8 @@ fn signal(pid: u32, sig: &str) {
 
 #[test]
 fn every_acknowledged_add_survives_kills_and_pauses() {
-    let seed = std::env::var("COREKV_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    println!("jepsen_set seed {seed} (COREKV_SEED={seed} replays the fault schedule)");
+    // COREKV_SEED=<seed> replays the fault schedule.
+    let seed = common::seed::seed("jepsen_set");
     let mut cluster = Cluster::start(3, "hint_window_s = 600");
     let nodes: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.native).collect();
     let stop = Arc::new(AtomicBool::new(false));

@@ -228,7 +228,7 @@ fn removenode_after_a_crash_restores_n_copies() {
 #[test]
 fn a_join_interrupted_by_a_crash_resumes_and_completes() {
     // Throttled to 1 MiB/s so the stream is still running when killed.
-    let mut cluster = Cluster::start(3, "stream_mb_per_s = 1\nconflict = \"lww\"");
+    let mut cluster = Cluster::start(3, "stream_mib_per_s = 1\nconflict = \"lww\"");
     let mut c = cluster.client(0);
     let value = "x".repeat(1000);
     const KEYS: usize = 4000;

@@ -244,140 +244,145 @@ fn tune_host_json_reports_every_check() {
     assert!(CHECK_IDS.iter().all(|id| table.contains(id)), "{table}");
 }
 
-/// Restores a sysctl file to its saved value when dropped (also when the
-/// test fails).
-struct Restore {
-    path: &'static str,
-    value: String,
-}
+/// Tests that need root or a second CPU: ignored unless asked for, and
+/// failing, not passing, when run where they cannot test
+/// ([`common::require`]).
+mod needs_host {
+    use super::*;
+    use common::require;
 
-impl Drop for Restore {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.path, &self.value);
+    /// Restores a sysctl file to its saved value when dropped (also when the
+    /// test fails).
+    struct Restore {
+        path: &'static str,
+        value: String,
     }
-}
 
-#[test]
-fn tune_host_apply_changes_swappiness_then_it_is_restored() {
-    const PATH: &str = "/proc/sys/vm/swappiness";
-    let Ok(original) = std::fs::read_to_string(PATH) else {
-        eprintln!("skipped: {PATH} not readable");
-        return;
-    };
-    let _restore = Restore {
-        path: PATH,
-        value: original.clone(),
-    };
-    // Make it differ from the recommendation (needs root).
-    if std::fs::write(PATH, "60\n").is_err() {
-        eprintln!("skipped: {PATH} not writable (not root)");
-        return;
-    }
-    let out = run_bounded(
-        &["tune", "host", "--apply", "--only", "swappiness", "--json"],
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let checks = v["checks"].as_array().expect("checks");
-    assert_eq!(checks.len(), 1, "--only keeps one check: {v}");
-    let c = &checks[0];
-    assert_eq!(c["id"], "swappiness");
-    assert_eq!(c["applied"]["result"], "applied", "{c}");
-    assert_eq!(c["status"], "ok", "re-checked after applying: {c}");
-    assert_eq!(c["current"], "vm.swappiness = 1");
-    assert_eq!(std::fs::read_to_string(PATH).expect("read").trim(), "1");
-    drop(_restore);
-    assert_eq!(
-        std::fs::read_to_string(PATH).expect("read"),
-        original,
-        "restored"
-    );
-}
-
-/// The housekeeping kernel threads as `(pid, name, CPUs allowed)`.
-fn housekeeping_threads() -> Vec<(i32, String, String)> {
-    probe::kernel_threads()
-        .expect("/proc readable")
-        .into_iter()
-        .map(|t| (t.pid, t.name, t.cpus_allowed))
-        .collect()
-}
-
-/// Puts kernel threads back on their saved CPUs when dropped (also when
-/// the test fails).
-struct RestoreAffinity(Vec<(i32, String, String)>);
-
-impl Drop for RestoreAffinity {
-    fn drop(&mut self) {
-        for (pid, _, cpus) in &self.0 {
-            let _ = Command::new("taskset")
-                .args(["-pc", cpus, &pid.to_string()])
-                .output();
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.path, &self.value);
         }
     }
-}
 
-#[test]
-fn tune_host_apply_moves_housekeeping_threads_off_shard_cpus_then_they_are_restored() {
-    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("online CPUs");
-    let online = parse::cpu_list(&online).expect("CPU list");
-    if online.len() < 2 {
-        eprintln!("skipped: one online CPU, no spare CPU to move threads to");
-        return;
+    #[test]
+    #[ignore = "needs root (writes /proc/sys/vm/swappiness); CI=true ./test.sh runs it"]
+    fn tune_host_apply_changes_swappiness_then_it_is_restored() {
+        const PATH: &str = "/proc/sys/vm/swappiness";
+        let original = std::fs::read_to_string(PATH);
+        require(original.is_ok(), &format!("{PATH} readable: {original:?}"));
+        let original = original.expect("checked above");
+        let _restore = Restore {
+            path: PATH,
+            value: original.clone(),
+        };
+        // Make it differ from the recommendation (needs root).
+        let write = std::fs::write(PATH, "60\n");
+        require(write.is_ok(), &format!("{PATH} writable (root): {write:?}"));
+        let out = run_bounded(
+            &["tune", "host", "--apply", "--only", "swappiness", "--json"],
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let checks = v["checks"].as_array().expect("checks");
+        assert_eq!(checks.len(), 1, "--only keeps one check: {v}");
+        let c = &checks[0];
+        assert_eq!(c["id"], "swappiness");
+        assert_eq!(c["applied"]["result"], "applied", "{c}");
+        assert_eq!(c["status"], "ok", "re-checked after applying: {c}");
+        assert_eq!(c["current"], "vm.swappiness = 1");
+        assert_eq!(std::fs::read_to_string(PATH).expect("read").trim(), "1");
+        drop(_restore);
+        assert_eq!(
+            std::fs::read_to_string(PATH).expect("read"),
+            original,
+            "restored"
+        );
     }
-    let before = housekeeping_threads();
-    assert!(
-        !before.is_empty(),
-        "every Linux has kswapd and kcompactd: {before:?}"
-    );
-    let _restore = RestoreAffinity(before.clone());
-    // Let every one of them run on every CPU, shard CPU 0 included (needs root).
-    let all = parse::format_cpu_list(&online);
-    let widened = before.iter().all(|(pid, _, _)| {
-        Command::new("taskset")
-            .args(["-pc", &all, &pid.to_string()])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !widened {
-        eprintln!("skipped: cannot set kernel threads' affinity (not root)");
-        return;
+
+    /// The housekeeping kernel threads as `(pid, name, CPUs allowed)`.
+    fn housekeeping_threads() -> Vec<(i32, String, String)> {
+        probe::kernel_threads()
+            .expect("/proc readable")
+            .into_iter()
+            .map(|t| (t.pid, t.name, t.cpus_allowed))
+            .collect()
     }
-    let out = run_bounded(
-        &[
-            "tune",
-            "host",
-            "--apply",
-            "--only",
-            "housekeeping_threads",
-            "--cpus",
-            "0",
-            "--json",
-        ],
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let c = &v["checks"][0];
-    assert_eq!(c["id"], "housekeeping_threads", "{v}");
-    assert_eq!(c["applied"]["result"], "applied", "{c}");
-    assert_eq!(c["status"], "ok", "re-checked after applying: {c}");
-    for (pid, name, cpus) in housekeeping_threads() {
-        let cpus = parse::cpu_list(&cpus).expect("CPU list");
-        // A thread started since (a restarted kdamond) was not in the fix.
-        if before.iter().any(|(p, _, _)| *p == pid) {
-            assert!(
-                !cpus.contains(&0),
-                "{name} may still run on CPU 0: {cpus:?}"
-            );
+
+    /// Puts kernel threads back on their saved CPUs when dropped (also when
+    /// the test fails).
+    struct RestoreAffinity(Vec<(i32, String, String)>);
+
+    impl Drop for RestoreAffinity {
+        fn drop(&mut self) {
+            for (pid, _, cpus) in &self.0 {
+                let _ = Command::new("taskset")
+                    .args(["-pc", cpus, &pid.to_string()])
+                    .output();
+            }
         }
     }
-    drop(_restore);
-    let now = housekeeping_threads();
-    for (pid, name, cpus) in &before {
-        if let Some((_, _, restored)) = now.iter().find(|(p, _, _)| p == pid) {
-            assert_eq!(restored, cpus, "{name} restored");
+
+    #[test]
+    #[ignore = "needs root and 2+ CPUs (moves kernel threads); CI=true ./test.sh runs it"]
+    fn tune_host_apply_moves_housekeeping_threads_off_shard_cpus_then_they_are_restored() {
+        let online =
+            std::fs::read_to_string("/sys/devices/system/cpu/online").expect("online CPUs");
+        let online = parse::cpu_list(&online).expect("CPU list");
+        require(
+            online.len() >= 2,
+            "a second online CPU to move the housekeeping threads to",
+        );
+        let before = housekeeping_threads();
+        assert!(
+            !before.is_empty(),
+            "every Linux has kswapd and kcompactd: {before:?}"
+        );
+        let _restore = RestoreAffinity(before.clone());
+        // Let every one of them run on every CPU, shard CPU 0 included (needs root).
+        let all = parse::format_cpu_list(&online);
+        let widened = before.iter().all(|(pid, _, _)| {
+            Command::new("taskset")
+                .args(["-pc", &all, &pid.to_string()])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        require(widened, "setting kernel threads' affinity (root)");
+        let out = run_bounded(
+            &[
+                "tune",
+                "host",
+                "--apply",
+                "--only",
+                "housekeeping_threads",
+                "--cpus",
+                "0",
+                "--json",
+            ],
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let c = &v["checks"][0];
+        assert_eq!(c["id"], "housekeeping_threads", "{v}");
+        assert_eq!(c["applied"]["result"], "applied", "{c}");
+        assert_eq!(c["status"], "ok", "re-checked after applying: {c}");
+        for (pid, name, cpus) in housekeeping_threads() {
+            let cpus = parse::cpu_list(&cpus).expect("CPU list");
+            // A thread started since (a restarted kdamond) was not in the fix.
+            if before.iter().any(|(p, _, _)| *p == pid) {
+                assert!(
+                    !cpus.contains(&0),
+                    "{name} may still run on CPU 0: {cpus:?}"
+                );
+            }
+        }
+        drop(_restore);
+        let now = housekeeping_threads();
+        for (pid, name, cpus) in &before {
+            if let Some((_, _, restored)) = now.iter().find(|(p, _, _)| p == pid) {
+                assert_eq!(restored, cpus, "{name} restored");
+            }
         }
     }
 }

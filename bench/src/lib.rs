@@ -23,9 +23,6 @@
 //!
 //! The entry points are [`cli::BenchArgs`] (the `corekv bench` flags) and
 //! [`run`].
-#![deny(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::unwrap_used))]
-#![warn(missing_docs)]
 
 pub mod cli;
 mod conn;

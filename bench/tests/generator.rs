@@ -20,7 +20,7 @@ fn spec(server: &NullServer, protocol: Protocol, mode: Mode, duration: Duration)
         },
         workload: Workload {
             name: "test".into(),
-            mix: Mix::parse("get=50,put=50").unwrap(),
+            mix: Mix::parse("get=50,put=50").expect("a valid mix"),
             dist: Distribution::Zipfian { theta: 0.99 },
             key_count: 1000,
             value_size: ValueSize::Range(10, 100),
@@ -41,7 +41,7 @@ fn spec(server: &NullServer, protocol: Protocol, mode: Mode, duration: Duration)
 }
 
 fn server(protocol: Protocol) -> NullServer {
-    NullServer::start(NullServerOptions::new(protocol)).unwrap()
+    NullServer::start(NullServerOptions::new(protocol)).expect("start the null server")
 }
 
 fn ok(s: &Stats) -> u64 {

@@ -12,7 +12,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use corekv_engine::version::{wall_clock_ms, Dot, SiblingSet, Version, VersionVector};
+use corekv_engine::version::{Dot, SiblingSet, Version, VersionVector};
 use corekv_engine::{ConflictMode, Engine, Error, Options, SyncMode, WriteOptions};
 
 const FOOTER: usize = 64;
@@ -355,16 +355,6 @@ impl Rng {
     }
 }
 
-fn seed() -> u64 {
-    let seed = std::env::var("COREKV_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| wall_clock_ms() ^ u64::from(std::process::id()));
-    // Shown with the failure output; replay with COREKV_SEED.
-    eprintln!("COREKV_SEED={seed}");
-    seed
-}
-
 /// Batch headers are found by scanning the segment for their magic.
 const BATCH_MAGIC: [u8; 4] = 0xB47C_C0DEu32.to_le_bytes();
 
@@ -386,7 +376,7 @@ fn reseal_batch(seg: &mut [u8], at: usize) {
 /// fails with a typed error, and what it opens serves reads and writes.
 #[test]
 fn damaged_log_segments_never_panic_recovery() {
-    let seed = seed();
+    let seed = common::seed::seed("damaged_log_segments_never_panic_recovery");
     common::run(move || async move {
         let src = tempfile::tempdir().expect("tempdir");
         let e = Engine::open(src.path(), options()).await.expect("open");

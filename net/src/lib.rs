@@ -12,8 +12,6 @@
 //! bytes", or a typed error — they never panic and never allocate more than
 //! a frame's declared size, which is checked against [`Limits`] from the
 //! header alone, before the body is buffered.
-#![deny(clippy::unwrap_used)]
-#![warn(missing_docs)]
 
 pub mod async_client;
 pub mod client;

@@ -3,6 +3,9 @@
 
 pub mod cluster;
 pub mod loopfs;
+// One seed helper for the engine's tests and these.
+#[path = "../../engine/tests/common/seed.rs"]
+pub mod seed;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,6 +16,25 @@ use std::time::{Duration, Instant};
 /// Path of the binary under test.
 pub fn corekv() -> &'static str {
     env!("CARGO_BIN_EXE_corekv")
+}
+
+/// Fails the test unless the machine provides what it needs.
+///
+/// Tests that need something a developer's machine may lack (root, a
+/// second CPU) live in a `needs_host` module of their test file and are
+/// `#[ignore = "<what they need>"]`: a plain `cargo test` lists them as
+/// ignored, with that reason, instead of passing them untested.
+/// `CI=true ./test.sh` (what `.ci/run` does) runs them with
+/// `-- --ignored needs_host::`, and there a missing precondition must be a
+/// failure, never a silent pass: this panics, naming what is missing.
+#[track_caller]
+pub fn require(ok: bool, what: &str) {
+    assert!(
+        ok,
+        "this machine cannot run this test: {what}. It is #[ignore]d for \
+         that reason and runs only when asked for (`-- --ignored`, as \
+         `CI=true ./test.sh` does): run it as root on a machine with 2+ CPUs"
+    );
 }
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);

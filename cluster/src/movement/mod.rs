@@ -9,7 +9,7 @@
 //! then repairs it (Merkle trees) against the other current replicas, so
 //! a write the first source missed is found too. Every stream is
 //! resumable after a crash of either side, throttled by
-//! `stream_mb_per_s`, and counted in the shard's metrics.
+//! `stream_mib_per_s`, and counted in the shard's metrics.
 //!
 //! The node's own status (joining, normal, leaving, left) is saved in
 //! `DATA_DIR/node-state.json`, so a restart resumes a movement.
@@ -123,7 +123,7 @@ async fn settle(c: &Coordinator, status: NodeStatus, ring_delay: Duration) -> Re
 pub async fn run_shard(
     c: &Coordinator,
     movement: Movement,
-    mb_per_s: u64,
+    mib_per_s: u64,
     ring_delay: Duration,
     shard_dir: &Path,
 ) -> Result<(), String> {
@@ -140,7 +140,7 @@ pub async fn run_shard(
     metrics.stream_ranges_total.set(segments.len() as u64);
     metrics.stream_ranges_done.set(0);
     let mut state = StreamState::load(shard_dir, movement.name());
-    let throttle = Throttle::new(mb_per_s);
+    let throttle = Throttle::new(mib_per_s);
     let streamer = Streamer {
         engine: router.engine(),
         links: c.links(),

@@ -108,7 +108,7 @@ pub fn load_last_repair(shard_dir: &Path) -> u64 {
 pub async fn repair_shard(
     c: &Coordinator,
     req: &RepairRequest,
-    mb_per_s: u64,
+    mib_per_s: u64,
     shard_dir: &Path,
 ) -> SegmentOutcome {
     let router = c.router();
@@ -131,7 +131,7 @@ pub async fn repair_shard(
     metrics.repair_running.set(1);
     metrics.repair_segments_total.set(work.len() as u64);
     metrics.repair_segments_done.set(0);
-    let throttle = Throttle::new(mb_per_s);
+    let throttle = Throttle::new(mib_per_s);
     let mut total = SegmentOutcome::default();
     let mut failed = 0u64;
     for (peer, seg) in &work {

@@ -34,10 +34,10 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// At most `mb_per_s` MiB per second on average (0 = unthrottled).
-    pub fn new(mb_per_s: u64) -> Throttle {
+    /// At most `mib_per_s` MiB per second on average (0 = unthrottled).
+    pub fn new(mib_per_s: u64) -> Throttle {
         Throttle {
-            bytes_per_s: (mb_per_s as f64) * 1024.0 * 1024.0,
+            bytes_per_s: (mib_per_s as f64) * 1024.0 * 1024.0,
             started: Instant::now(),
             spent: std::cell::Cell::new(0),
         }

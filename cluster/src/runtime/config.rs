@@ -141,9 +141,11 @@ pub struct NodeConfig {
     /// (bootstrap). False: it owns its ranges at once, empty (for a new
     /// cluster whose nodes all start together).
     pub auto_bootstrap: bool,
-    /// Bytes a shard streams per second at most for repair and topology
-    /// changes, in MiB (0 = unthrottled).
-    pub stream_mb_per_s: u64,
+    /// MiB (2^20 bytes) a shard streams per second at most for repair and
+    /// topology changes (0 = unthrottled). `stream_mb_per_s`, the key's
+    /// name before it said its unit, is still accepted.
+    #[serde(alias = "stream_mb_per_s")]
+    pub stream_mib_per_s: u64,
     /// Failure-detector threshold: a node whose heartbeat has been silent
     /// for about `phi × ln 10 × the usual interval` is marked down (with
     /// the defaults, ~3.7 s).
@@ -210,7 +212,7 @@ impl Default for NodeConfig {
             gossip_interval_ms: 200,
             repair_interval_s: 7 * 24 * 3600,
             unsafe_no_repair: false,
-            stream_mb_per_s: 64,
+            stream_mib_per_s: 64,
             auto_bootstrap: true,
             phi_convict_threshold: 8.0,
         }
@@ -500,6 +502,15 @@ hint_window_s = 60
             .expect_err("bad value")
             .to_string()
             .contains("commitlog_sync"));
+    }
+
+    #[test]
+    fn the_stream_limit_is_in_mib_and_its_old_name_still_parses() {
+        let c: NodeConfig = toml::from_str("stream_mib_per_s = 5\n").expect("parses");
+        assert_eq!(c.stream_mib_per_s, 5);
+        // Config files written before the rename keep working.
+        let c: NodeConfig = toml::from_str("stream_mb_per_s = 7\n").expect("old name parses");
+        assert_eq!(c.stream_mib_per_s, 7);
     }
 
     #[test]

@@ -339,11 +339,11 @@ impl Repairs {
             crate::repair::RepairRequest::default()
         };
         let c = coordinator.clone();
-        let mb = config.stream_mb_per_s;
+        let mib = config.stream_mib_per_s;
         let dir = shard_dir.to_path_buf();
         let full = self.full_ms.clone();
         spawn_job(self.queue, &self.running, "repair", async move {
-            crate::repair::repair_shard(&c, &req, mb, &dir).await;
+            crate::repair::repair_shard(&c, &req, mib, &dir).await;
             full.set(crate::repair::load_full_repair(&dir));
         });
     }
@@ -400,12 +400,12 @@ impl Movements {
         self.seen_epoch = epoch;
         let Some(movement) = movement else { return };
         let (c, control) = (coordinator.clone(), control.clone());
-        let mb = config.stream_mb_per_s;
+        let mib = config.stream_mib_per_s;
         let ring_delay = Duration::from_millis((5 * config.gossip_interval_ms).max(1000));
         let dir = shard_dir.to_path_buf();
         let data_dir = config.data_dir.clone();
         spawn_job(queue, &self.running, "streaming", async move {
-            match movement::run_shard(&c, movement, mb, ring_delay, &dir).await {
+            match movement::run_shard(&c, movement, mib, ring_delay, &dir).await {
                 Ok(()) => {
                     if control.shard_done() {
                         let outcome = movement.outcome();
