@@ -7,7 +7,8 @@
 //!   is frozen and, once thawed, the frozen node holds every acknowledged
 //!   write on its own (its late applies land, hints fill the rest).
 //!
-//! Needs root (loop mounts, fsfreeze); CI runs as root.
+//! Needs root (loop mounts, fsfreeze): the tests sit in `needs_host`,
+//! #[ignore]d elsewhere and run by `CI=true ./test.sh`.
 
 mod common;
 
@@ -22,149 +23,8 @@ use corekv_net::native::{Consistency, ErrorCode};
 /// allocates new files while the test writes.
 const SMALL_FILES: &str = "commitlog_segment_mib = 1\nmemtable_mib = 1\n";
 
-#[test]
-fn a_full_disk_on_one_replica_is_storage_at_all_and_success_at_quorum() {
-    let fs = LoopFs::mounted(48);
-    let data3 = fs.path().join("node3");
-    let cluster = Cluster::start_with_dirs(3, 1, SMALL_FILES, |i| (i == 2).then(|| data3.clone()));
-    // Leave about 1 MiB free on node 3's disk.
-    let ballast = fs.path().join("ballast");
-    let free = free_bytes(fs.path()).saturating_sub(1 << 20);
-    std::fs::write(&ballast, vec![1u8; free as usize]).expect("write ballast");
-    let mut c = cluster.client(0);
-    let value = "v".repeat(16 * 1024);
-    // Bounded: 1 MiB of room cannot take 1 000 writes of 16 KiB.
-    let mut refusal = None;
-    for i in 0..1000 {
-        match put(
-            &mut c,
-            &format!("all-{i}"),
-            &value,
-            Vec::new(),
-            Consistency::All,
-        ) {
-            Ok(_) => {}
-            Err(e) => {
-                refusal = Some(e);
-                break;
-            }
-        }
-    }
-    let refusal = refusal.expect("node 3's disk never filled up");
-    match &refusal {
-        ClientError::Server { code, message } => {
-            assert_eq!(
-                *code,
-                ErrorCode::Storage,
-                "a full replica disk must reach the client as STORAGE: {message}"
-            );
-            assert!(
-                message.contains("node 3"),
-                "the message names the failing node: {message}"
-            );
-        }
-        other => panic!("expected STORAGE, got {other}"),
-    }
-    // QUORUM needs two of the three: nodes 1 and 2 have room.
-    for i in 0..50 {
-        let key = format!("quorum-{i}");
-        put(&mut c, &key, &value, Vec::new(), Consistency::Quorum)
-            .unwrap_or_else(|e| panic!("QUORUM write {key} with one full replica: {e}"));
-    }
-    for i in 0..50 {
-        let key = format!("quorum-{i}");
-        let got = get(&mut c, &key, Consistency::Quorum).expect("read");
-        assert_eq!(values(&got), vec![value.clone()], "{key}");
-    }
-    // The operator frees space: writes at ALL succeed again.
-    std::fs::remove_file(&ballast).expect("remove ballast");
-    let mut recovered = false;
-    for _ in 0..100 {
-        if put(&mut c, "after-ballast", "ok", Vec::new(), Consistency::All).is_ok() {
-            recovered = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        recovered,
-        "writes at ALL still fail after space was freed: {}",
-        cluster.nodes[2].log_text()
-    );
-    drop(cluster);
-    drop(fs);
-}
-
 /// How long node 3's disk stays frozen: twice the request timeout.
 const FROZEN_FOR: Duration = Duration::from_secs(4);
-
-#[test]
-fn quorum_writes_lose_nothing_across_a_frozen_replica_disk() {
-    let fs = LoopFs::mounted(256);
-    let data3 = fs.path().join("node3");
-    let mut cluster =
-        Cluster::start_with_dirs(3, 1, SMALL_FILES, |i| (i == 2).then(|| data3.clone()));
-    let mut c = cluster.client(0);
-    let mut acked = Vec::new();
-    let write = |c: &mut corekv_net::client::Client, i: usize, acked: &mut Vec<String>| {
-        let key = format!("k{i}");
-        put(c, &key, &format!("v{i}"), Vec::new(), Consistency::Quorum)
-            .unwrap_or_else(|e| panic!("QUORUM write {key} (node 3's disk frozen or not): {e}"));
-        acked.push(key);
-    };
-    let mut i = 0;
-    for _ in 0..200 {
-        write(&mut c, i, &mut acked);
-        i += 1;
-    }
-    let frozen = fs.freeze();
-    let frozen_at = Instant::now();
-    let mut during = 0;
-    // Bounded by time and count.
-    while frozen_at.elapsed() < FROZEN_FOR && during < 40_000 {
-        write(&mut c, i, &mut acked);
-        i += 1;
-        during += 1;
-    }
-    frozen.thaw();
-    assert!(during > 10, "only {during} writes while frozen");
-    for _ in 0..200 {
-        write(&mut c, i, &mut acked);
-        i += 1;
-    }
-    // Whatever node 3 missed is a hint on node 1; wait until delivered.
-    wait_for("node 1's hints for node 3 to be delivered", || {
-        status(&cluster.nodes[0])["totals"]["hints_pending"].as_u64() == Some(0)
-    });
-    // Now node 3 alone must hold every acknowledged write.
-    for n in 0..2 {
-        cluster.nodes[n].signal_and_wait("-KILL");
-    }
-    let mut c3 = cluster.client(2);
-    let mut missing = Vec::new();
-    for key in &acked {
-        let want = format!("v{}", &key[1..]);
-        match get(&mut c3, key, Consistency::One) {
-            Ok(body) if values(&body) == vec![want.clone()] => {}
-            other => missing.push(format!("{key}: {other:?}")),
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged writes ({during} while node 3's disk was frozen) \
-         are missing on node 3: {:?}\nnode 3 log:\n{}",
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(10)],
-        cluster.nodes[2].log_text()
-    );
-    eprintln!(
-        "{} acknowledged writes, {during} of them while node 3's disk was frozen for {FROZEN_FOR:?}: all on node 3",
-        acked.len()
-    );
-    drop(cluster);
-    drop(fs);
-}
 
 /// Free bytes of the file system holding `path` (`df`'s "available").
 fn free_bytes(path: &std::path::Path) -> u64 {
@@ -178,4 +38,153 @@ fn free_bytes(path: &std::path::Path) -> u64 {
         .nth(1)
         .and_then(|l| l.trim().parse().ok())
         .expect("df's available bytes")
+}
+
+mod needs_host {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs root (loop mount, fsfreeze); CI=true ./test.sh runs it"]
+    fn a_full_disk_on_one_replica_is_storage_at_all_and_success_at_quorum() {
+        let fs = LoopFs::mounted(48);
+        let data3 = fs.path().join("node3");
+        let cluster =
+            Cluster::start_with_dirs(3, 1, SMALL_FILES, |i| (i == 2).then(|| data3.clone()));
+        // Leave about 1 MiB free on node 3's disk.
+        let ballast = fs.path().join("ballast");
+        let free = free_bytes(fs.path()).saturating_sub(1 << 20);
+        std::fs::write(&ballast, vec![1u8; free as usize]).expect("write ballast");
+        let mut c = cluster.client(0);
+        let value = "v".repeat(16 * 1024);
+        // Bounded: 1 MiB of room cannot take 1 000 writes of 16 KiB.
+        let mut refusal = None;
+        for i in 0..1000 {
+            match put(
+                &mut c,
+                &format!("all-{i}"),
+                &value,
+                Vec::new(),
+                Consistency::All,
+            ) {
+                Ok(_) => {}
+                Err(e) => {
+                    refusal = Some(e);
+                    break;
+                }
+            }
+        }
+        let refusal = refusal.expect("node 3's disk never filled up");
+        match &refusal {
+            ClientError::Server { code, message } => {
+                assert_eq!(
+                    *code,
+                    ErrorCode::Storage,
+                    "a full replica disk must reach the client as STORAGE: {message}"
+                );
+                assert!(
+                    message.contains("node 3"),
+                    "the message names the failing node: {message}"
+                );
+            }
+            other => panic!("expected STORAGE, got {other}"),
+        }
+        // QUORUM needs two of the three: nodes 1 and 2 have room.
+        for i in 0..50 {
+            let key = format!("quorum-{i}");
+            put(&mut c, &key, &value, Vec::new(), Consistency::Quorum)
+                .unwrap_or_else(|e| panic!("QUORUM write {key} with one full replica: {e}"));
+        }
+        for i in 0..50 {
+            let key = format!("quorum-{i}");
+            let got = get(&mut c, &key, Consistency::Quorum).expect("read");
+            assert_eq!(values(&got), vec![value.clone()], "{key}");
+        }
+        // The operator frees space: writes at ALL succeed again.
+        std::fs::remove_file(&ballast).expect("remove ballast");
+        let mut recovered = false;
+        for _ in 0..100 {
+            if put(&mut c, "after-ballast", "ok", Vec::new(), Consistency::All).is_ok() {
+                recovered = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            recovered,
+            "writes at ALL still fail after space was freed: {}",
+            cluster.nodes[2].log_text()
+        );
+        drop(cluster);
+        drop(fs);
+    }
+
+    #[test]
+    #[ignore = "needs root (loop mount, fsfreeze); CI=true ./test.sh runs it"]
+    fn quorum_writes_lose_nothing_across_a_frozen_replica_disk() {
+        let fs = LoopFs::mounted(256);
+        let data3 = fs.path().join("node3");
+        let mut cluster =
+            Cluster::start_with_dirs(3, 1, SMALL_FILES, |i| (i == 2).then(|| data3.clone()));
+        let mut c = cluster.client(0);
+        let mut acked = Vec::new();
+        let write = |c: &mut corekv_net::client::Client, i: usize, acked: &mut Vec<String>| {
+            let key = format!("k{i}");
+            put(c, &key, &format!("v{i}"), Vec::new(), Consistency::Quorum).unwrap_or_else(|e| {
+                panic!("QUORUM write {key} (node 3's disk frozen or not): {e}")
+            });
+            acked.push(key);
+        };
+        let mut i = 0;
+        for _ in 0..200 {
+            write(&mut c, i, &mut acked);
+            i += 1;
+        }
+        let frozen = fs.freeze();
+        let frozen_at = Instant::now();
+        let mut during = 0;
+        // Bounded by time and count.
+        while frozen_at.elapsed() < FROZEN_FOR && during < 40_000 {
+            write(&mut c, i, &mut acked);
+            i += 1;
+            during += 1;
+        }
+        frozen.thaw();
+        assert!(during > 10, "only {during} writes while frozen");
+        for _ in 0..200 {
+            write(&mut c, i, &mut acked);
+            i += 1;
+        }
+        // Whatever node 3 missed is a hint on node 1; wait until delivered.
+        wait_for("node 1's hints for node 3 to be delivered", || {
+            status(&cluster.nodes[0])["totals"]["hints_pending"].as_u64() == Some(0)
+        });
+        // Now node 3 alone must hold every acknowledged write.
+        for n in 0..2 {
+            cluster.nodes[n].signal_and_wait("-KILL");
+        }
+        let mut c3 = cluster.client(2);
+        let mut missing = Vec::new();
+        for key in &acked {
+            let want = format!("v{}", &key[1..]);
+            match get(&mut c3, key, Consistency::One) {
+                Ok(body) if values(&body) == vec![want.clone()] => {}
+                other => missing.push(format!("{key}: {other:?}")),
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "{} of {} acknowledged writes ({during} while node 3's disk was frozen) \
+             are missing on node 3: {:?}\nnode 3 log:\n{}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(10)],
+            cluster.nodes[2].log_text()
+        );
+        eprintln!(
+            "{} acknowledged writes, {during} of them while node 3's disk was frozen for {FROZEN_FOR:?}: all on node 3",
+            acked.len()
+        );
+        drop(cluster);
+        drop(fs);
+    }
 }
