@@ -143,6 +143,11 @@ pub enum Error {
     /// The engine was closed; no further operations are accepted.
     #[error("engine is closed")]
     Closed,
+
+    /// An invariant the engine keeps did not hold: a bug, reported as an
+    /// error rather than a panic that would stop the node.
+    #[error("internal error (a bug, please report it): {0}")]
+    Internal(String),
 }
 
 /// Shorthand used throughout the engine.

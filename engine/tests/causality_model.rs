@@ -163,10 +163,10 @@ impl Harness {
         let engine = &self.engines[replica];
         let mut minted = engine.mint(KEY, value, &opts).await.expect("mint");
         if delete {
-            self.tombstones.borrow_mut().insert(
-                (minted.version.dot.replica, minted.version.dot.counter),
-                name.clone(),
-            );
+            let dot = minted.version().expect("the minted version").dot;
+            self.tombstones
+                .borrow_mut()
+                .insert((dot.replica, dot.counter), name.clone());
         }
         engine
             .apply_minted(KEY, &mut minted)
@@ -178,7 +178,7 @@ impl Harness {
             let mut m = self.model.borrow_mut();
             m.ancestry.insert(name, seen.clone());
             m.ok[client] = Held {
-                context: minted.context.clone(),
+                context: minted.context(),
                 seen,
             };
         }

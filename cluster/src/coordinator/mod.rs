@@ -390,7 +390,8 @@ impl Coordinator {
 
     /// A write stored on this shard alone, for a key
     /// [`writes_here_alone`](Coordinator::writes_here_alone) accepted: mint
-    /// the version, apply it, return the context that covers it. A small
+    /// the version and apply it (RESP answers no context, so none is
+    /// built). A small
     /// future with no replica fan-out in it, so a pipelined client's
     /// writes cost no more than the engine's.
     pub async fn write_here(
@@ -399,15 +400,15 @@ impl Coordinator {
         value: Option<Vec<u8>>,
         ttl: Option<Duration>,
         context: WriteContext,
-    ) -> Result<CausalContext, CoordinatorError> {
+    ) -> Result<(), CoordinatorError> {
         let opts = WriteOptions { ttl, context };
-        let minted = self
-            .router
+        // RESP answers no context: none is built.
+        self.router
             .engine()
             .write(key, value, &opts)
             .await
             .map_err(|e| CoordinatorError::Local(e.into()))?;
-        Ok(minted.context)
+        Ok(())
     }
 
     /// A lone replica's read answered on the spot: when this shard is the
@@ -541,7 +542,7 @@ impl Coordinator {
                 .await
                 .map_err(RouteError::from)?;
             let state = minted.state.clone();
-            let context = minted.context.clone();
+            let context = minted.context();
             drop(minted);
             self.fan_out(&topo, targets, down, needed, key, state)
                 .await?;
@@ -569,7 +570,7 @@ impl Coordinator {
                 .mint(key, value, &opts)
                 .await
                 .map_err(RouteError::from)?;
-            let context = minted.context.clone();
+            let context = minted.context();
             if targets.is_empty() && down.is_empty() {
                 engine
                     .apply_minted(key, &mut minted)

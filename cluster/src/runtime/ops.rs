@@ -177,7 +177,7 @@ pub async fn execute(
         } => {
             let opts = corekv_engine::WriteOptions { ttl, context };
             let minted = engine.write(&key, value, &opts).await?;
-            let (_, state, context) = minted.into_parts();
+            let (state, context) = minted.into_parts();
             // The state crosses threads: unshared once the write is stored.
             let state = std::rc::Rc::try_unwrap(state).unwrap_or_else(|s| (*s).clone());
             Ok(ReplicaReply::Minted { state, context })

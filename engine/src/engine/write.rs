@@ -51,25 +51,59 @@ pub struct WriteOptions {
 /// two concurrent writes of one key never mint from the same view.
 #[derive(Debug)]
 pub struct MintedWrite {
-    /// The new version.
-    pub version: Version,
+    /// The new version's dot: the version itself is in `state`.
+    dot: Dot,
     /// What every replica merges. For a blind or contextual write in
     /// `Siblings` mode, this replica's whole state of the key with the new
     /// version: the other replicas thereby learn every dot of this replica
     /// the state claims. Otherwise the write's delta alone. Shared, so the
     /// coordinator sends it to every replica without copying it.
     pub state: Rc<SiblingSet>,
-    /// The context to answer the client with: exactly what its given
-    /// context held, plus the new version's dot.
-    pub context: CausalContext,
+    /// The context to answer the client with when it differs from
+    /// `state`'s (a write that read and merged); None: `state` is the
+    /// delta, whose context is the answer. Kept lazy, so a RESP `SET`,
+    /// which answers no context, copies none.
+    context: Option<CausalContext>,
     hold: Option<PendingHold>,
 }
 
 impl MintedWrite {
-    /// The version, the state and the client's context (releasing this
-    /// write's claim on the key, if it was not stored).
-    pub fn into_parts(self) -> (Version, Rc<SiblingSet>, CausalContext) {
-        (self.version, self.state, self.context)
+    /// The new version.
+    pub fn version(&self) -> Option<&Version> {
+        self.state.versions().iter().find(|v| v.dot == self.dot)
+    }
+
+    /// The context to answer the client with: exactly what its given
+    /// context held, plus the new version's dot.
+    pub fn context(&self) -> CausalContext {
+        match &self.context {
+            Some(c) => c.clone(),
+            None => self.state.context().clone(),
+        }
+    }
+
+    /// The new version, taken out (copying it only when the state is
+    /// shared); an Internal error if the state lost it, which mint rules out.
+    fn into_version(self) -> Result<Version> {
+        let dot = self.dot;
+        let versions = match Rc::try_unwrap(self.state) {
+            Ok(set) => set.into_versions(),
+            Err(shared) => shared.versions().to_vec(),
+        };
+        versions
+            .into_iter()
+            .find(|v| v.dot == dot)
+            .ok_or_else(|| Error::Internal("a minted write's state lost its version".into()))
+    }
+
+    /// The state and the client's context (releasing this write's claim
+    /// on the key, if it was not stored).
+    pub fn into_parts(self) -> (Rc<SiblingSet>, CausalContext) {
+        let context = match self.context {
+            Some(c) => c,
+            None => self.state.context().clone(),
+        };
+        (self.state, context)
     }
 }
 
@@ -142,7 +176,7 @@ impl Engine {
         let mut minted = self.mint(key, Some(value.to_vec()), opts).await?;
         self.store_minted(key, &mut minted).await?;
         self.counters.puts.set(self.counters.puts.get() + 1);
-        Ok(minted.version)
+        minted.into_version()
     }
 
     /// Writes a tombstone for `key` (superseding per `opts.context`) and
@@ -155,7 +189,7 @@ impl Engine {
         let mut minted = self.mint(key, None, &opts).await?;
         self.store_minted(key, &mut minted).await?;
         self.counters.deletes.set(self.counters.deletes.get() + 1);
-        Ok(minted.version)
+        minted.into_version()
     }
 
     /// Mints a write and stores it on this replica (counted as an apply,
@@ -362,8 +396,13 @@ impl Engine {
             expires_at_ms,
             value,
         };
-        let delta = SiblingSet::from_write(version.clone(), given);
-        let context = delta.context().clone();
+        let dot = version.dot;
+        let delta = SiblingSet::from_write(version, given);
+        // A write that reads answers the delta's context, not the merged
+        // state's; one that does not sends the delta itself.
+        // (Last-writer-wins states carry no context, so its answer is kept.)
+        let context =
+            (reads || mode == ConflictMode::LastWriterWins).then(|| delta.context().clone());
         let state = if reads {
             base.merge(&delta, mode);
             base.fold_own(me);
@@ -380,7 +419,8 @@ impl Engine {
             }
             base
         } else if mode == ConflictMode::LastWriterWins {
-            SiblingSet::from_parts(vec![version.clone()], CausalContext::new(), mode)
+            // The last-writer-wins state carries no context.
+            SiblingSet::from_parts(delta.into_versions(), CausalContext::new(), mode)
         } else {
             delta
         };
@@ -395,7 +435,7 @@ impl Engine {
             }
         }
         Ok(MintedWrite {
-            version,
+            dot,
             state: Rc::new(state),
             context,
             hold,

@@ -105,6 +105,11 @@ impl SiblingSet {
         &self.versions
     }
 
+    /// The surviving versions, taken out of the set (its context dropped).
+    pub fn into_versions(self) -> Vec<Version> {
+        self.versions
+    }
+
     /// Every dot the set knows of.
     pub fn context(&self) -> &CausalContext {
         &self.context
