@@ -26,20 +26,6 @@ const SMALL_FILES: &str = "commitlog_segment_mib = 1\nmemtable_mib = 1\n";
 /// How long node 3's disk stays frozen: twice the request timeout.
 const FROZEN_FOR: Duration = Duration::from_secs(4);
 
-/// Free bytes of the file system holding `path` (`df`'s "available").
-fn free_bytes(path: &std::path::Path) -> u64 {
-    let out = std::process::Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(path)
-        .output()
-        .expect("df");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .expect("df's available bytes")
-}
-
 mod needs_host {
     use super::*;
 
@@ -51,9 +37,7 @@ mod needs_host {
         let cluster =
             Cluster::start_with_dirs(3, 1, SMALL_FILES, |i| (i == 2).then(|| data3.clone()));
         // Leave about 1 MiB free on node 3's disk.
-        let ballast = fs.path().join("ballast");
-        let free = free_bytes(fs.path()).saturating_sub(1 << 20);
-        std::fs::write(&ballast, vec![1u8; free as usize]).expect("write ballast");
+        let ballast = fs.fill_leaving(1 << 20);
         let mut c = cluster.client(0);
         let value = "v".repeat(16 * 1024);
         // Bounded: 1 MiB of room cannot take 1 000 writes of 16 KiB.

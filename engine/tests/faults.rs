@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use corekv_engine::{ConflictMode, Engine, Error, Options, WriteOptions};
 
 use common::loopfs::LoopFs;
@@ -159,20 +156,6 @@ fn oversized_keys_and_values_are_rejected_and_nothing_is_written() {
     });
 }
 
-/// Free bytes of the file system holding `path` (`df`'s "available").
-fn free_bytes(path: &Path) -> u64 {
-    let out = Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(path)
-        .output()
-        .expect("df");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .expect("df's available bytes")
-}
-
 mod needs_host {
     use super::*;
 
@@ -183,9 +166,7 @@ mod needs_host {
         let dir = fs.path().join("shard-0");
         std::fs::create_dir_all(&dir).expect("mkdir");
         // Leave ~4 MiB free, less than one 8 MiB segment.
-        let ballast = fs.path().join("ballast");
-        let free = free_bytes(fs.path()).saturating_sub(4 << 20);
-        std::fs::write(&ballast, vec![1u8; free as usize]).expect("write ballast");
+        fs.fill_leaving(4 << 20);
         common::run(move || async move {
             let opts = Options {
                 memtable_bytes_max: 1 << 20,

@@ -28,30 +28,6 @@ const FROZEN_FOR: Duration = Duration::from_millis(2500);
 /// far below the 60 s a leaked in-flight count would cost the flush.
 const AFTER_THAW_BOUND: Duration = Duration::from_secs(15);
 
-fn freeze(mount: &std::path::Path) {
-    run_fsfreeze("-f", mount);
-}
-
-fn thaw(mount: &std::path::Path) {
-    run_fsfreeze("-u", mount);
-}
-
-/// fsfreeze from a thread of its own: the executor must not block on it.
-fn run_fsfreeze(flag: &str, mount: &std::path::Path) {
-    let (arg, mount) = (flag.to_string(), mount.to_path_buf());
-    let ok = std::thread::spawn(move || {
-        std::process::Command::new("fsfreeze")
-            .arg(&arg)
-            .arg(&mount)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    })
-    .join()
-    .unwrap_or(false);
-    assert!(ok, "fsfreeze {flag} failed (needs root and util-linux)");
-}
-
 mod needs_host {
     use super::*;
 
@@ -61,8 +37,10 @@ mod needs_host {
         let fs = LoopFs::mounted(64);
         let dir = fs.path().join("shard-0");
         std::fs::create_dir_all(&dir).expect("mkdir");
-        // The test thread keeps the mount; the shard gets its path.
-        let mount = fs.path().to_path_buf();
+        // Shared with the shard, which freezes and thaws it; a panic while
+        // frozen thaws it on the way out (the guard's drop).
+        let fs = std::sync::Arc::new(fs);
+        let shard_fs = fs.clone();
         common::run(move || async move {
             let opts = Options {
                 memtable_bytes_max: 4 << 20,
@@ -73,7 +51,7 @@ mod needs_host {
             e.put(b"before", b"v", &WriteOptions::default())
                 .await
                 .expect("put before the freeze");
-            freeze(&mount);
+            let frozen = shard_fs.freeze();
             let frozen_at = Instant::now();
             // Each write's caller gives up after CALLER_TIMEOUT, as a
             // coordinator's replica timeout or a client's deadline does.
@@ -107,7 +85,7 @@ mod needs_host {
             }
             assert_eq!(gave_up, ABANDONED_WRITES);
             glommio::timer::sleep(FROZEN_FOR.saturating_sub(frozen_at.elapsed())).await;
-            thaw(&mount);
+            frozen.thaw();
             let thawed_at = Instant::now();
             // Every abandoned write reaches the memtable without a restart.
             for i in 0..ABANDONED_WRITES {

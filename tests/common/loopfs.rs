@@ -51,6 +51,30 @@ impl LoopFs {
         self.mount.path()
     }
 
+    /// Fills the file system with a ballast file until about `room` bytes
+    /// are left free; returns the ballast's path (deleting it is how an
+    /// operator recovers a full disk).
+    pub fn fill_leaving(&self, room: u64) -> std::path::PathBuf {
+        let ballast = self.path().join("ballast");
+        let free = self.free_bytes().saturating_sub(room);
+        std::fs::write(&ballast, vec![1u8; free as usize]).expect("write ballast");
+        ballast
+    }
+
+    /// Free bytes of the file system (`df`'s "available").
+    pub fn free_bytes(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(self.path())
+            .output()
+            .expect("df");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df's available bytes")
+    }
+
     /// Freezes the file system: every write and sync on it blocks until
     /// the guard is thawed or dropped, as on a disk that stopped
     /// answering. The guard thaws even when a test fails while frozen, so
