@@ -26,19 +26,27 @@ command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
 }
 . bench/lib.sh
 
+# start_pair NAME REDIS_PORT APPENDFSYNC COREKV_RESP COMMITLOG_SYNC BASE_PORT:
+# Redis and corekv on CPU 0, both answering PING; sets redis_pid and
+# corekv_pid (corekv's native, peer ports at BASE_PORT, BASE_PORT + 10).
+start_pair() {
+    local name=$1 rport=$2 fsync=$3 cport=$4 sync=$5 base=$6
+    mkdir -p "$work/redis-$name"
+    taskset -c 0 redis-server --port "$rport" --bind 127.0.0.1 --appendonly yes --appendfsync "$fsync" \
+        --save "" --dir "$work/redis-$name" --daemonize no --loglevel warning >"$work/redis-$name.log" 2>&1 &
+    pids+=($!); redis_pid=$!
+    taskset -c 0 "$bin" serve --shards 1 --cpus 0 --commitlog-sync "$sync" \
+        --data-dir "$work/corekv-$name" --native-addr "127.0.0.1:$base" --resp-addr "127.0.0.1:$cport" \
+        --peer-addr "127.0.0.1:$((base + 10))" --admin-addr off --log warn >"$work/corekv-$name.log" 2>&1 &
+    pids+=($!); corekv_pid=$!
+    for port in "$rport" "$cport"; do
+        for _ in $(seq 1 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+    done
+}
+
 REDIS_PORT=16379
 COREKV_RESP=17379
-mkdir -p "$work/redis"
-taskset -c 0 redis-server --port $REDIS_PORT --bind 127.0.0.1 --appendonly yes --appendfsync everysec \
-    --save "" --dir "$work/redis" --daemonize no --loglevel warning >"$work/redis.log" 2>&1 &
-pids+=($!); redis_pid=$!
-taskset -c 0 "$bin" serve --shards 1 --cpus 0 --commitlog-sync periodic \
-    --data-dir "$work/corekv" --native-addr 127.0.0.1:17000 --resp-addr 127.0.0.1:$COREKV_RESP \
-    --log warn >"$work/corekv.log" 2>&1 &
-pids+=($!); corekv_pid=$!
-for port in $REDIS_PORT $COREKV_RESP; do
-    for _ in $(seq 1 100); do redis-cli -p $port PING >/dev/null 2>&1 && break; sleep 0.1; done
-done
+start_pair periodic $REDIS_PORT everysec $COREKV_RESP periodic 17000
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
@@ -73,17 +81,7 @@ kill "$redis_pid" "$corekv_pid"
 wait "$redis_pid" "$corekv_pid" 2>/dev/null || true
 REDIS_DURABLE=16380
 COREKV_DURABLE=17380
-mkdir -p "$work/redis-durable"
-taskset -c 0 redis-server --port $REDIS_DURABLE --bind 127.0.0.1 --appendonly yes --appendfsync always \
-    --save "" --dir "$work/redis-durable" --daemonize no --loglevel warning >"$work/redis-durable.log" 2>&1 &
-pids+=($!); redis_pid=$!
-taskset -c 0 "$bin" serve --shards 1 --cpus 0 --commitlog-sync batch \
-    --data-dir "$work/corekv-durable" --native-addr 127.0.0.1:17010 --resp-addr 127.0.0.1:$COREKV_DURABLE \
-    --peer-addr 127.0.0.1:17020 --admin-addr off --log warn >"$work/corekv-durable.log" 2>&1 &
-pids+=($!); corekv_pid=$!
-for port in $REDIS_DURABLE $COREKV_DURABLE; do
-    for _ in $(seq 1 100); do redis-cli -p $port PING >/dev/null 2>&1 && break; sleep 0.1; done
-done
+start_pair durable $REDIS_DURABLE always $COREKV_DURABLE batch 17100
 echo
 echo "durable: corekv commitlog_sync = batch against Redis appendfsync always, SET, $DURABLE_N requests each"
 printf "%-8s %-4s %-10s %14s %14s %8s\n" test P keys "redis rps" "corekv rps" ratio
