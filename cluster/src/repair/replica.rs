@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use corekv_engine::version::{wall_clock_ms, SiblingSet};
 use corekv_engine::{token_of, Engine, TokenRange};
 use corekv_net::native::ErrorCode;
 use corekv_net::peer::{Page, PeerRequest, PeerResponse};
@@ -54,6 +55,28 @@ impl TreeCache {
     }
 }
 
+/// A key's digest for anti-entropy at `now_ms`: its set with expired
+/// values hashed as the tombstones compaction turns them into. A replica
+/// that compacted an expired key and one that did not then agree from the
+/// expiry on, so expired sessions cause no repair traffic (Riak's trap,
+/// basho/riak#981: they were exchanged on every repair until every replica
+/// compacted). The key stays in the tree, as a tombstone, until gc: were
+/// it left out, a replica still holding a value the expired write had
+/// superseded would never be sent that write.
+pub fn repair_digest(set: &SiblingSet, now_ms: u64) -> u64 {
+    if set
+        .versions()
+        .iter()
+        .any(|v| !v.is_tombstone() && v.is_expired(now_ms))
+    {
+        let mut canonical = set.clone();
+        canonical.expire_into_tombstones(now_ms);
+        set_digest(&canonical.to_bytes())
+    } else {
+        set_digest(&set.to_bytes())
+    }
+}
+
 /// `(token, entry hash)` of every key of this shard in `start..=end`: one
 /// scan, 16 bytes a key, from which trees of any depth are built.
 pub async fn entry_hashes(
@@ -67,8 +90,9 @@ pub async fn entry_hashes(
         let batch = engine
             .scan(TokenRange { start, end }, after.as_deref(), SCAN_PAGE)
             .await?;
+        let now = wall_clock_ms();
         for (key, set) in &batch.entries {
-            out.push((token_of(key), entry_hash(key, set_digest(&set.to_bytes()))));
+            out.push((token_of(key), entry_hash(key, repair_digest(set, now))));
         }
         match batch.next_after {
             Some(next) => after = Some(next),
@@ -146,8 +170,9 @@ pub async fn digests(
     after: Option<&[u8]>,
     limit: usize,
 ) -> corekv_engine::Result<Page<u64>> {
+    let now = wall_clock_ms();
     page(engine, start, end, after, limit.max(1), usize::MAX, |set| {
-        (set_digest(&set.to_bytes()), 8)
+        (repair_digest(set, now), 8)
     })
     .await
 }
@@ -256,4 +281,43 @@ pub async fn serve(
         }
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corekv_engine::version::{CausalContext, Dot, Version};
+
+    fn with_ttl(expires_at_ms: u64) -> SiblingSet {
+        SiblingSet::from_write(
+            Version {
+                dot: Dot {
+                    replica: 9,
+                    counter: 5 << 16,
+                },
+                timestamp: 5 << 16,
+                expires_at_ms,
+                value: Some(b"session".to_vec()),
+            },
+            CausalContext::new(),
+        )
+    }
+
+    #[test]
+    fn an_expired_key_hashes_alike_compacted_or_not() {
+        let raw = with_ttl(1_000);
+        let mut compacted = raw.clone();
+        assert!(compacted.expire_into_tombstones(1_500));
+        // Before its expiry the value and a tombstone differ, as they must.
+        assert_ne!(repair_digest(&raw, 999), repair_digest(&compacted, 999));
+        // From the expiry on, both replicas hash the same state.
+        assert_eq!(repair_digest(&raw, 1_000), repair_digest(&compacted, 1_000));
+        assert_eq!(repair_digest(&raw, 9_999), repair_digest(&compacted, 9_999));
+        // A key without TTL is hashed as stored.
+        let forever = with_ttl(0);
+        assert_eq!(
+            repair_digest(&forever, u64::MAX),
+            set_digest(&forever.to_bytes())
+        );
+    }
 }

@@ -268,6 +268,22 @@ impl SiblingSet {
             .unwrap_or(u64::MAX)
     }
 
+    /// Turns every value expired at `now_ms` into a tombstone (same dot,
+    /// timestamp and expiry, so merges and last-writer-wins order do not
+    /// change): what compaction stores, and what anti-entropy hashes, so
+    /// replicas agree on an expired key whether or not they compacted it.
+    /// Returns true when a value was turned.
+    pub fn expire_into_tombstones(&mut self, now_ms: u64) -> bool {
+        let mut turned = false;
+        for v in &mut self.versions {
+            if v.value.is_some() && v.is_expired(now_ms) {
+                v.value = None;
+                turned = true;
+            }
+        }
+        turned
+    }
+
     /// Compaction-time garbage collection at `now_ms`.
     ///
     /// Expired values become tombstones (same dot and timestamp, so merges
@@ -289,11 +305,7 @@ impl SiblingSet {
         repaired_ms: u64,
         older_data_elsewhere: bool,
     ) -> bool {
-        for v in &mut self.versions {
-            if v.is_expired(now_ms) {
-                v.value = None;
-            }
-        }
+        self.expire_into_tombstones(now_ms);
         if older_data_elsewhere {
             return false;
         }
