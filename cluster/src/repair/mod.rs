@@ -180,6 +180,7 @@ pub async fn repair_shard(
             }
         }
     }
+    total.failed = failed;
     crate::runtime::metrics::bump(&metrics.repair_runs);
     metrics.repair_running.set(0);
     tracing::info!(

@@ -66,6 +66,9 @@ pub struct SegmentOutcome {
     pub pushed: u64,
     /// Bytes exchanged (hashes, digests, sets).
     pub bytes: u64,
+    /// Segments that failed (or were skipped: their peer was down); a run
+    /// with any is retried with backoff and sets no tombstone horizon.
+    pub failed: u64,
 }
 
 /// Everything a segment repair needs from its shard.

@@ -302,6 +302,27 @@ struct Repairs {
     queue: glommio::TaskQueueHandle,
     /// When the last complete repair started (see `repair::full_repair_path`).
     full_ms: Rc<std::cell::Cell<u64>>,
+    /// After a run with failed segments: when to retry, and the backoff
+    /// that got there (doubling from REPAIR_RETRY_FIRST up to the interval).
+    retry: Rc<std::cell::Cell<Option<(u64, u64)>>>,
+}
+
+/// The first retry of a repair that had failed segments comes this soon;
+/// each further failure doubles the wait, up to `repair_interval_s`.
+const REPAIR_RETRY_FIRST_MS: u64 = 30_000;
+
+/// When to retry after a run that failed, given the previous backoff.
+fn repair_retry(now_ms: u64, previous: Option<(u64, u64)>, interval_ms: u64) -> (u64, u64) {
+    let backoff = match previous {
+        Some((_, b)) => b.saturating_mul(2),
+        None => REPAIR_RETRY_FIRST_MS,
+    };
+    let backoff = if interval_ms > 0 {
+        backoff.min(interval_ms)
+    } else {
+        backoff
+    };
+    (now_ms.saturating_add(backoff), backoff)
 }
 
 impl Repairs {
@@ -327,7 +348,8 @@ impl Repairs {
         let requested = epoch != self.seen_epoch;
         let now = corekv_engine::version::wall_clock_ms();
         let interval_ms = config.repair_interval_s.saturating_mul(1000);
-        let due = interval_ms > 0 && now.saturating_sub(self.last_ms) >= interval_ms;
+        let retry_due = self.retry.get().is_some_and(|(at, _)| now >= at);
+        let due = retry_due || (interval_ms > 0 && now.saturating_sub(self.last_ms) >= interval_ms);
         if !(requested || due) || self.running.get() {
             return;
         }
@@ -342,9 +364,22 @@ impl Repairs {
         let mib = config.stream_mib_per_s;
         let dir = shard_dir.to_path_buf();
         let full = self.full_ms.clone();
+        let retry = self.retry.clone();
         spawn_job(self.queue, &self.running, "repair", async move {
-            crate::repair::repair_shard(&c, &req, mib, &dir).await;
+            let outcome = crate::repair::repair_shard(&c, &req, mib, &dir).await;
             full.set(crate::repair::load_full_repair(&dir));
+            if outcome.failed == 0 {
+                retry.set(None);
+            } else {
+                let now = corekv_engine::version::wall_clock_ms();
+                let next = repair_retry(now, retry.get(), interval_ms);
+                tracing::info!(
+                    failed = outcome.failed,
+                    retry_in_s = next.1 / 1000,
+                    "repair had failed segments: retrying the shard's repair with backoff"
+                );
+                retry.set(Some(next));
+            }
         });
     }
 }
@@ -552,6 +587,7 @@ async fn shard_main(
         full_ms: Rc::new(std::cell::Cell::new(crate::repair::load_full_repair(
             &shard_dir,
         ))),
+        retry: Rc::new(std::cell::Cell::new(None)),
         running: Rc::new(std::cell::Cell::new(false)),
         queue: glommio::executor().create_task_queue(
             glommio::Shares::Static(REPAIR_SHARES),
@@ -588,4 +624,33 @@ async fn shard_main(
     engine.close().await?;
     tracing::info!(shard = index, "flushed and closed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_repair_is_retried_soon_then_less_often_up_to_the_interval() {
+        let hour = 3_600_000;
+        let first = repair_retry(1_000, None, hour);
+        assert_eq!(
+            first,
+            (1_000 + REPAIR_RETRY_FIRST_MS, REPAIR_RETRY_FIRST_MS)
+        );
+        let second = repair_retry(50_000, Some(first), hour);
+        assert_eq!(second.1, 2 * REPAIR_RETRY_FIRST_MS);
+        let mut last = second;
+        for _ in 0..20 {
+            last = repair_retry(0, Some(last), hour);
+        }
+        assert_eq!(last.1, hour, "never later than the scheduled interval");
+        // Scheduled repair off: the backoff still grows, without bound
+        // but without overflow.
+        let mut off = repair_retry(u64::MAX - 1, None, 0);
+        for _ in 0..80 {
+            off = repair_retry(u64::MAX - 1, Some(off), 0);
+        }
+        assert_eq!(off.0, u64::MAX);
+    }
 }
