@@ -447,7 +447,10 @@ fn main() -> Result<()> {
             consistency: conn.level()?,
             key: key.into_bytes(),
         })? {
-            ResponseBody::Value { siblings, .. } => {
+            ResponseBody::Value { mut siblings, .. } => {
+                // Oldest first (the wire order is by dot, which means
+                // nothing to a reader).
+                siblings.sort_by_key(|s| s.timestamp);
                 let many = siblings.len() > 1;
                 for (i, s) in siblings.iter().enumerate() {
                     let value = String::from_utf8_lossy(s.value.as_deref().unwrap_or_default());

@@ -127,9 +127,10 @@ fn concurrent_writes_become_siblings_and_a_context_resolves_them() {
     }
     // The CLI shows siblings too.
     put(&mut a, "cli", "x", Vec::new(), all).expect("put");
-    // Siblings are listed, and RESP picks the last writer, by HLC reading;
-    // two nodes' readings within one millisecond tie and the tie goes to
-    // the replica id (random per data directory), so leave a few ms.
+    // The CLI lists siblings oldest first and RESP picks the last writer,
+    // both by HLC reading; two nodes' readings within one millisecond tie
+    // and the tie goes to the replica id (random per data directory), so
+    // leave a few ms.
     std::thread::sleep(Duration::from_millis(5));
     put(&mut b, "cli", "y", Vec::new(), all).expect("put");
     let out = cluster.nodes[2].cli(&["get", "cli", "--consistency", "all"]);
