@@ -223,6 +223,22 @@ impl HintStore {
 mod tests {
     use super::*;
 
+    /// Runs `test` on a fresh glommio executor (a shard) with an empty
+    /// directory for the hint store.
+    fn on_a_shard<F, Fut>(test: F)
+    where
+        F: FnOnce(std::path::PathBuf) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || test(path))
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
+
     #[test]
     fn hint_keys_round_trip_and_sort_by_node_then_age() {
         let a = encode_key(2, 100, 0, b"k");
@@ -236,91 +252,79 @@ mod tests {
 
     #[test]
     fn a_hint_of_the_largest_sibling_set_is_kept() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().to_path_buf();
-        glommio::LocalExecutorBuilder::default()
-            .spawn(move || async move {
-                let metrics = Rc::new(ShardMetrics::default());
-                let opts = Options::default();
-                let store = HintStore::open(&path, &opts, Duration::from_secs(60), 10, metrics)
-                    .await
-                    .expect("open");
-                // Two siblings of the largest value: more than max_value_bytes.
-                let set = vec![7u8; opts.set_bytes_max()];
-                store
-                    .store(7, b"big", &set)
-                    .await
-                    .expect("the largest set is a hint");
-                let (hints, _) = store.next_batch(None, 10).await.expect("batch");
-                assert_eq!(hints[0].set.len(), opts.set_bytes_max());
-                store.close().await.expect("close");
-            })
-            .expect("executor")
-            .join()
-            .expect("join");
+        on_a_shard(|path| async move {
+            let metrics = Rc::new(ShardMetrics::default());
+            let opts = Options::default();
+            let store = HintStore::open(&path, &opts, Duration::from_secs(60), 10, metrics)
+                .await
+                .expect("open");
+            // Two siblings of the largest value: more than max_value_bytes.
+            let set = vec![7u8; opts.set_bytes_max()];
+            store
+                .store(7, b"big", &set)
+                .await
+                .expect("the largest set is a hint");
+            let (hints, _) = store.next_batch(None, 10).await.expect("batch");
+            assert_eq!(hints[0].set.len(), opts.set_bytes_max());
+            store.close().await.expect("close");
+        });
     }
 
     #[test]
     fn hints_survive_reopen_and_leave_once_delivered_or_expired() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().to_path_buf();
-        glommio::LocalExecutorBuilder::default()
-            .spawn(move || async move {
-                let metrics = Rc::new(ShardMetrics::default());
-                let opts = Options::default();
-                let window = Duration::from_secs(3600);
-                let store = HintStore::open(&path, &opts, window, 10, metrics.clone())
-                    .await
-                    .expect("open");
-                for i in 0..10u8 {
-                    store.store(7, &[b'k', i], b"set").await.expect("store");
-                }
-                // Bounded: the two beyond the cap are refused (so the
-                // stand-in does not count toward W), and counted.
-                for i in 10..12u8 {
-                    let e = store.store(7, &[b'k', i], b"set").await;
-                    assert!(
-                        matches!(
-                            e,
-                            Err(HintError::Full {
-                                pending: 10,
-                                max: 10
-                            })
-                        ),
-                        "{e:?}"
-                    );
-                }
-                assert_eq!(metrics.hints_dropped.get(), 2);
-                store.close().await.expect("close");
-                let metrics = Rc::new(ShardMetrics::default());
-                let store = HintStore::open(&path, &opts, window, 100, metrics.clone())
-                    .await
-                    .expect("reopen");
-                assert_eq!(metrics.hints_pending.get(), 10, "hints survive a reopen");
-                let (hints, _) = store.next_batch(None, 100).await.expect("batch");
-                assert_eq!(hints.len(), 10);
-                assert!(hints.iter().all(|h| h.node_id == 7 && h.set == b"set"));
-                for h in &hints[..4] {
-                    store.delivered(h).await.expect("delivered");
-                }
-                let (left, _) = store.next_batch(None, 100).await.expect("batch");
-                assert_eq!(left.len(), 6);
-                assert_eq!(metrics.hints_pending.get(), 6);
-                // With a zero window everything left is too old.
-                store.close().await.expect("close");
-                let metrics = Rc::new(ShardMetrics::default());
-                let store = HintStore::open(&path, &opts, Duration::ZERO, 100, metrics.clone())
-                    .await
-                    .expect("reopen");
-                glommio::timer::sleep(Duration::from_millis(5)).await;
-                let (none, _) = store.next_batch(None, 100).await.expect("batch");
-                assert!(none.is_empty());
-                assert_eq!(metrics.hints_dropped.get(), 6);
-                assert_eq!(metrics.hints_pending.get(), 0);
-                store.close().await.expect("close");
-            })
-            .expect("executor")
-            .join()
-            .expect("join");
+        on_a_shard(|path| async move {
+            let metrics = Rc::new(ShardMetrics::default());
+            let opts = Options::default();
+            let window = Duration::from_secs(3600);
+            let store = HintStore::open(&path, &opts, window, 10, metrics.clone())
+                .await
+                .expect("open");
+            for i in 0..10u8 {
+                store.store(7, &[b'k', i], b"set").await.expect("store");
+            }
+            // Bounded: the two beyond the cap are refused (so the
+            // stand-in does not count toward W), and counted.
+            for i in 10..12u8 {
+                let e = store.store(7, &[b'k', i], b"set").await;
+                assert!(
+                    matches!(
+                        e,
+                        Err(HintError::Full {
+                            pending: 10,
+                            max: 10
+                        })
+                    ),
+                    "{e:?}"
+                );
+            }
+            assert_eq!(metrics.hints_dropped.get(), 2);
+            store.close().await.expect("close");
+            let metrics = Rc::new(ShardMetrics::default());
+            let store = HintStore::open(&path, &opts, window, 100, metrics.clone())
+                .await
+                .expect("reopen");
+            assert_eq!(metrics.hints_pending.get(), 10, "hints survive a reopen");
+            let (hints, _) = store.next_batch(None, 100).await.expect("batch");
+            assert_eq!(hints.len(), 10);
+            assert!(hints.iter().all(|h| h.node_id == 7 && h.set == b"set"));
+            for h in &hints[..4] {
+                store.delivered(h).await.expect("delivered");
+            }
+            let (left, _) = store.next_batch(None, 100).await.expect("batch");
+            assert_eq!(left.len(), 6);
+            assert_eq!(metrics.hints_pending.get(), 6);
+            // With a zero window everything left is too old.
+            store.close().await.expect("close");
+            let metrics = Rc::new(ShardMetrics::default());
+            let store = HintStore::open(&path, &opts, Duration::ZERO, 100, metrics.clone())
+                .await
+                .expect("reopen");
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+            let (none, _) = store.next_batch(None, 100).await.expect("batch");
+            assert!(none.is_empty());
+            assert_eq!(metrics.hints_dropped.get(), 6);
+            assert_eq!(metrics.hints_pending.get(), 0);
+            store.close().await.expect("close");
+        });
     }
 }
