@@ -402,7 +402,6 @@ impl Coordinator {
         context: WriteContext,
     ) -> Result<(), CoordinatorError> {
         let opts = WriteOptions { ttl, context };
-        // RESP answers no context: none is built.
         self.router
             .engine()
             .write(key, value, &opts)
@@ -782,6 +781,7 @@ impl Coordinator {
 
     /// Waits until `needed` answers succeeded, too many failed, or the
     /// deadline passed.
+    ///
     /// `name(i)` names answer `i`'s replica in the error (called only on
     /// a failure, so the hot path builds no strings).
     async fn gather<T>(

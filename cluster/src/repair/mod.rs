@@ -172,11 +172,14 @@ pub async fn repair_shard(
             now.to_string().as_bytes(),
         );
         if req.range.is_none() && req.node.is_none() {
-            if let Err(e) = crate::runtime::datadir::write_atomically(
+            match crate::runtime::datadir::write_atomically(
                 &full_repair_path(shard_dir),
                 started_ms.to_string().as_bytes(),
             ) {
-                tracing::warn!(shard, error = %e, "could not save the complete repair's time; tombstones wait for the next one");
+                Ok(()) => total.complete_since_ms = Some(started_ms),
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "could not save the complete repair's time; tombstones wait for the next one")
+                }
             }
         }
     }

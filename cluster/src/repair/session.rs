@@ -69,6 +69,10 @@ pub struct SegmentOutcome {
     /// Segments that failed (or were skipped: their peer was down); a run
     /// with any is retried with backoff and sets no tombstone horizon.
     pub failed: u64,
+    /// For a whole run that was complete (every range, every other
+    /// replica, nothing failed): when it started, the tombstone horizon it
+    /// sets (see `repair::full_repair_path`).
+    pub complete_since_ms: Option<u64>,
 }
 
 /// Everything a segment repair needs from its shard.

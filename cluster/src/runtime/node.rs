@@ -367,7 +367,9 @@ impl Repairs {
         let retry = self.retry.clone();
         spawn_job(self.queue, &self.running, "repair", async move {
             let outcome = crate::repair::repair_shard(&c, &req, mib, &dir).await;
-            full.set(crate::repair::load_full_repair(&dir));
+            if let Some(since) = outcome.complete_since_ms {
+                full.set(since);
+            }
             if outcome.failed == 0 {
                 retry.set(None);
             } else {
