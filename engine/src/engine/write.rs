@@ -76,10 +76,9 @@ impl MintedWrite {
     /// The context to answer the client with: exactly what its given
     /// context held, plus the new version's dot.
     pub fn context(&self) -> CausalContext {
-        match &self.context {
-            Some(c) => c.clone(),
-            None => self.state.context().clone(),
-        }
+        self.context
+            .clone()
+            .unwrap_or_else(|| self.state.context().clone())
     }
 
     /// The new version, taken out (copying it only when the state is
@@ -99,10 +98,7 @@ impl MintedWrite {
     /// The state and the client's context (releasing this write's claim
     /// on the key, if it was not stored).
     pub fn into_parts(self) -> (Rc<SiblingSet>, CausalContext) {
-        let context = match self.context {
-            Some(c) => c,
-            None => self.state.context().clone(),
-        };
+        let context = self.context.unwrap_or_else(|| self.state.context().clone());
         (self.state, context)
     }
 }
