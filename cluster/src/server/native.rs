@@ -16,7 +16,6 @@ use super::{command, status, ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::{Coordinator, CoordinatorError};
 use crate::runtime::metrics::RequestKind;
 use crate::runtime::ops::{KvOp, KvReply, PutCondition};
-use crate::runtime::router::RouteError;
 use crate::wire_context as context;
 
 /// Bytes read from the socket at a time.
@@ -114,15 +113,10 @@ fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> Response {
     }
 }
 
-/// Maps an internal failure to a protocol error code.
-pub(super) fn error_code(e: &RouteError) -> ErrorCode {
-    e.code()
-}
-
 /// Maps a coordinator failure to a protocol error code.
 pub(super) fn coordinator_error_code(e: &CoordinatorError) -> ErrorCode {
     match e {
-        CoordinatorError::Local(e) => error_code(e),
+        CoordinatorError::Local(e) => e.code(),
         CoordinatorError::Unavailable(_) => ErrorCode::Unavailable,
         // The replicas' own kind of failure when they had one (a full disk
         // is STORAGE, a bound OVERLOADED), else too few replicas.
@@ -169,7 +163,7 @@ async fn handle(coordinator: &Rc<Coordinator>, req: Request) -> Response {
                     id,
                     body: ResponseBody::Status(json.into_bytes()),
                 },
-                Err(e) => error(id, error_code(&e), e.to_string()),
+                Err(e) => error(id, e.code(), e.to_string()),
             };
         }
         RequestBody::Admin(command) => {

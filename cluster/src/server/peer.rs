@@ -11,7 +11,6 @@ use corekv_net::peer::{self, PeerRequest, PeerResponse};
 use corekv_net::Limits;
 
 use super::idle::IdleWatch;
-use super::native::error_code;
 use super::pipeline::Pipeline;
 use super::{ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::Coordinator;
@@ -240,7 +239,7 @@ async fn serve(coordinator: &Coordinator, req: PeerRequest) -> PeerResponse {
             message: "unexpected stats reply".into(),
         },
         Err(e) => PeerResponse::Error {
-            code: error_code(&e),
+            code: e.code(),
             message: e.to_string(),
         },
     }
