@@ -14,7 +14,6 @@
 //! [`SHUTDOWN_BOUND`].
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
@@ -30,7 +29,6 @@ const WATCHDOG_EXIT_CODE: i32 = 70;
 /// shard dies, so the lock is never on a request path.
 #[derive(Default)]
 pub struct ShardHealth {
-    failed: AtomicBool,
     dead: Mutex<Vec<(usize, String)>>,
     stop: StopHandle,
     /// How long after the first death the watchdog ends the process
@@ -52,12 +50,12 @@ impl ShardHealth {
     /// death also starts the watchdog that bounds the stop.
     pub fn shard_died(&self, shard: usize, why: String) {
         let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        let first = dead.is_empty();
         if !dead.iter().any(|(s, _)| *s == shard) {
             dead.push((shard, why));
         }
         drop(dead);
         self.stop.stop();
-        let first = !self.failed.swap(true, Ordering::SeqCst);
         if let Some(bound) = self.watchdog_after.filter(|_| first) {
             let watchdog = std::thread::Builder::new()
                 .name("corekv-watchdog".into())
@@ -73,11 +71,6 @@ impl ShardHealth {
                 tracing::error!(error = %e, "could not start the stop watchdog");
             }
         }
-    }
-
-    /// True once any shard died.
-    pub fn is_failed(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
     }
 
     /// The dead shards and why each died, in the order they died.
@@ -151,7 +144,7 @@ mod tests {
         })
         .join();
         assert!(outcome.is_err());
-        assert!(health.is_failed());
+        assert!(!health.dead().is_empty(), "the death is recorded");
         assert!(stop.is_stopped(), "a shard's death stops the node");
         let dead = health.dead();
         assert_eq!(dead.len(), 1);
