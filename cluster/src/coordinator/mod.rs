@@ -388,26 +388,24 @@ impl Coordinator {
         })
     }
 
-    /// A write stored on this shard alone, for a key
-    /// [`writes_here_alone`](Coordinator::writes_here_alone) accepted: mint
-    /// the version and apply it (RESP answers no context, so none is
-    /// built). A small
-    /// future with no replica fan-out in it, so a pipelined client's
-    /// writes cost no more than the engine's.
+    /// A plain overwrite (Redis `SET`) stored on this shard alone, for a
+    /// key [`writes_here_alone`](Coordinator::writes_here_alone) accepted:
+    /// [`Engine::overwrite`], which answers no context. A small future with
+    /// no replica fan-out in it, so a pipelined client's writes cost no
+    /// more than the engine's.
+    ///
+    /// [`Engine::overwrite`]: corekv_engine::Engine::overwrite
     pub async fn write_here(
         &self,
         key: &[u8],
         value: Option<Vec<u8>>,
         ttl: Option<Duration>,
-        context: WriteContext,
     ) -> Result<(), CoordinatorError> {
-        let opts = WriteOptions { ttl, context };
         self.router
             .engine()
-            .write(key, value, &opts)
+            .overwrite(key, value, ttl)
             .await
-            .map_err(|e| CoordinatorError::Local(e.into()))?;
-        Ok(())
+            .map_err(|e| CoordinatorError::Local(e.into()))
     }
 
     /// A lone replica's read answered on the spot: when this shard is the

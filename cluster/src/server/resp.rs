@@ -272,7 +272,7 @@ async fn set_here(
     ttl: Option<Duration>,
 ) -> Reply {
     let reply = match coordinator
-        .write_here(&key, Some(value), ttl, WriteContext::Overwrite)
+        .write_here(&key, Some(value), ttl)
         .await
     {
         Ok(_) => Reply::ok(),

@@ -103,6 +103,16 @@ impl MintedWrite {
     }
 }
 
+/// A write minted without reading (see [`Engine::mint_unread`]).
+struct UnreadWrite {
+    dot: Dot,
+    /// What every replica merges: the delta (its context is the answer),
+    /// or under last-writer-wins the version alone.
+    state: SiblingSet,
+    /// The answer when it is not `state`'s context.
+    context: Option<CausalContext>,
+}
+
 /// One key's writes in flight on this shard (minted, not yet in the
 /// memtable): the join of their states, and how many holders remain.
 #[derive(Debug, Default)]
@@ -143,7 +153,7 @@ pub(super) fn encode_record_into(out: &mut Vec<u8>, key: &[u8], set: &SiblingSet
     out.push(RECORD_APPLY);
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
-    set.encode(out);
+    set.encode_reserved(out);
 }
 
 /// Decodes a commit-log record (its checksum was already verified).
@@ -315,52 +325,164 @@ impl Engine {
         value: Option<Vec<u8>>,
         opts: &WriteOptions,
     ) -> Result<MintedWrite> {
+        if !self.mint_reads(opts) {
+            let unread = self.mint_unread(key, value, opts)?;
+            return Ok(MintedWrite {
+                dot: unread.dot,
+                state: Rc::new(unread.state),
+                context: unread.context,
+                hold: None,
+            });
+        }
+        self.check_write(key, value.as_deref(), opts)?;
+        let mode = self.opts.conflict;
+        let me = self.opts.replica_id;
+        // Held from before the read, so a write of the key that lands in
+        // the memtable while we read is still seen in the pending state.
+        let hold = self.hold_pending(key);
+        let stored = self.get_raw(key).await?;
+        // Synchronous from here on: no other task runs until the state is
+        // published in `pending`.
+        let mut base = stored.unwrap_or_default();
+        if let Some(state) = self
+            .pending
+            .borrow()
+            .get(key)
+            .and_then(|p| p.state.as_ref())
+        {
+            base.merge(state, mode);
+        }
+        let (version, given) = self.new_version(me, base.context().max_counter(me), value, opts);
+        let dot = version.dot;
+        let delta = SiblingSet::from_write(version, given);
+        // A write that reads answers the delta's context, not the merged
+        // state's.
+        let context = Some(delta.context().clone());
+        base.merge(&delta, mode);
+        base.fold_own(me);
+        let siblings = base.versions().len();
+        if siblings > self.opts.max_siblings {
+            return Err(Error::TooManySiblings {
+                siblings,
+                max: self.opts.max_siblings,
+            });
+        }
+        if siblings >= self.opts.siblings_warn {
+            let n = &self.counters.sibling_warnings;
+            n.set(n.get() + 1);
+        }
+        self.check_set_bytes(&base)?;
+        if let Some(p) = self.pending.borrow_mut().get_mut(key) {
+            match p.state.as_mut() {
+                Some(s) => s.merge(&base, mode),
+                None => p.state = Some(base.clone()),
+            }
+        }
+        Ok(MintedWrite {
+            dot,
+            state: Rc::new(base),
+            context,
+            hold: Some(hold),
+        })
+    }
+
+    /// Redis `SET` on a lone replica: an overwrite (last-writer-wins by
+    /// hybrid clock, see [`WriteContext::Overwrite`]) minted and stored
+    /// here, answering nothing. The same write as [`Engine::write`] with
+    /// that context, in one small future: the clock reading is taken when
+    /// it is first polled, before it can wait, so overwrites of one key
+    /// issued in order win in that order whichever is stored first.
+    pub async fn overwrite(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let opts = WriteOptions {
+            ttl,
+            context: WriteContext::Overwrite,
+        };
+        let unread = self.mint_unread(key, value, &opts)?;
+        self.append(key, &unread.state, None).await?;
+        self.counters.applies.set(self.counters.applies.get() + 1);
+        Ok(())
+    }
+
+    /// Whether minting `opts` reads this replica's copy of the key first.
+    fn mint_reads(&self, opts: &WriteOptions) -> bool {
+        self.opts.conflict == ConflictMode::Siblings && opts.context != WriteContext::Overwrite
+    }
+
+    /// Refuses a write's oversized key, value or context, a context from
+    /// the future, and any write once the engine is closed.
+    fn check_write(&self, key: &[u8], value: Option<&[u8]>, opts: &WriteOptions) -> Result<()> {
         self.check_key(key)?;
-        if let Some(v) = &value {
+        if let Some(v) = value {
             self.check_value(v)?;
         }
         self.check_open()?;
         if let WriteContext::Given(c) = &opts.context {
             self.check_context(c)?;
         }
-        let mode = self.opts.conflict;
-        let reads = mode == ConflictMode::Siblings && opts.context != WriteContext::Overwrite;
-        // Held from before the read, so a write of the key that lands in
-        // the memtable while we read is still seen in the pending state.
-        let hold = reads.then(|| self.hold_pending(key));
-        let stored = if reads {
-            self.get_raw(key).await?
-        } else {
-            None
-        };
-        // Synchronous from here on: no other task runs until the state is
-        // published in `pending`.
+        Ok(())
+    }
+
+    /// Mints a write that reads nothing first (an overwrite, or any write
+    /// under last-writer-wins): synchronous, so no other task runs between
+    /// its clock reading and its return.
+    fn mint_unread(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        opts: &WriteOptions,
+    ) -> Result<UnreadWrite> {
+        self.check_write(key, value.as_deref(), opts)?;
         // Writes that do not read issue dots under an id of their own:
         // this replica folds its read-minted dots into its vector entry,
         // which must never claim a dot it may not hold (an overwrite it
         // coordinated for a key it does not own, or whose local copy failed).
-        let me = if reads {
-            self.opts.replica_id
+        let me = self.opts.unread_replica_id();
+        let (version, given) = self.new_version(me, 0, value, opts);
+        let dot = version.dot;
+        let delta = SiblingSet::from_write(version, given);
+        let (state, context) = if self.opts.conflict == ConflictMode::LastWriterWins {
+            // The last-writer-wins state carries no context; its answer is
+            // the delta's.
+            let context = delta.context().clone();
+            let versions = delta.into_versions();
+            (
+                SiblingSet::from_parts(versions, CausalContext::new(), ConflictMode::LastWriterWins),
+                Some(context),
+            )
         } else {
-            self.opts.unread_replica_id()
+            // The delta is what every replica merges, and its context the
+            // answer.
+            (delta, None)
         };
-        let mut base = stored.unwrap_or_default();
-        if reads {
-            if let Some(state) = self
-                .pending
-                .borrow()
-                .get(key)
-                .and_then(|p| p.state.as_ref())
-            {
-                base.merge(state, mode);
-            }
-        }
+        self.check_set_bytes(&state)?;
+        Ok(UnreadWrite {
+            dot,
+            state,
+            context,
+        })
+    }
+
+    /// The new version of a write by replica id `me`, above `known` (the
+    /// highest dot of `me` the key's state holds), and the context it
+    /// supersedes.
+    fn new_version(
+        &self,
+        me: u64,
+        known: u64,
+        value: Option<Vec<u8>>,
+        opts: &WriteOptions,
+    ) -> (Version, CausalContext) {
         let (given, timestamp) = {
             let mut clock = self.clock.borrow_mut();
             // Stay above every dot of ours the key or the client knows of
             // (after a restart with a clock that stepped back), so the new
             // dot is never one that is already known.
-            clock.observe(base.context().max_counter(me));
+            clock.observe(known);
             match &opts.context {
                 WriteContext::Blind => (CausalContext::new(), clock.now()),
                 WriteContext::Given(c) => {
@@ -392,50 +514,7 @@ impl Engine {
             expires_at_ms,
             value,
         };
-        let dot = version.dot;
-        let delta = SiblingSet::from_write(version, given);
-        // A write that reads answers the delta's context, not the merged
-        // state's; one that does not sends the delta itself.
-        // (Last-writer-wins states carry no context, so its answer is kept.)
-        let context =
-            (reads || mode == ConflictMode::LastWriterWins).then(|| delta.context().clone());
-        let state = if reads {
-            base.merge(&delta, mode);
-            base.fold_own(me);
-            let siblings = base.versions().len();
-            if siblings > self.opts.max_siblings {
-                return Err(Error::TooManySiblings {
-                    siblings,
-                    max: self.opts.max_siblings,
-                });
-            }
-            if siblings >= self.opts.siblings_warn {
-                let n = &self.counters.sibling_warnings;
-                n.set(n.get() + 1);
-            }
-            base
-        } else if mode == ConflictMode::LastWriterWins {
-            // The last-writer-wins state carries no context.
-            SiblingSet::from_parts(delta.into_versions(), CausalContext::new(), mode)
-        } else {
-            delta
-        };
-        self.check_set_bytes(&state)?;
-        if reads {
-            let mut pending = self.pending.borrow_mut();
-            if let Some(p) = pending.get_mut(key) {
-                match p.state.as_mut() {
-                    Some(s) => s.merge(&state, mode),
-                    None => p.state = Some(state.clone()),
-                }
-            }
-        }
-        Ok(MintedWrite {
-            dot,
-            state: Rc::new(state),
-            context,
-            hold,
-        })
+        (version, given)
     }
 
     /// Stores a write this replica minted (its own copy). Completes even

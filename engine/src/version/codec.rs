@@ -63,9 +63,16 @@ impl SiblingSet {
                 .sum::<usize>()
     }
 
-    /// Appends the encoding to `out`.
+    /// Appends the encoding to `out`, reserving room for it first.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.reserve(self.encoded_len());
+        self.encode_reserved(out);
+    }
+
+    /// Appends the encoding to `out`, which the caller has already made
+    /// room for (the commit log's batch: the record's length is its
+    /// reservation).
+    pub fn encode_reserved(&self, out: &mut Vec<u8>) {
         self.encode_with(|bytes| out.extend_from_slice(bytes));
     }
 
@@ -123,7 +130,7 @@ impl SiblingSet {
     /// Encodes into a new vector.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
-        self.encode(&mut out);
+        self.encode_with(|bytes| out.extend_from_slice(bytes));
         out
     }
 
