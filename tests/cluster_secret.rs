@@ -304,3 +304,32 @@ fn forged_and_replayed_gossip_changes_nothing() {
     assert!(metric(target, "corekv_gossip_replayed_datagrams_total") >= replays + 2.0);
     assert_eq!(normal_ids(target), [1, 2, 3]);
 }
+
+#[test]
+fn without_a_secret_a_strangers_syn_gets_no_more_than_it_sent() {
+    let cluster = Cluster::start(2, "");
+    let hash = wire::cluster_hash("corekv");
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.connect(cluster.nodes[0].peer).expect("connect");
+    // The smallest SYN: it knows nothing, so everything is news to it.
+    let syn = wire::encode(
+        hash,
+        &Message::Syn {
+            from: 99,
+            digests: Vec::new(),
+        },
+    );
+    socket.send(&syn).expect("send");
+    let reply = answer(&socket, Duration::from_secs(5)).expect("an ACK");
+    assert!(
+        reply.len() <= syn.len() + 4,
+        "a {}-byte SYN from a stranger got a {}-byte reply (amplification)",
+        syn.len(),
+        reply.len()
+    );
+    // Members still get everything: the cluster converged above, and a
+    // third node joins through the trimmed first exchange.
+    let mut cluster = cluster;
+    cluster.add_node();
+    cluster.wait_converged();
+}

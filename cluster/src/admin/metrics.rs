@@ -369,6 +369,21 @@ pub fn render(reports: &[ShardReport], ready: bool, gossip: &GossipStats) -> Str
             "Internode connections refused for authentication (HELLO without a challenge, or a wrong cluster-secret proof)",
             e(|r| r.metrics.peer_auth_refusals),
         ),
+        (
+            "connections_refused",
+            "Client connections closed at once because the shard's client connection limit was reached",
+            e(|r| r.metrics.connections_refused),
+        ),
+        (
+            "peer_connections_refused",
+            "Internode connections closed at once because the shard's internode connection limit was reached",
+            e(|r| r.metrics.peer_connections_refused),
+        ),
+        (
+            "connections_cut",
+            "Connections closed for a bound: a request not whole within request_read_timeout_ms, answers unread past twice output_buffer_mib, or a RESP command past query_buffer_mib",
+            e(|r| r.metrics.connections_cut),
+        ),
     ] {
         counter(&mut registry, name, help, reports, value);
     }

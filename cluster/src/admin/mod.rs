@@ -8,12 +8,18 @@
 //! once a second over a bounded crossbeam channel (`try_send`; a full
 //! channel drops the report, a newer one follows), and the control thread
 //! keeps the latest per shard.
+//!
+//! Each request is answered on a thread of its own (at most
+//! [`REQUESTS_IN_FLIGHT_MAX`] at once; more are answered 503 at once), and
+//! its head must arrive whole within [`REQUEST_DEADLINE`]: a client that
+//! sends slowly, or nothing, cannot hold up `/health` for anyone else.
 
 mod metrics;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use corekv_engine::EngineStats;
 use crossbeam_channel::{Receiver, Sender};
@@ -58,8 +64,11 @@ impl ReportSender {
 const CHANNEL_CAPACITY: usize = 1024;
 /// Largest request head read from a client.
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
-/// A client that sends nothing for this long is dropped.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A request's head must have arrived whole this long after the
+/// connection was accepted, and its answer gone out this long after that.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Requests answered at once; beyond, new connections get 503 at once.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 16;
 
 /// Starts the control thread serving `addr` until `stop`; returns where
 /// shards send reports. The listener is bound before returning, so a taken
@@ -82,7 +91,7 @@ pub fn start(
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
     std::thread::Builder::new()
         .name("corekv-admin".into())
-        .spawn(move || control_loop(listener, rx, shards, stop, &gossip, &health))
+        .spawn(move || control_loop(listener, rx, shards, stop, gossip, &health))
         .map_err(|e| Error::Io {
             context: "starting the admin thread".into(),
             source: e,
@@ -95,10 +104,11 @@ fn control_loop(
     rx: Receiver<ShardReport>,
     shards: usize,
     stop: StopHandle,
-    gossip: &GossipStats,
+    gossip: Arc<GossipStats>,
     health: &ShardHealth,
 ) {
     let mut latest: Vec<Option<ShardReport>> = vec![None; shards];
+    let in_flight = Arc::new(AtomicUsize::new(0));
     // Bounded by the process: ends when the node stops.
     while !stop.is_stopped() {
         while let Ok(r) = rx.try_recv() {
@@ -107,14 +117,37 @@ fn control_loop(
             }
         }
         match listener.accept() {
-            Ok((stream, _)) => {
+            Ok((mut stream, _)) => {
+                if in_flight.load(Ordering::Acquire) >= REQUESTS_IN_FLIGHT_MAX {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_write_timeout(Some(REQUEST_DEADLINE));
+                    let _ = respond(
+                        &mut stream,
+                        "503 Service Unavailable",
+                        "text/plain",
+                        "too many admin requests at once\n",
+                    );
+                    continue;
+                }
                 let reports: Vec<ShardReport> = latest.iter().flatten().cloned().collect();
                 // A dead shard's last report still says serving.
                 let dead = health.dead();
                 let ready =
                     dead.is_empty() && latest.iter().all(|r| r.as_ref().is_some_and(|r| r.serving));
-                if let Err(e) = serve(stream, &reports, ready, &dead, gossip) {
-                    tracing::debug!(error = %e, "admin request failed");
+                let gossip = gossip.clone();
+                in_flight.fetch_add(1, Ordering::AcqRel);
+                let done = in_flight.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("corekv-admin-req".into())
+                    .spawn(move || {
+                        if let Err(e) = serve(stream, &reports, ready, &dead, &gossip) {
+                            tracing::debug!(error = %e, "admin request failed");
+                        }
+                        done.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if let Err(e) = spawned {
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                    tracing::warn!(error = %e, "admin request thread not started");
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -137,11 +170,20 @@ fn serve(
     gossip: &GossipStats,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(REQUEST_DEADLINE))?;
+    let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        // The whole head within the deadline, however it trickles in.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request head not complete within the deadline",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             break;

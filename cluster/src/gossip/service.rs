@@ -224,12 +224,17 @@ impl GossipNode {
             match self.socket.recv_from(&mut buf) {
                 Ok((n, from)) => match self.accept(&buf[..n]) {
                     Ok(msg) => {
+                        // An ACK answering a SYN this node sent is expected;
+                        // anything else from a stranger may carry a spoofed
+                        // source address.
+                        let expected = matches!(msg, wire::Message::Ack { .. })
+                            && self.syn_sent.contains_key(&from);
                         if let wire::Message::Ack { .. } = msg {
                             self.note_round_trip(from);
                         }
                         let now_ms = self.now_ms();
                         let mut out = self.gossiper.receive(from, msg, now_ms);
-                        if self.secret.is_none() && !self.gossiper.is_member_at(from) {
+                        if self.secret.is_none() && !expected && !self.gossiper.is_member_at(from) {
                             // Unverifiable sender (its address may be
                             // spoofed): answer no more than it sent.
                             for (_, reply) in &mut out {

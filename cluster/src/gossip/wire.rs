@@ -262,21 +262,19 @@ pub fn open(
 /// Trims `msg`'s news until its encoding (unauthenticated) is at most
 /// `max_bytes`: the reply to a sender that is not a member is never larger
 /// than what it sent, so a spoofed request cannot turn the port into an
-/// amplifier. News left out goes in later rounds, once the sender is one.
+/// amplifier. An ACK's requests are kept (they are as many as the SYN's
+/// digests, and a newcomer's first SYN must be able to ask for its state):
+/// such a reply is at most 4 bytes longer than the SYN it answers. News
+/// left out goes in later rounds, once the sender is a member.
 pub fn shrink_to(msg: &mut Message, max_bytes: usize) {
     let (states, fixed) = match msg {
         Message::Syn { .. } => return,
         Message::Ack {
             states, requests, ..
-        } => {
-            if DATAGRAM_BYTES_MIN + 4 + DIGEST_BYTES * requests.len() > max_bytes {
-                requests.clear();
-            }
-            (
-                states,
-                DATAGRAM_BYTES_MIN + 4 + DIGEST_BYTES * requests.len(),
-            )
-        }
+        } => (
+            states,
+            DATAGRAM_BYTES_MIN + 4 + DIGEST_BYTES * requests.len(),
+        ),
         Message::Ack2 { states, .. } => (states, DATAGRAM_BYTES_MIN + 2),
     };
     let mut total = fixed;
@@ -600,7 +598,12 @@ mod tests {
             };
             shrink_to(&mut ack, max);
             let len = encode(hash, &ack).len();
-            assert!(len <= max.max(DATAGRAM_BYTES_MIN + 4), "{len} > {max}");
+            let requests_only = DATAGRAM_BYTES_MIN + 4 + DIGEST_BYTES * requests.len();
+            assert!(len <= max.max(requests_only), "{len} > {max}");
+            assert!(
+                matches!(&ack, Message::Ack { requests: r, .. } if r.len() == requests.len()),
+                "requests are never cut"
+            );
             let mut ack2 = Message::Ack2 {
                 from: 1,
                 states: states.clone(),

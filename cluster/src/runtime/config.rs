@@ -70,8 +70,24 @@ pub struct NodeConfig {
     /// incarnation can never cover this one's writes.
     #[serde(skip)]
     pub epoch: u64,
-    /// Open client connections per shard; more are refused.
+    /// Open client connections (native and RESP) per shard; more are
+    /// refused (counted in `corekv_connections_refused_total`).
     pub max_connections_per_shard: usize,
+    /// Open internode connections per shard, counted apart from client
+    /// ones so clients can never starve replication.
+    pub max_peer_connections_per_shard: usize,
+    /// A request's bytes must all arrive within this long of its first
+    /// one, however slowly they trickle in (slowloris); else the
+    /// connection is closed.
+    pub request_read_timeout_ms: u64,
+    /// Answers queued for one connection and not yet taken by its socket
+    /// (a client that does not read): past this many MiB the connection
+    /// reads no new requests, past twice this it is closed.
+    pub output_buffer_mib: u64,
+    /// Largest unfinished RESP command buffered (RESP's
+    /// client-query-buffer-limit), MiB; beyond, an error and the
+    /// connection closes.
+    pub query_buffer_mib: u64,
     /// A client connection idle this long is closed.
     pub idle_timeout_s: u64,
     /// Requests one native connection may have in flight; reading from the
@@ -197,6 +213,10 @@ impl Default for NodeConfig {
             max_clock_skew_ms: 5_000,
             epoch: 0,
             max_connections_per_shard: 4096,
+            max_peer_connections_per_shard: 1024,
+            request_read_timeout_ms: 10_000,
+            output_buffer_mib: 32,
+            query_buffer_mib: 64,
             idle_timeout_s: 300,
             max_in_flight_per_connection: 256,
             node_id: 1,
@@ -364,6 +384,23 @@ impl NodeConfig {
             return Err(Error::Config(format!(
                 "shards = {} is more than 256",
                 self.shard_count()
+            )));
+        }
+        if self.output_buffer_mib == 0
+            || self.query_buffer_mib == 0
+            || self.request_read_timeout_ms == 0
+            || self.max_peer_connections_per_shard == 0
+        {
+            return Err(Error::Config(
+                "output_buffer_mib, query_buffer_mib, request_read_timeout_ms and max_peer_connections_per_shard must be above 0".into(),
+            ));
+        }
+        if self.query_buffer_mib.saturating_mul(1 << 20)
+            < (2 * (self.max_key_bytes + self.max_value_bytes)) as u64
+        {
+            return Err(Error::Config(format!(
+                "query_buffer_mib = {} cannot hold one SET of the largest key and value (max_key_bytes + max_value_bytes)",
+                self.query_buffer_mib
             )));
         }
         if self.max_connections_per_shard == 0 || self.max_in_flight_per_connection == 0 {

@@ -124,6 +124,14 @@ pub struct ShardMetrics {
     /// Internode connections refused for authentication (no or a wrong
     /// cluster-secret proof).
     pub peer_auth_refusals: Cell<u64>,
+    /// Client connections closed at once: the shard's client limit was reached.
+    pub connections_refused: Cell<u64>,
+    /// Internode connections closed at once: the shard's internode limit was reached.
+    pub peer_connections_refused: Cell<u64>,
+    /// Connections closed for a limit of their own: a request not whole
+    /// within `request_read_timeout_ms`, an output buffer past twice
+    /// `output_buffer_mib`, a RESP command past `query_buffer_mib`.
+    pub connections_cut: Cell<u64>,
     /// Client request latencies by kind (index: [`RequestKind`]).
     pub latency: [LatencyHistogram; 4],
 }
@@ -180,6 +188,12 @@ pub struct MetricsSnapshot {
     pub stream_bytes: u64,
     /// See [`ShardMetrics::peer_auth_refusals`].
     pub peer_auth_refusals: u64,
+    /// See [`ShardMetrics::connections_refused`].
+    pub connections_refused: u64,
+    /// See [`ShardMetrics::peer_connections_refused`].
+    pub peer_connections_refused: u64,
+    /// See [`ShardMetrics::connections_cut`].
+    pub connections_cut: u64,
     /// Client request latencies by kind (index: [`RequestKind`]).
     pub latency: [LatencySnapshot; 4],
 }
@@ -222,6 +236,9 @@ impl ShardMetrics {
             stream_keys: self.stream_keys.get(),
             stream_bytes: self.stream_bytes.get(),
             peer_auth_refusals: self.peer_auth_refusals.get(),
+            connections_refused: self.connections_refused.get(),
+            peer_connections_refused: self.peer_connections_refused.get(),
+            connections_cut: self.connections_cut.get(),
             latency: std::array::from_fn(|k| LatencySnapshot {
                 buckets: std::array::from_fn(|b| self.latency[k].buckets[b].get()),
                 sum_us: self.latency[k].sum_us.get(),
@@ -258,6 +275,9 @@ impl std::ops::AddAssign for MetricsSnapshot {
         self.stream_keys += o.stream_keys;
         self.stream_bytes += o.stream_bytes;
         self.peer_auth_refusals += o.peer_auth_refusals;
+        self.connections_refused += o.connections_refused;
+        self.peer_connections_refused += o.peer_connections_refused;
+        self.connections_cut += o.connections_cut;
         self.repair_last_finished_ms = self.repair_last_finished_ms.max(o.repair_last_finished_ms);
         for (mine, theirs) in self.latency.iter_mut().zip(o.latency) {
             for (a, b) in mine.buckets.iter_mut().zip(theirs.buckets) {

@@ -22,6 +22,7 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::runtime::config::NodeConfig;
+use crate::runtime::metrics::bump;
 
 /// Shared by a shard's servers: whether the shard is stopping, and how many
 /// connections are open.
@@ -116,11 +117,67 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// One kind of connection's count on this shard (clients, or internode),
+/// against its own limit.
+#[derive(Clone)]
+struct OpenConnections {
+    open: Rc<Cell<usize>>,
+    max: usize,
+    kind: &'static str,
+    last_refusal_logged: Rc<Cell<Option<Instant>>>,
+}
+
+impl OpenConnections {
+    fn new(max: usize, kind: &'static str) -> OpenConnections {
+        OpenConnections {
+            open: Rc::new(Cell::new(0)),
+            max,
+            kind,
+            last_refusal_logged: Rc::new(Cell::new(None)),
+        }
+    }
+
+    /// Logs a refusal at most every 10 s (they are counted in metrics).
+    fn log_refusal(&self) {
+        let now = Instant::now();
+        let quiet = self
+            .last_refusal_logged
+            .get()
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10));
+        if !quiet {
+            self.last_refusal_logged.set(Some(now));
+            tracing::warn!(
+                kind = self.kind,
+                max = self.max,
+                "connection limit reached; closing new connections (logged at most every 10 s; see corekv_connections_refused_total)"
+            );
+        }
+    }
+}
+
+/// Releases a place in an [`OpenConnections`] count.
+struct OpenGuard(Rc<Cell<usize>>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
 /// Limits applied to every client connection.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
-    /// Connections per shard beyond which new ones are closed at once.
+    /// Client connections per shard beyond which new ones are closed at once.
     pub max_connections: usize,
+    /// Internode connections per shard, likewise.
+    pub max_peer_connections: usize,
+    /// A request must arrive whole within this long of its first byte.
+    pub request_read_timeout: Duration,
+    /// Queued answer bytes past which a connection reads no new request
+    /// (twice this: closed).
+    pub output_buffer_bytes: usize,
+    /// Largest unfinished RESP command buffered.
+    pub query_buffer_bytes: usize,
     /// Idle time after which a connection is closed.
     pub idle_timeout: Duration,
     /// Requests a native connection may have in flight.
@@ -135,6 +192,12 @@ impl ConnectionLimits {
     fn from_config(config: &NodeConfig) -> ConnectionLimits {
         ConnectionLimits {
             max_connections: config.max_connections_per_shard,
+            max_peer_connections: config.max_peer_connections_per_shard,
+            request_read_timeout: Duration::from_millis(config.request_read_timeout_ms.max(1)),
+            output_buffer_bytes: usize::try_from(config.output_buffer_mib.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+            query_buffer_bytes: usize::try_from(config.query_buffer_mib.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
             idle_timeout: Duration::from_secs(config.idle_timeout_s.max(1)),
             max_in_flight: config.max_in_flight_per_connection,
             max_key_bytes: config.max_key_bytes,
@@ -237,6 +300,8 @@ pub fn spawn_all(
     shutdown: Shutdown,
 ) {
     let limits = ConnectionLimits::from_config(config);
+    let clients = OpenConnections::new(limits.max_connections, "client");
+    let peers = OpenConnections::new(limits.max_peer_connections, "internode");
     listeners
         .list
         .into_iter()
@@ -244,11 +309,16 @@ pub fn spawn_all(
             let coordinator = coordinator.clone();
             let shutdown = shutdown.clone();
             shutdown.inner.listeners.borrow_mut().push(control);
+            let count = match protocol {
+                Protocol::Peer => peers.clone(),
+                Protocol::Native | Protocol::Resp => clients.clone(),
+            };
             glommio::spawn_local(accept_loop(
                 protocol,
                 listener,
                 coordinator,
                 limits,
+                count,
                 shutdown,
             ))
             .detach();
@@ -260,6 +330,7 @@ async fn accept_loop(
     listener: TcpListener,
     coordinator: Rc<Coordinator>,
     limits: ConnectionLimits,
+    count: OpenConnections,
     shutdown: Shutdown,
 ) {
     loop {
@@ -279,17 +350,23 @@ async fn accept_loop(
                 continue;
             }
         };
-        if shutdown.connections() >= limits.max_connections {
-            tracing::warn!(
-                max = limits.max_connections,
-                "connection limit reached; closing a new connection"
-            );
+        if count.open.get() >= count.max {
+            let m = coordinator.router().metrics();
+            match protocol {
+                Protocol::Peer => bump(&m.peer_connections_refused),
+                Protocol::Native | Protocol::Resp => bump(&m.connections_refused),
+            }
+            count.log_refusal();
             drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
         shutdown.inner.connections.set(shutdown.connections() + 1);
-        let guard = ConnectionGuard(shutdown.clone());
+        count.open.set(count.open.get() + 1);
+        let guard = (
+            ConnectionGuard(shutdown.clone()),
+            OpenGuard(count.open.clone()),
+        );
         let coordinator = coordinator.clone();
         let shutdown = shutdown.clone();
         glommio::spawn_local(async move {

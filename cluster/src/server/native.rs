@@ -14,6 +14,7 @@ use super::idle::IdleWatch;
 use super::pipeline::{Outbox, Pipeline};
 use super::{command, status, ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::{Coordinator, CoordinatorError};
+use crate::runtime::metrics::bump;
 use crate::runtime::metrics::RequestKind;
 use crate::runtime::ops::{KvOp, KvReply, PutCondition};
 use crate::wire_context as context;
@@ -36,10 +37,15 @@ pub(super) async fn serve_connection(
         ..Limits::default()
     };
     let (mut reader, writer) = futures_lite::io::split(stream);
-    let pipeline = Pipeline::start(writer, limits.max_in_flight as u64, shutdown.clone());
+    let pipeline = Pipeline::start(
+        writer,
+        limits.max_in_flight as u64,
+        limits.output_buffer_bytes,
+        shutdown.clone(),
+    );
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
-    let mut input = IdleWatch::new(limits.idle_timeout, &shutdown);
+    let mut input = IdleWatch::new(limits.idle_timeout, limits.request_read_timeout, &shutdown);
     let mut fatal = false;
     'conn: loop {
         // Decode every complete frame in the buffer.
@@ -64,7 +70,9 @@ pub(super) async fn serve_connection(
                             .record(kind, started.elapsed());
                         push(&outbox, &resp);
                     };
-                    pipeline.run(request).await?;
+                    if pipeline.run(request).await.is_err() {
+                        break 'conn;
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -91,6 +99,9 @@ pub(super) async fn serve_connection(
         if !input.read_more(&mut reader, &mut chunk, &mut buf).await? {
             break;
         }
+    }
+    if pipeline.overflowed() || input.cut() {
+        bump(&coordinator.router().metrics().connections_cut);
     }
     pipeline.finish().await;
     if fatal {

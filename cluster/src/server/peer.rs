@@ -36,13 +36,18 @@ pub(super) async fn serve_connection(
         ..Limits::default()
     };
     let (mut reader, writer) = futures_lite::io::split(stream);
-    let pipeline = Pipeline::start(writer, IN_FLIGHT_MAX, shutdown.clone());
+    let pipeline = Pipeline::start(
+        writer,
+        IN_FLIGHT_MAX,
+        limits.output_buffer_bytes,
+        shutdown.clone(),
+    );
     let outbox = pipeline.outbox().clone();
     let mut version = peer::VERSION_MIN;
     let mut greeting = Greeting::Awaited;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
-    let mut input = IdleWatch::new(limits.idle_timeout, &shutdown);
+    let mut input = IdleWatch::new(limits.idle_timeout, limits.request_read_timeout, &shutdown);
     'conn: loop {
         loop {
             match peer::decode_request(&buf, &codec_limits) {
@@ -91,13 +96,16 @@ pub(super) async fn serve_connection(
                     }
                     let coordinator = coordinator.clone();
                     let outbox = outbox.clone();
-                    pipeline
+                    let started = pipeline
                         .run(async move {
                             let answer = serve(&coordinator, req).await;
                             outbox
                                 .push_with(|out| peer::encode_response(version, id, &answer, out));
                         })
-                        .await?;
+                        .await;
+                    if started.is_err() {
+                        break 'conn;
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -119,6 +127,9 @@ pub(super) async fn serve_connection(
         if !input.read_more(&mut reader, &mut chunk, &mut buf).await? {
             break;
         }
+    }
+    if pipeline.overflowed() || input.cut() {
+        bump(&coordinator.router().metrics().connections_cut);
     }
     pipeline.finish().await;
     Ok(())

@@ -14,6 +14,7 @@ use futures_lite::{future, AsyncWriteExt};
 use super::idle::IdleWatch;
 use super::{status, ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::Coordinator;
+use crate::runtime::metrics::bump;
 use crate::runtime::metrics::RequestKind;
 use crate::runtime::ops::{KvOp, KvReply, PutCondition};
 use corekv_net::native::Consistency;
@@ -43,7 +44,7 @@ pub(super) async fn serve_connection(
     let mut pending: VecDeque<Pending> = VecDeque::new();
     // The idle timeout and the shard's stop, watched without a timer per
     // read (see `idle`).
-    let mut input = IdleWatch::new(limits.idle_timeout, &shutdown);
+    let mut input = IdleWatch::new(limits.idle_timeout, limits.request_read_timeout, &shutdown);
     loop {
         let mut quit = false;
         // Commands are parsed at an offset and the consumed bytes dropped
@@ -55,7 +56,17 @@ pub(super) async fn serve_connection(
         let mut running = 0usize;
         // Commands parsed from this read.
         let mut commands = 0usize;
+        // Bytes of answers held for this pass (encoded, or kept in
+        // `pending`): past the output bound the pass stops parsing, sends
+        // what it has, and goes on with the buffered commands before
+        // reading more (client-output-buffer-limit).
+        let mut held = 0usize;
+        let mut more_buffered = false;
         loop {
+            if out.len() + held >= limits.output_buffer_bytes {
+                more_buffered = true;
+                break;
+            }
             match resp::parse_command(&buf[at..], &parse_limits) {
                 Ok(Some((parsed, used))) => {
                     at += used;
@@ -129,6 +140,7 @@ pub(super) async fn serve_connection(
                                 if pending.is_empty() {
                                     reply.encode(&mut out);
                                 } else {
+                                    held += reply_bytes(&reply);
                                     pending.push_back(Pending {
                                         slot: Slot::Done(reply),
                                         reads: Tokens::None,
@@ -167,6 +179,7 @@ pub(super) async fn serve_connection(
                                 shutdown.clone(),
                                 input.last_input(),
                                 cmd,
+                                limits.output_buffer_bytes,
                             )),
                         };
                     // Most reads finish without waiting (memtable or cached
@@ -180,7 +193,10 @@ pub(super) async fn serve_connection(
                             continue;
                         }
                         Some(reply) => Pending {
-                            slot: Slot::Done(reply),
+                            slot: Slot::Done({
+                                held += reply_bytes(&reply);
+                                reply
+                            }),
                             reads: Tokens::None,
                             writes: Tokens::None,
                             overwrite: false,
@@ -212,6 +228,18 @@ pub(super) async fn serve_connection(
         }
         buf.drain(..at);
         drain(&mut pending, &mut out).await;
+        if !quit && !more_buffered && buf.len() > limits.query_buffer_bytes {
+            // An unfinished command past the bound (a huge MSET, or an
+            // attacker's endless array): refused, like Redis's
+            // client-query-buffer-limit.
+            Reply::Error(format!(
+                "ERR the command is larger than the query buffer limit ({} bytes, query_buffer_mib)",
+                limits.query_buffer_bytes
+            ))
+            .encode(&mut out);
+            bump(&coordinator.router().metrics().connections_cut);
+            quit = true;
+        }
         if !out.is_empty() {
             // A pipelining client: let the other connections whose input
             // arrived with this one run first, so the replies leave in a
@@ -229,8 +257,17 @@ pub(super) async fn serve_connection(
             stream.write_all(&out).await?;
             out.clear();
         }
+        if quit {
+            return Ok(());
+        }
+        if more_buffered {
+            continue;
+        }
         // `read_more` also ends the connection once the shard is stopping.
-        if quit || !input.read_more(&mut stream, &mut chunk, &mut buf).await? {
+        if !input.read_more(&mut stream, &mut chunk, &mut buf).await? {
+            if input.cut() {
+                bump(&coordinator.router().metrics().connections_cut);
+            }
             return Ok(());
         }
     }
@@ -243,6 +280,7 @@ async fn run_command(
     shutdown: Shutdown,
     started: std::time::Instant,
     cmd: Command,
+    reply_bytes_max: usize,
 ) -> Reply {
     let kind = match &cmd {
         Command::Get(_) | Command::Mget(_) | Command::Exists(_) | Command::Ttl(_) => {
@@ -252,7 +290,7 @@ async fn run_command(
         Command::Del(_) => RequestKind::Delete,
         _ => RequestKind::Other,
     };
-    let reply = execute(&coordinator, cmd).await;
+    let reply = execute(&coordinator, cmd, reply_bytes_max).await;
     coordinator
         .router()
         .metrics()
@@ -372,6 +410,16 @@ impl Tokens {
     }
 }
 
+/// About the bytes a reply holds (its values), for the output bound.
+fn reply_bytes(reply: &Reply) -> usize {
+    match reply {
+        Reply::Bulk(Some(v)) => v.len() + 16,
+        Reply::Array(Some(items)) => items.iter().map(reply_bytes).sum::<usize>() + 16,
+        Reply::Simple(s) | Reply::Error(s) => s.len() + 8,
+        _ => 16,
+    }
+}
+
 /// Awaits pending commands in order and encodes their replies.
 async fn drain(pending: &mut VecDeque<Pending>, out: &mut Vec<u8>) {
     while let Some(p) = pending.pop_front() {
@@ -455,7 +503,7 @@ async fn delete(coordinator: &Rc<Coordinator>, key: Vec<u8>) -> Result<bool, Rep
     }
 }
 
-async fn execute(coordinator: &Rc<Coordinator>, cmd: Command) -> Reply {
+async fn execute(coordinator: &Rc<Coordinator>, cmd: Command, reply_bytes_max: usize) -> Reply {
     match cmd {
         Command::Ping(None) => Reply::Simple("PONG".into()),
         Command::Ping(Some(msg)) | Command::Echo(msg) => Reply::Bulk(Some(msg)),
@@ -522,10 +570,19 @@ async fn execute(coordinator: &Rc<Coordinator>, cmd: Command) -> Reply {
             Err(reply) => reply,
         },
         Command::Mget(keys) => {
-            let mut items = Vec::with_capacity(keys.len());
+            let mut items = Vec::with_capacity(keys.len().min(1024));
+            let mut bytes = 0usize;
             for key in keys {
                 match read_winner(coordinator, key).await {
-                    Ok(v) => items.push(Reply::Bulk(v.map(|(value, _)| value))),
+                    Ok(v) => {
+                        bytes += v.as_ref().map_or(0, |(value, _)| value.len()) + 16;
+                        if bytes > reply_bytes_max {
+                            return Reply::Error(format!(
+                                "ERR the MGET reply would exceed the output buffer limit ({reply_bytes_max} bytes, output_buffer_mib); ask for fewer keys at once"
+                            ));
+                        }
+                        items.push(Reply::Bulk(v.map(|(value, _)| value)));
+                    }
                     Err(reply) => return reply,
                 }
             }
