@@ -137,11 +137,7 @@ impl Pipeline {
             return;
         }
         let writer = self.writer;
-        let _ = future::or(async { Some(writer.await) }, async {
-            glommio::timer::sleep(FINISH_WRITE_MAX).await;
-            None
-        })
-        .await;
+        future::or(writer, glommio::timer::sleep(FINISH_WRITE_MAX)).await;
     }
 }
 
