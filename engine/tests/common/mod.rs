@@ -3,6 +3,7 @@
 
 #[path = "../../../tests/common/loopfs.rs"]
 pub mod loopfs;
+pub mod fuzz;
 pub mod seed;
 
 use std::future::Future;
