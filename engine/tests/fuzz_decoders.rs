@@ -40,7 +40,8 @@ fn version(rng: &mut Rng, big: bool) -> Version {
 
 fn set(rng: &mut Rng, big: bool, mode: ConflictMode) -> SiblingSet {
     let versions: Vec<Version> = (0..1 + rng.len(6)).map(|_| version(rng, big)).collect();
-    let vv = VersionVector::from_entries((0..rng.len(6)).map(|_| (rng.next() % 4, rng.next() % 40)));
+    let vv =
+        VersionVector::from_entries((0..rng.len(6)).map(|_| (rng.next() % 4, rng.next() % 40)));
     let dots: Vec<Dot> = (0..rng.len(6))
         .map(|_| Dot {
             replica: rng.next() % 4,
@@ -101,13 +102,17 @@ fn sibling_set_decoder_and_its_shortcuts() {
         let s = set(&mut rng, i < 2, mode);
         corpus.push(s.to_bytes());
         // Lone versions, the shortcut's case.
-        let lone = SiblingSet::from_parts(vec![version(&mut rng, false)], CausalContext::default(), mode);
+        let lone = SiblingSet::from_parts(
+            vec![version(&mut rng, false)],
+            CausalContext::default(),
+            mode,
+        );
         corpus.push(lone.to_bytes());
     }
     corpus.extend((0..10).map(|_| format_v1(&mut rng)));
     let target = Target::new("SiblingSet::decode", corpus);
     let r = fuzz(seed, &target, |input| {
-        let now = [0u64, 1000, u64::MAX][input.len() % 3];
+        let now = [0u64, 1000, u64::MAX][fuzz::pick(input, 3)];
         for mode in [ConflictMode::Siblings, ConflictMode::LastWriterWins] {
             let decoded = fuzz::measure(|| SiblingSet::decode(input, mode));
             let single = fuzz::measure(|| SiblingSet::encoded_single_winner(input, mode, now));
@@ -118,18 +123,27 @@ fn sibling_set_decoder_and_its_shortcuts() {
                 let expected = set
                     .winner(now)
                     .and_then(|v| v.value.as_deref().map(|value| (value, v.expires_at_ms)));
-                assert_eq!(answer, expected, "encoded_single_winner disagrees with decode + winner ({mode:?})");
+                assert_eq!(
+                    answer, expected,
+                    "encoded_single_winner disagrees with decode + winner ({mode:?})"
+                );
             }
             if let Ok(set) = &decoded {
                 let again = SiblingSet::decode(&set.to_bytes(), mode).expect("re-encoding decodes");
-                assert_eq!(&again, set, "decode(encode(decode(x))) != decode(x) ({mode:?})");
+                assert_eq!(
+                    &again, set,
+                    "decode(encode(decode(x))) != decode(x) ({mode:?})"
+                );
             }
             let max = fuzz::measure(|| SiblingSet::encoded_max_reading(input));
             if let Some(m) = max {
                 let set = decoded.as_ref().unwrap_or_else(|e| {
                     panic!("encoded_max_reading answers {m} for bytes decode refuses: {e}")
                 });
-                assert!(max_reading(set) <= m, "a reading above encoded_max_reading's {m}");
+                assert!(
+                    max_reading(set) <= m,
+                    "a reading above encoded_max_reading's {m}"
+                );
             }
         }
     });

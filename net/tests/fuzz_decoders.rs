@@ -40,7 +40,7 @@ const TIGHT: Limits = Limits {
 
 fn limits(input: &[u8]) -> Limits {
     // Chosen from the input, so a failing input replays alone.
-    if input.len() % 3 == 0 {
+    if fuzz::pick(input, 3) == 0 {
         TIGHT
     } else {
         Limits::default()
@@ -113,7 +113,11 @@ fn native_requests(rng: &mut Rng) -> Vec<Request> {
                 ttl_ms: rng.next(),
                 context: rng.blob(60),
                 key,
-                value: if i == 8 { rng.bytes(30_000) } else { rng.blob(300) },
+                value: if i == 8 {
+                    rng.bytes(30_000)
+                } else {
+                    rng.blob(300)
+                },
             },
             2 => RequestBody::Delete {
                 consistency: level,
@@ -125,7 +129,10 @@ fn native_requests(rng: &mut Rng) -> Vec<Request> {
             5 => RequestBody::Status,
             _ => RequestBody::Admin(br#"{"op":"repair"}"#.to_vec()),
         };
-        out.push(Request { id: rng.next(), body });
+        out.push(Request {
+            id: rng.next(),
+            body,
+        });
     }
     out
 }
@@ -155,7 +162,10 @@ fn native_responses(rng: &mut Rng) -> Vec<Response> {
                 message: "no quorum".into(),
             },
         };
-        out.push(Response { id: rng.next(), body });
+        out.push(Response {
+            id: rng.next(),
+            body,
+        });
     }
     out
 }
@@ -185,10 +195,13 @@ fn native_request_decoder() {
     let seed = seed::seed("native_request_decoder");
     let mut rng = Rng(seed);
     let reqs = native_requests(&mut rng);
-    let target = Target::new("native decode_request", corpus(&reqs, &mut rng, native::encode_request));
+    let target = Target::new(
+        "native decode_request",
+        corpus(&reqs, &mut rng, native::encode_request),
+    );
     let r = fuzz(seed, &target, |input| {
         let mut input = input.to_vec();
-        if input.len() % 4 != 0 {
+        if fuzz::pick(&input, 4) != 0 {
             reseal_first_frame(&mut input);
         }
         let l = limits(&input);
@@ -209,10 +222,13 @@ fn native_response_decoder() {
     let seed = seed::seed("native_response_decoder");
     let mut rng = Rng(seed);
     let resps = native_responses(&mut rng);
-    let target = Target::new("native decode_response", corpus(&resps, &mut rng, native::encode_response));
+    let target = Target::new(
+        "native decode_response",
+        corpus(&resps, &mut rng, native::encode_response),
+    );
     let r = fuzz(seed, &target, |input| {
         let mut input = input.to_vec();
-        if input.len() % 4 != 0 {
+        if fuzz::pick(&input, 4) != 0 {
             reseal_first_frame(&mut input);
         }
         let l = limits(&input);
@@ -298,7 +314,9 @@ fn peer_responses(rng: &mut Rng) -> Vec<PeerResponse> {
             2 => PeerResponse::Applied,
             3 => PeerResponse::Hashes((0..rng.len(200)).map(|_| rng.next()).collect()),
             4 => PeerResponse::Digests(Page {
-                entries: (0..rng.len(30)).map(|_| (rng.key(15), rng.next())).collect(),
+                entries: (0..rng.len(30))
+                    .map(|_| (rng.key(15), rng.next()))
+                    .collect(),
                 next_after: after,
             }),
             5 => PeerResponse::Entries(Page {
@@ -331,7 +349,7 @@ fn peer_request_decoder() {
     );
     let r = fuzz(seed, &target, |input| {
         let mut input = input.to_vec();
-        if input.len() % 4 != 0 {
+        if fuzz::pick(&input, 4) != 0 {
             reseal_first_frame(&mut input);
         }
         let l = limits(&input);
@@ -365,7 +383,9 @@ fn peer_response_decoder() {
     let resps = peer_responses(&mut rng);
     let mut target = Target::new(
         "peer decode_response",
-        corpus(&resps, &mut rng, |r, out| peer::encode_response(4, 7, r, out)),
+        corpus(&resps, &mut rng, |r, out| {
+            peer::encode_response(4, 7, r, out)
+        }),
     );
     // A page reserves room for up to 1 024 entries from its count before
     // reading them (net/src/peer/codec.rs, read_page: 1 024 × 48 bytes
@@ -375,7 +395,7 @@ fn peer_response_decoder() {
     target.slack = 64 * 1024;
     let r = fuzz(seed, &target, |input| {
         let mut input = input.to_vec();
-        if input.len() % 4 != 0 {
+        if fuzz::pick(&input, 4) != 0 {
             reseal_first_frame(&mut input);
         }
         let l = limits(&input);

@@ -499,8 +499,14 @@ mod tests {
             b.extend_from_slice(value);
             b
         };
-        assert_eq!(SiblingSet::encoded_max_reading(&lone(KIND_VALUE, b"v")), Some(99));
-        assert_eq!(SiblingSet::encoded_max_reading(&lone(KIND_TOMBSTONE, b"")), Some(99));
+        assert_eq!(
+            SiblingSet::encoded_max_reading(&lone(KIND_VALUE, b"v")),
+            Some(99)
+        );
+        assert_eq!(
+            SiblingSet::encoded_max_reading(&lone(KIND_TOMBSTONE, b"")),
+            Some(99)
+        );
         for bad in [lone(2, b"v"), lone(0xff, b""), lone(KIND_TOMBSTONE, b"v")] {
             assert!(SiblingSet::decode(&bad, ConflictMode::Siblings).is_err());
             assert_eq!(SiblingSet::encoded_max_reading(&bad), None);

@@ -113,6 +113,19 @@ pub fn peak_alloc<R>(f: impl FnOnce() -> R) -> (R, usize) {
     (r, peak.max(0) as usize)
 }
 
+/// Starts measuring this thread's peak (for code that cannot run in a
+/// closure, e.g. an `.await`); pass the result to [`peak_since`].
+pub fn start_peak() -> isize {
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    base
+}
+
+/// The peak of bytes held at once since [`start_peak`] returned `base`.
+pub fn peak_since(base: isize) -> usize {
+    (PEAK.with(Cell::get) - base).max(0) as usize
+}
+
 thread_local! {
     static MEASURED: Cell<Option<usize>> = const { Cell::new(None) };
 }
@@ -451,9 +464,25 @@ pub fn fuzz(seed: u64, target: &Target<'_>, mut check: impl FnMut(&[u8])) -> Rep
     report
 }
 
+/// A choice in `0..n` made from the input itself (its length and its
+/// first and last bytes), so a check that varies its treatment (reseal or
+/// not, which limits) replays from the input alone.
+pub fn pick(input: &[u8], n: usize) -> usize {
+    let head = &input[..input.len().min(16)];
+    let tail = &input[input.len().saturating_sub(16)..];
+    let h = [head, tail]
+        .iter()
+        .flat_map(|s| s.iter())
+        .fold(crate_hash("pick") ^ input.len() as u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    ((h ^ (h >> 29)) % n.max(1) as u64) as usize
+}
+
 /// Stirs the target name into the seed, so targets sharing a seed draw
 /// different inputs.
 fn crate_hash(name: &str) -> u64 {
-    name.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }

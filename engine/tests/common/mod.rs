@@ -1,9 +1,9 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
+pub mod fuzz;
 #[path = "../../../tests/common/loopfs.rs"]
 pub mod loopfs;
-pub mod fuzz;
 pub mod seed;
 
 use std::future::Future;

@@ -116,7 +116,10 @@ fn parse_inline(buf: &[u8], limits: &Limits) -> Result<Option<(Parsed, usize)>, 
     // Counted first so the vector is allocated once at its size: grown by
     // doubling, a line of one-byte words held up to 32 bytes of slices
     // per 2 input bytes (the fuzz tests' allocation bound).
-    let words = || line.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty());
+    let words = || {
+        line.split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+    };
     let mut args: Vec<&[u8]> = Vec::with_capacity(words().count());
     args.extend(words());
     if args.is_empty() {
