@@ -211,7 +211,7 @@ async fn shard_files(which: Damaged) -> (Vec<(String, Vec<u8>)>, usize, Vec<(usi
         let batches = (0..seg.len().saturating_sub(32))
             .step_by(512)
             .filter(|&at| seg[at..at + 4] == BATCH_MAGIC)
-            .map(|at| (at, 0))
+            .map(|at| (at, 32 + u32_at(seg, at + 12) as usize))
             .collect();
         return (segs, last, batches);
     }
@@ -233,6 +233,16 @@ fn fuzz_file(name: &str, which: Damaged) {
         let (files, at, regions) = shard_files(which).await;
         let good = files[at].1.clone();
         let batches: Vec<usize> = regions.iter().map(|r| r.0).collect();
+        // Where a mutation may be focused: every checksummed region (and a
+        // table's footer), so a small structure in a large file is hit.
+        let mut focus: Vec<(usize, usize)> = regions
+            .iter()
+            .copied()
+            .filter(|&(off, len)| off + len <= good.len())
+            .collect();
+        if which == Damaged::Table {
+            focus.push((good.len() - 64, 64));
+        }
 
         let secs = fuzz::budget_secs();
         let max_rounds = (secs * ROUNDS_PER_SEC) as u64;
@@ -246,6 +256,13 @@ fn fuzz_file(name: &str, which: Damaged) {
             let mut bytes = if rng.one_in(20) {
                 let n = rng.len(good.len());
                 rng.bytes(n)
+            } else if !focus.is_empty() && rng.one_in(2) {
+                let (off, len) = focus[rng.below(focus.len())];
+                let region = &good[off..off + len];
+                let mut b = good[..off].to_vec();
+                b.extend_from_slice(&fuzz::mutate(&mut rng, region, region));
+                b.extend_from_slice(&good[off + len..]);
+                b
             } else {
                 fuzz::mutate(&mut rng, &good, &good)
             };
