@@ -279,6 +279,10 @@ struct ServeArgs {
     /// 10.0.0.1:7100,10.0.0.2:7100.
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<std::net::SocketAddr>>,
+    /// A file holding the cluster secret (every member the same, at least
+    /// 16 bytes): authenticates internode connections and gossip.
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
     /// This node's rack (replicas spread over racks).
     #[arg(long)]
     rack: Option<String>,
@@ -362,6 +366,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.seeds {
             c.seeds = v;
+        }
+        if let Some(v) = self.cluster_secret_file {
+            c.cluster_secret_file = Some(v);
         }
         if let Some(v) = self.rack {
             c.rack = v;

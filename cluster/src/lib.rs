@@ -17,6 +17,8 @@
 //!   centres) and the cluster as one node sees it;
 //! - [`gossip`]: membership and phi-accrual failure detection;
 //! - [`links`]: a shard's connections to other nodes' shards;
+//! - [`secret`]: the cluster secret that authenticates internode HELLO and
+//!   gossip;
 //! - [`coordinator`]: per-request W/R over the key's replicas, sloppy
 //!   quorum, hinted handoff, read repair;
 //! - [`wire_context`]: the causal context clients carry from a read to a
@@ -42,6 +44,7 @@ pub mod movement;
 pub mod repair;
 pub mod ring;
 pub mod runtime;
+pub mod secret;
 pub mod server;
 pub mod topology;
 pub mod wire_context;

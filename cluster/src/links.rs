@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use corekv_net::mux::{Exchange, Multiplexed};
 use corekv_net::native::ErrorCode;
 use corekv_net::native::FrameError;
-use corekv_net::peer::{self, PeerRequest, PeerResponse};
+use corekv_net::peer::{self, HelloChallenge, PeerRequest, PeerResponse};
 use corekv_net::Limits;
 use glommio::sync::Semaphore;
 
+use crate::secret::{ClusterSecret, HelloSide, HelloTranscript};
 use crate::topology::Member;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -105,6 +106,7 @@ impl Default for Link {
 pub struct PeerLinks {
     cluster: String,
     my_id: u32,
+    secret: Option<ClusterSecret>,
     timeout: Duration,
     links: RefCell<HashMap<(u32, SocketAddr), Rc<Link>>>,
     health: RefCell<HashMap<u32, Rc<Health>>>,
@@ -113,14 +115,26 @@ pub struct PeerLinks {
 impl PeerLinks {
     /// Links for a shard of node `my_id` in cluster `cluster`.
     /// Requests wait at most `timeout` for their answer.
-    pub fn new(cluster: &str, my_id: u32, timeout: Duration) -> PeerLinks {
+    pub fn new(
+        cluster: &str,
+        my_id: u32,
+        secret: Option<ClusterSecret>,
+        timeout: Duration,
+    ) -> PeerLinks {
         PeerLinks {
             cluster: cluster.to_string(),
             my_id,
+            secret,
             timeout,
             links: RefCell::new(HashMap::new()),
             health: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// The cluster secret this node proves (and demands) on internode
+    /// connections, if the cluster has one.
+    pub fn secret(&self) -> Option<&ClusterSecret> {
+        self.secret.as_ref()
     }
 
     fn health(&self, id: u32) -> Rc<Health> {
@@ -333,17 +347,23 @@ impl PeerLinks {
         .await
         .ok_or_else(|| format!("connect to {addr} timed out"))?
         .map_err(|e| format!("connect to {addr}: {e}"))?;
+        let nonce = match &self.secret {
+            Some(_) => Some(crate::secret::nonce().map_err(|e| e.to_string())?),
+            None => None,
+        };
         let hello = PeerRequest::Hello {
             version_min: peer::VERSION_MIN,
             version_max: peer::VERSION_MAX,
             node_id: self.my_id,
             cluster: self.cluster.clone(),
+            nonce,
         };
         match conn.call(hello).await {
             Ok(PeerResponse::Hello {
                 version,
                 node_id,
                 shards,
+                challenge,
             }) => {
                 if node_id != member.id || usize::from(shards) != member.shards {
                     return Err(format!(
@@ -352,6 +372,10 @@ impl PeerLinks {
                     ));
                 }
                 conn.exchange().version.set(version);
+                if let (Some(secret), Some(caller_nonce)) = (&self.secret, &nonce) {
+                    self.authenticate(&conn, addr, secret, node_id, caller_nonce, challenge)
+                        .await?;
+                }
                 Ok(Rc::new(conn))
             }
             Ok(PeerResponse::Error { message, .. }) => {
@@ -359,6 +383,47 @@ impl PeerLinks {
             }
             Ok(other) => Err(format!("{addr} answered HELLO with {other:?}")),
             Err(_) => Err(format!("{addr} closed the connection during HELLO")),
+        }
+    }
+
+    /// Checks the replica's proof, then proves this node's knowledge of
+    /// the secret (AUTH). A replica without a challenge has no secret (or
+    /// a different one): refused, so no request goes to a node that could
+    /// be anyone.
+    async fn authenticate(
+        &self,
+        conn: &Multiplexed<PeerExchange>,
+        addr: SocketAddr,
+        secret: &ClusterSecret,
+        replica: u32,
+        caller_nonce: &[u8; peer::NONCE_BYTES],
+        challenge: Option<HelloChallenge>,
+    ) -> Result<(), String> {
+        let Some(challenge) = challenge else {
+            return Err(format!(
+                "{addr} (node {replica}) has no cluster secret, this node has one: set the same cluster_secret_file on every node"
+            ));
+        };
+        let transcript = HelloTranscript {
+            cluster: &self.cluster,
+            caller: self.my_id,
+            replica,
+            caller_nonce,
+            replica_nonce: &challenge.nonce,
+        };
+        if !secret.verify_hello(HelloSide::Replica, &transcript, &challenge.proof) {
+            return Err(format!(
+                "{addr} (node {replica}) failed the cluster-secret challenge: it has another secret"
+            ));
+        }
+        let proof = secret.hello_proof(HelloSide::Caller, &transcript);
+        match conn.call(PeerRequest::Auth { proof }).await {
+            Ok(PeerResponse::Authenticated) => Ok(()),
+            Ok(PeerResponse::Error { message, .. }) => {
+                Err(format!("{addr} refused AUTH: {message}"))
+            }
+            Ok(other) => Err(format!("{addr} answered AUTH with {other:?}")),
+            Err(_) => Err(format!("{addr} closed the connection during AUTH")),
         }
     }
 }

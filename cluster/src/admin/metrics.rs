@@ -364,6 +364,11 @@ pub fn render(reports: &[ShardReport], ready: bool, gossip: &GossipStats) -> Str
             "Bytes streamed by bootstrap or decommission",
             e(|r| r.metrics.stream_bytes),
         ),
+        (
+            "peer_auth_refusals",
+            "Internode connections refused for authentication (HELLO without a challenge, or a wrong cluster-secret proof)",
+            e(|r| r.metrics.peer_auth_refusals),
+        ),
     ] {
         counter(&mut registry, name, help, reports, value);
     }
@@ -456,8 +461,28 @@ fn gossip_metrics(registry: &mut Registry, g: &GossipStats) {
         ),
         (
             "gossip_rejected_datagrams",
-            "Gossip datagrams dropped as malformed, damaged or from another cluster",
+            "Gossip datagrams dropped as malformed, damaged, unauthenticated, replayed or from another cluster",
             load(&g.rejected),
+        ),
+        (
+            "gossip_unauthenticated_datagrams",
+            "Gossip datagrams dropped for authentication: no MAC although the cluster has a secret, a wrong MAC, or a MAC this node cannot check",
+            load(&g.unauthenticated),
+        ),
+        (
+            "gossip_replayed_datagrams",
+            "Authenticated gossip datagrams dropped as replayed or stale (stamp not above the sender's last, or over 60 s off this node's clock)",
+            load(&g.replays),
+        ),
+        (
+            "gossip_trimmed_replies",
+            "Gossip replies cut to the size of their request because the sender is not a known member (no amplification)",
+            load(&g.replies_trimmed),
+        ),
+        (
+            "gossip_members_refused",
+            "News of new members dropped because the view already holds the most members a node keeps",
+            load(&g.members_refused),
         ),
     ] {
         let c = Counter::<u64>::default();

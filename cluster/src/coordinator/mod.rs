@@ -129,6 +129,7 @@ impl Coordinator {
             links: PeerLinks::new(
                 &config.cluster_name,
                 config.node_id,
+                config.cluster_secret.clone(),
                 Duration::from_millis(config.request_timeout_ms.max(1)),
             ),
             router,

@@ -70,6 +70,8 @@ pub struct Gossiper {
     /// Bumped on every change of the ring or liveness.
     view_version: u64,
     events: Vec<Event>,
+    /// News of new ids dropped because the view was full (MEMBERS_MAX).
+    members_refused: u64,
 }
 
 impl Gossiper {
@@ -97,6 +99,7 @@ impl Gossiper {
             rng: seed | 1,
             view_version: 1,
             events: Vec::new(),
+            members_refused: 0,
         }
     }
 
@@ -296,6 +299,17 @@ impl Gossiper {
         }
     }
 
+    /// News of new members dropped because the view holds
+    /// [`MEMBERS_MAX`](super::MEMBERS_MAX) nodes.
+    pub fn members_refused(&self) -> u64 {
+        self.members_refused
+    }
+
+    /// Whether `addr` is the internode address of a member this node knows.
+    pub fn is_member_at(&self, addr: SocketAddr) -> bool {
+        self.peers.values().any(|p| p.state.meta.peer_addr == addr)
+    }
+
     /// The cluster-name hash messages must carry.
     pub fn cluster_hash(&self) -> u64 {
         self.cluster_hash
@@ -412,6 +426,10 @@ impl Gossiper {
         match self.peers.get_mut(&d.id) {
             None => {
                 let Some((status, meta)) = d.full else { return };
+                if self.peers.len() + 1 >= super::MEMBERS_MAX {
+                    self.members_refused += 1;
+                    return;
+                }
                 self.peers.insert(
                     d.id,
                     Peer {

@@ -9,16 +9,23 @@
 //! - [`state`]: what is gossiped; [`detector`]: phi accrual;
 //! - [`gossiper`]: the SYN / ACK / ACK2 state machine, fed time and
 //!   messages (sans-io);
-//! - [`wire`]: the datagram codec;
+//! - [`wire`]: the datagram codec, authenticated by the cluster secret
+//!   when there is one; [`replay`]: dropping replayed datagrams;
 //! - [`service`]: the thread that drives it over UDP and publishes a
 //!   topology snapshot to the shards on every change.
 
 pub mod detector;
 pub mod generation;
 pub mod gossiper;
+pub mod replay;
 pub mod service;
 pub mod state;
 pub mod wire;
+
+/// Most members one node keeps in its view; news of further ids is
+/// dropped (and counted), so forged or runaway announcements cannot grow
+/// memory without bound.
+pub const MEMBERS_MAX: usize = 1024;
 
 pub use gossiper::{Event, GossipSettings, Gossiper, PeerView};
 pub use service::GossipStats;

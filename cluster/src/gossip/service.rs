@@ -50,6 +50,15 @@ pub struct GossipStats {
     pub round_trips: AtomicU64,
     /// Datagrams dropped as malformed, damaged or foreign.
     pub rejected: AtomicU64,
+    /// Of those, dropped for authentication: no MAC where the cluster has
+    /// a secret, a wrong MAC, or a MAC where this node has no secret.
+    pub unauthenticated: AtomicU64,
+    /// Authenticated datagrams dropped as replayed or stale.
+    pub replays: AtomicU64,
+    /// Replies cut to the size of the request (sender not a member).
+    pub replies_trimmed: AtomicU64,
+    /// News of new members dropped because the view was full.
+    pub members_refused: AtomicU64,
     /// Members believed up (this node included).
     pub members_up: AtomicU64,
     /// Members believed down.
@@ -132,6 +141,9 @@ pub fn start(
         control,
         seen_status: 0,
         seen_removals: 0,
+        secret: config.cluster_secret.clone(),
+        replay: super::replay::ReplayGuard::default(),
+        stamp: 0,
     };
     node.publish_if_changed();
     let seeds_elsewhere = config.seeds.iter().any(|&s| s != meta.peer_addr);
@@ -174,6 +186,11 @@ struct GossipNode {
     control: Arc<NodeControl>,
     seen_status: u64,
     seen_removals: u64,
+    /// Authenticates every datagram when set.
+    secret: Option<crate::secret::ClusterSecret>,
+    replay: super::replay::ReplayGuard,
+    /// The last stamp sent.
+    stamp: u64,
 }
 
 impl GossipNode {
@@ -205,26 +222,38 @@ impl GossipNode {
                 continue;
             }
             match self.socket.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    match wire::decode(self.gossiper.cluster_hash(), &buf[..n]) {
-                        Ok(msg) => {
-                            if let wire::Message::Ack { .. } = msg {
-                                self.note_round_trip(from);
-                            }
-                            let now_ms = self.now_ms();
-                            let out = self.gossiper.receive(from, msg, now_ms);
-                            self.send(out);
+                Ok((n, from)) => match self.accept(&buf[..n]) {
+                    Ok(msg) => {
+                        if let wire::Message::Ack { .. } = msg {
+                            self.note_round_trip(from);
                         }
-                        Err(e) => {
-                            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                            // At most one line a minute for a noisy sender.
-                            if rejected_logged.elapsed() > Duration::from_secs(60) {
-                                rejected_logged = Instant::now();
-                                log_rejected(from, &e);
+                        let now_ms = self.now_ms();
+                        let mut out = self.gossiper.receive(from, msg, now_ms);
+                        if self.secret.is_none() && !self.gossiper.is_member_at(from) {
+                            // Unverifiable sender (its address may be
+                            // spoofed): answer no more than it sent.
+                            for (_, reply) in &mut out {
+                                let before = wire::encode(0, reply).len();
+                                wire::shrink_to(reply, n);
+                                if wire::encode(0, reply).len() < before {
+                                    self.stats.replies_trimmed.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
+                        }
+                        self.stats
+                            .members_refused
+                            .store(self.gossiper.members_refused(), Ordering::Relaxed);
+                        self.send(out);
+                    }
+                    Err(reason) => {
+                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        // At most one line a minute for a noisy sender.
+                        if rejected_logged.elapsed() > Duration::from_secs(60) {
+                            rejected_logged = Instant::now();
+                            tracing::warn!(%from, %reason, "gossip datagram dropped (this line at most once a minute; see corekv_gossip_rejected_total)");
                         }
                     }
-                }
+                },
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -283,9 +312,44 @@ impl GossipNode {
         }
     }
 
-    fn send(&self, out: Vec<(SocketAddr, wire::Message)>) {
+    /// Decodes, authenticates and replay-checks a datagram; the reason
+    /// when it is dropped (counted).
+    fn accept(&mut self, bytes: &[u8]) -> std::result::Result<wire::Message, String> {
+        let received = wire::open(self.gossiper.cluster_hash(), self.secret.as_ref(), bytes)
+            .map_err(|e| {
+                if matches!(
+                    e,
+                    WireError::Unauthenticated | WireError::BadMac | WireError::NoSecret
+                ) {
+                    self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                }
+                e.to_string()
+            })?;
+        if let Some(stamp) = received.stamp {
+            let now_ms = corekv_engine::version::wall_clock_ms();
+            self.replay
+                .check(received.msg.sender(), stamp, now_ms)
+                .map_err(|e| {
+                    self.stats.replays.fetch_add(1, Ordering::Relaxed);
+                    e.to_string()
+                })?;
+        }
+        Ok(received.msg)
+    }
+
+    fn send(&mut self, out: Vec<(SocketAddr, wire::Message)>) {
         for (to, msg) in out {
-            let bytes = wire::encode(self.gossiper.cluster_hash(), &msg);
+            let auth = match &self.secret {
+                Some(secret) => {
+                    let now_us = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+                    self.stamp = super::replay::next_stamp(self.stamp, now_us);
+                    Some((secret, self.stamp))
+                }
+                None => None,
+            };
+            let bytes = wire::seal(self.gossiper.cluster_hash(), auth, &msg);
             if let Err(e) = self.socket.send_to(&bytes, to) {
                 tracing::trace!(%to, error = %e, "gossip send");
             }
@@ -363,16 +427,6 @@ impl GossipNode {
         ) {
             tracing::warn!(path = %self.peers_path.display(), error = %e, "could not remember peers");
         }
-    }
-}
-
-fn log_rejected(from: SocketAddr, e: &WireError) {
-    match e {
-        WireError::OtherCluster(_) => tracing::warn!(
-            %from,
-            "gossip from a node of another cluster ignored (check cluster_name and seeds)"
-        ),
-        _ => tracing::warn!(%from, error = %e, "malformed gossip datagram ignored"),
     }
 }
 

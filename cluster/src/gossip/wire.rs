@@ -2,30 +2,46 @@
 //! docs/PROTOCOL.md, "Gossip"):
 //!
 //! ```text
-//! u32 magic "CKVG" · u8 version (1) · u8 kind (1 SYN, 2 ACK, 3 ACK2)
+//! u32 magic "CKVG" · u8 version · u8 kind (1 SYN, 2 ACK, 3 ACK2)
 //! u64 xxh3 of the cluster name · u32 sender node id
-//! body (by kind) · u32 CRC-32C of everything before it
+//! version 1 (no cluster secret):
+//!   body (by kind) · u32 CRC-32C of everything before it
+//! version 2 (authenticated, when the cluster has a secret):
+//!   u64 stamp (the sender's wall clock in µs, strictly increasing per sender)
+//!   body (by kind) · 32-byte HMAC-SHA256 (cluster secret) of everything before it
 //! ```
 //!
-//! A datagram never exceeds [`DATAGRAM_BYTES_MAX`]; decoding checks the
-//! checksum first and rejects anything malformed with a reason, never a
-//! panic: the port is open to the network.
+//! A node with a secret accepts version 2 only, with a valid MAC; one
+//! without accepts version 1 only. The stamp lets the receiver drop
+//! replays ([`ReplayGuard`](super::replay::ReplayGuard)). A datagram never exceeds
+//! [`DATAGRAM_BYTES_MAX`]; decoding checks the checksum or MAC first and
+//! rejects anything malformed with a reason, never a panic: the port is
+//! open to the network.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::state::{Delta, Digest, NodeMeta, NodeStatus};
+use crate::secret::{ClusterSecret, MAC_BYTES};
 
 /// "CKVG" read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"CKVG");
-/// The protocol version this build speaks.
+/// The unauthenticated protocol version (no cluster secret).
 pub const VERSION: u8 = 1;
+/// The authenticated protocol version (stamp and HMAC).
+pub const VERSION_AUTHENTICATED: u8 = 2;
 /// Largest datagram sent or accepted (fits one UDP datagram on any
 /// network, fragmented on ordinary MTUs).
 pub const DATAGRAM_BYTES_MAX: usize = 60 * 1024;
-/// Header bytes before the body, plus the trailing checksum.
-pub const HEADER_BYTES: usize = 4 + 1 + 1 + 8 + 4 + 4;
+/// Header bytes before the body, plus the trailing checksum or MAC, of
+/// the larger (authenticated) form.
+pub const HEADER_BYTES: usize = 4 + 1 + 1 + 8 + 4 + 8 + MAC_BYTES;
+/// The smallest datagram of either form.
+const DATAGRAM_BYTES_MIN: usize = 4 + 1 + 1 + 8 + 4 + 4;
+
+/// Bytes of one encoded digest.
+const DIGEST_BYTES: usize = 4 + 8 + 8 + 8;
 /// Most tokens one node may announce.
 pub const TOKENS_MAX: usize = 4096;
 
@@ -57,16 +73,37 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// The sender's node id.
+    pub fn sender(&self) -> u32 {
+        match self {
+            Message::Syn { from, .. } | Message::Ack { from, .. } | Message::Ack2 { from, .. } => {
+                *from
+            }
+        }
+    }
+}
+
 /// The hash that identifies a cluster name in every datagram.
 pub fn cluster_hash(name: &str) -> u64 {
     xxh3_64(name.as_bytes())
 }
 
-/// Encodes `msg` for cluster `cluster_hash`.
+/// Encodes `msg` for cluster `cluster_hash`, unauthenticated (version 1).
 pub fn encode(cluster_hash: u64, msg: &Message) -> Vec<u8> {
+    seal(cluster_hash, None, msg)
+}
+
+/// Encodes `msg` for cluster `cluster_hash`: authenticated (version 2,
+/// with `stamp`) when `auth` holds the cluster secret, else version 1.
+pub fn seal(cluster_hash: u64, auth: Option<(&ClusterSecret, u64)>, msg: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.push(VERSION);
+    out.push(if auth.is_some() {
+        VERSION_AUTHENTICATED
+    } else {
+        VERSION
+    });
     let (kind, from) = match msg {
         Message::Syn { from, .. } => (1u8, *from),
         Message::Ack { from, .. } => (2, *from),
@@ -75,6 +112,9 @@ pub fn encode(cluster_hash: u64, msg: &Message) -> Vec<u8> {
     out.push(kind);
     out.extend_from_slice(&cluster_hash.to_le_bytes());
     out.extend_from_slice(&from.to_le_bytes());
+    if let Some((_, stamp)) = auth {
+        out.extend_from_slice(&stamp.to_le_bytes());
+    }
     match msg {
         Message::Syn { digests, .. } => put_digests(&mut out, digests),
         Message::Ack {
@@ -85,8 +125,16 @@ pub fn encode(cluster_hash: u64, msg: &Message) -> Vec<u8> {
         }
         Message::Ack2 { states, .. } => put_deltas(&mut out, states),
     }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    match auth {
+        Some((secret, _)) => {
+            let mac = secret.mac(&[&out]);
+            out.extend_from_slice(&mac);
+        }
+        None => {
+            let crc = crc32c::crc32c(&out);
+            out.extend_from_slice(&crc.to_le_bytes());
+        }
+    }
     out
 }
 
@@ -109,35 +157,86 @@ pub enum WireError {
     #[error("gossip version {0}, this node speaks {VERSION}")]
     Version(u8),
     /// From another cluster (a misconfigured seed list).
-    #[error("datagram from another cluster (name hash {0:#018x})")]
+    #[error("datagram from another cluster (name hash {0:#018x}; check cluster_name and seeds)")]
     OtherCluster(u64),
+    /// This node has a cluster secret and the datagram carries no MAC.
+    #[error("unauthenticated gossip (version 1) refused: this node has a cluster secret")]
+    Unauthenticated,
+    /// The MAC does not match: a forgery, damage, or another secret.
+    #[error("gossip MAC mismatch (forged, damaged, or another cluster secret)")]
+    BadMac,
+    /// Authenticated gossip reached a node without a cluster secret.
+    #[error(
+        "authenticated gossip (version 2) from a node with a cluster secret; this node has none"
+    )]
+    NoSecret,
 }
 
-/// Decodes a datagram of cluster `cluster_hash`.
+/// A datagram that decoded (and, with a secret, authenticated).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Received {
+    /// The message.
+    pub msg: Message,
+    /// Its sender's stamp (authenticated datagrams only).
+    pub stamp: Option<u64>,
+}
+
+/// Decodes an unauthenticated (version 1) datagram of cluster
+/// `cluster_hash`.
 pub fn decode(cluster_hash: u64, buf: &[u8]) -> Result<Message, WireError> {
-    if buf.len() < HEADER_BYTES || buf.len() > DATAGRAM_BYTES_MAX {
+    open(cluster_hash, None, buf).map(|r| r.msg)
+}
+
+/// Decodes a datagram of cluster `cluster_hash`. With `secret`, only an
+/// authenticated datagram whose MAC is right; without, only version 1
+/// with a right checksum. Nothing of the body is read before that check.
+pub fn open(
+    cluster_hash: u64,
+    secret: Option<&ClusterSecret>,
+    buf: &[u8],
+) -> Result<Received, WireError> {
+    if buf.len() < DATAGRAM_BYTES_MIN || buf.len() > DATAGRAM_BYTES_MAX {
         return Err(WireError::Malformed("bad length"));
     }
-    let (body, tail) = buf.split_at(buf.len() - 4);
-    let expected = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-    let got = crc32c::crc32c(body);
-    let mut r = Reader { b: body, at: 0 };
-    if r.u32()? != MAGIC {
+    if buf[..4] != MAGIC.to_le_bytes() {
         return Err(WireError::Malformed("bad magic"));
     }
-    if got != expected {
-        return Err(WireError::ChecksumMismatch { got, expected });
-    }
-    let version = r.u8()?;
-    if version != VERSION {
-        return Err(WireError::Version(version));
-    }
+    let version = buf[4];
+    let body = match (version, secret) {
+        (VERSION, None) => {
+            let (body, tail) = buf.split_at(buf.len() - 4);
+            let expected = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+            let got = crc32c::crc32c(body);
+            if got != expected {
+                return Err(WireError::ChecksumMismatch { got, expected });
+            }
+            body
+        }
+        (VERSION_AUTHENTICATED, Some(secret)) => {
+            if buf.len() < HEADER_BYTES {
+                return Err(WireError::Malformed("bad length"));
+            }
+            let (body, mac) = buf.split_at(buf.len() - MAC_BYTES);
+            if !secret.verify(&[body], mac) {
+                return Err(WireError::BadMac);
+            }
+            body
+        }
+        (VERSION, Some(_)) => return Err(WireError::Unauthenticated),
+        (VERSION_AUTHENTICATED, None) => return Err(WireError::NoSecret),
+        (other, _) => return Err(WireError::Version(other)),
+    };
+    let mut r = Reader { b: body, at: 5 };
     let kind = r.u8()?;
     let hash = r.u64()?;
     if hash != cluster_hash {
         return Err(WireError::OtherCluster(hash));
     }
     let from = r.u32()?;
+    let stamp = match version {
+        VERSION_AUTHENTICATED => Some(r.u64()?),
+        _ => None,
+    };
     let msg = match kind {
         1 => Message::Syn {
             from,
@@ -157,7 +256,38 @@ pub fn decode(cluster_hash: u64, buf: &[u8]) -> Result<Message, WireError> {
     if r.at != body.len() {
         return Err(WireError::Malformed("trailing bytes"));
     }
-    Ok(msg)
+    Ok(Received { msg, stamp })
+}
+
+/// Trims `msg`'s news until its encoding (unauthenticated) is at most
+/// `max_bytes`: the reply to a sender that is not a member is never larger
+/// than what it sent, so a spoofed request cannot turn the port into an
+/// amplifier. News left out goes in later rounds, once the sender is one.
+pub fn shrink_to(msg: &mut Message, max_bytes: usize) {
+    let (states, fixed) = match msg {
+        Message::Syn { .. } => return,
+        Message::Ack {
+            states, requests, ..
+        } => {
+            if DATAGRAM_BYTES_MIN + 4 + DIGEST_BYTES * requests.len() > max_bytes {
+                requests.clear();
+            }
+            (
+                states,
+                DATAGRAM_BYTES_MIN + 4 + DIGEST_BYTES * requests.len(),
+            )
+        }
+        Message::Ack2 { states, .. } => (states, DATAGRAM_BYTES_MIN + 2),
+    };
+    let mut total = fixed;
+    let keep = states
+        .iter()
+        .take_while(|d| {
+            total += delta_len(d);
+            total <= max_bytes
+        })
+        .count();
+    states.truncate(keep);
 }
 
 /// Encoded size of one delta (to fill a datagram without overflowing it).
@@ -400,6 +530,101 @@ mod tests {
         }
     }
 
+    fn secret(text: &str) -> ClusterSecret {
+        ClusterSecret::new(text.as_bytes()).expect("long enough")
+    }
+
+    #[test]
+    fn authenticated_datagrams_round_trip_and_forgeries_are_refused() {
+        let s = secret("the cluster secret, 32 bytes....");
+        let hash = cluster_hash("corekv");
+        for msg in sample() {
+            let sealed = seal(hash, Some((&s, 77)), &msg);
+            assert!(sealed.len() <= DATAGRAM_BYTES_MAX);
+            let got = open(hash, Some(&s), &sealed).expect("opens");
+            assert_eq!(
+                got,
+                Received {
+                    msg: msg.clone(),
+                    stamp: Some(77)
+                }
+            );
+            // Another secret, a flipped bit anywhere, a plain datagram, or
+            // an authenticated one at a node without a secret: refused.
+            let other = secret("another secret of 32 bytes......");
+            assert_eq!(open(hash, Some(&other), &sealed), Err(WireError::BadMac));
+            for at in [5, 6, 14, 18, sealed.len() / 2, sealed.len() - 1] {
+                let mut bad = sealed.clone();
+                bad[at] ^= 1;
+                assert_eq!(
+                    open(hash, Some(&s), &bad),
+                    Err(WireError::BadMac),
+                    "bit at {at}"
+                );
+            }
+            let plain = encode(hash, &msg);
+            assert_eq!(
+                open(hash, Some(&s), &plain),
+                Err(WireError::Unauthenticated)
+            );
+            assert_eq!(open(hash, None, &sealed), Err(WireError::NoSecret));
+            assert_eq!(open(hash, None, &plain).map(|r| r.msg), Ok(msg));
+        }
+    }
+
+    #[test]
+    fn replies_to_strangers_are_never_larger_than_their_request() {
+        let hash = cluster_hash("corekv");
+        let states: Vec<Delta> = (0..40)
+            .map(|id| Delta {
+                id,
+                generation: 5,
+                heartbeat: 6,
+                version: 7,
+                full: Some((NodeStatus::Normal, meta(id))),
+            })
+            .collect();
+        let requests: Vec<Digest> = (0..10)
+            .map(|id| Digest {
+                id,
+                generation: 1,
+                heartbeat: 1,
+                version: 1,
+            })
+            .collect();
+        for max in [0, 22, 24, 100, 300, 1000, 5000] {
+            let mut ack = Message::Ack {
+                from: 1,
+                states: states.clone(),
+                requests: requests.clone(),
+            };
+            shrink_to(&mut ack, max);
+            let len = encode(hash, &ack).len();
+            assert!(len <= max.max(DATAGRAM_BYTES_MIN + 4), "{len} > {max}");
+            let mut ack2 = Message::Ack2 {
+                from: 1,
+                states: states.clone(),
+            };
+            shrink_to(&mut ack2, max);
+            assert!(encode(hash, &ack2).len() <= max.max(DATAGRAM_BYTES_MIN + 2));
+        }
+        // Large enough: nothing is cut.
+        let mut ack = Message::Ack {
+            from: 1,
+            states: states.clone(),
+            requests: requests.clone(),
+        };
+        shrink_to(&mut ack, DATAGRAM_BYTES_MAX);
+        assert_eq!(
+            ack,
+            Message::Ack {
+                from: 1,
+                states,
+                requests
+            }
+        );
+    }
+
     fn sample() -> Vec<Message> {
         let d = Digest {
             id: 3,
@@ -440,8 +665,11 @@ mod tests {
         for msg in sample() {
             let bytes = encode(cluster_hash("c"), &msg);
             assert_eq!(decode(cluster_hash("c"), &bytes), Ok(msg.clone()));
+            let s = secret("the cluster secret, 32 bytes....");
+            let sealed = seal(cluster_hash("c"), Some((&s, 1)), &msg);
             if let Message::Ack2 { states, .. } = &msg {
-                assert_eq!(bytes.len(), HEADER_BYTES + 2 + delta_len(&states[0]));
+                assert_eq!(bytes.len(), DATAGRAM_BYTES_MIN + 2 + delta_len(&states[0]));
+                assert_eq!(sealed.len(), HEADER_BYTES + 2 + delta_len(&states[0]));
             }
         }
     }

@@ -85,6 +85,15 @@ pub struct NodeConfig {
     pub cpus: Vec<usize>,
     /// Cluster name; nodes refuse internode connections from another one.
     pub cluster_name: String,
+    /// The secret every member shares (at least 16 bytes). When set, the
+    /// internode HELLO is a mutual HMAC challenge and every gossip datagram
+    /// carries an HMAC; traffic without them is refused and counted. Every
+    /// member must have the same one. Prefer `cluster_secret_file`, which
+    /// keeps it out of the configuration.
+    pub cluster_secret: Option<crate::secret::ClusterSecret>,
+    /// A file holding the cluster secret (its whole content, trimmed);
+    /// read at start. Not together with `cluster_secret`.
+    pub cluster_secret_file: Option<PathBuf>,
     /// Internode address: shard `i` listens on `port + i` for replica
     /// traffic from other nodes' shards.
     pub peer_addr: SocketAddr,
@@ -194,6 +203,8 @@ impl Default for NodeConfig {
             log: "info".into(),
             cpus: Vec::new(),
             cluster_name: "corekv".into(),
+            cluster_secret: None,
+            cluster_secret_file: None,
             peer_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
             rack: default_rack(),
             dc: default_dc(),
@@ -332,6 +343,19 @@ impl NodeConfig {
         };
         opts.validate().map_err(|e| Error::Config(e.to_string()))?;
         Ok(opts)
+    }
+
+    /// Reads `cluster_secret_file` into `cluster_secret` (once, at start).
+    pub fn load_secret(&mut self) -> Result<()> {
+        if let Some(path) = &self.cluster_secret_file {
+            if self.cluster_secret.is_some() {
+                return Err(Error::Config(
+                    "cluster_secret and cluster_secret_file are both set; keep one".into(),
+                ));
+            }
+            self.cluster_secret = Some(crate::secret::ClusterSecret::from_file(path)?);
+        }
+        Ok(())
     }
 
     /// Checks values that the engine does not see.

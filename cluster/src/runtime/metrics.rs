@@ -121,6 +121,9 @@ pub struct ShardMetrics {
     pub stream_keys: Cell<u64>,
     /// Bytes of sibling sets streamed by topology changes.
     pub stream_bytes: Cell<u64>,
+    /// Internode connections refused for authentication (no or a wrong
+    /// cluster-secret proof).
+    pub peer_auth_refusals: Cell<u64>,
     /// Client request latencies by kind (index: [`RequestKind`]).
     pub latency: [LatencyHistogram; 4],
 }
@@ -175,6 +178,8 @@ pub struct MetricsSnapshot {
     pub stream_keys: u64,
     /// See [`ShardMetrics::stream_bytes`].
     pub stream_bytes: u64,
+    /// See [`ShardMetrics::peer_auth_refusals`].
+    pub peer_auth_refusals: u64,
     /// Client request latencies by kind (index: [`RequestKind`]).
     pub latency: [LatencySnapshot; 4],
 }
@@ -216,6 +221,7 @@ impl ShardMetrics {
             stream_ranges_done: self.stream_ranges_done.get(),
             stream_keys: self.stream_keys.get(),
             stream_bytes: self.stream_bytes.get(),
+            peer_auth_refusals: self.peer_auth_refusals.get(),
             latency: std::array::from_fn(|k| LatencySnapshot {
                 buckets: std::array::from_fn(|b| self.latency[k].buckets[b].get()),
                 sum_us: self.latency[k].sum_us.get(),
@@ -251,6 +257,7 @@ impl std::ops::AddAssign for MetricsSnapshot {
         self.stream_ranges_done += o.stream_ranges_done;
         self.stream_keys += o.stream_keys;
         self.stream_bytes += o.stream_bytes;
+        self.peer_auth_refusals += o.peer_auth_refusals;
         self.repair_last_finished_ms = self.repair_last_finished_ms.max(o.repair_last_finished_ms);
         for (mine, theirs) in self.latency.iter_mut().zip(o.latency) {
             for (a, b) in mine.buckets.iter_mut().zip(theirs.buckets) {

@@ -84,6 +84,7 @@ impl StopHandle {
 /// Returns an error when the configuration, data directory or a shard fails.
 pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
     config.validate()?;
+    config.load_secret()?;
     let shards = config.shard_count();
     let panic_test = test_panic_hook()?;
     health::install_panic_hook();

@@ -7,14 +7,16 @@ use std::rc::Rc;
 use corekv_engine::version::SiblingSet;
 use corekv_engine::WriteContext;
 use corekv_net::native::ErrorCode;
-use corekv_net::peer::{self, PeerRequest, PeerResponse};
+use corekv_net::peer::{self, HelloChallenge, PeerRequest, PeerResponse};
 use corekv_net::Limits;
 
 use super::idle::IdleWatch;
 use super::pipeline::Pipeline;
 use super::{ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::Coordinator;
+use crate::runtime::metrics::bump;
 use crate::runtime::ops::{ReplicaOp, ReplicaReply};
+use crate::secret::{HelloSide, HelloTranscript};
 
 const READ_CHUNK: usize = 64 * 1024;
 /// Requests one peer connection may have running here at once.
@@ -37,7 +39,7 @@ pub(super) async fn serve_connection(
     let pipeline = Pipeline::start(writer, IN_FLIGHT_MAX, shutdown.clone());
     let outbox = pipeline.outbox().clone();
     let mut version = peer::VERSION_MIN;
-    let mut greeted = false;
+    let mut greeting = Greeting::Awaited;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut input = IdleWatch::new(limits.idle_timeout, &shutdown);
@@ -46,31 +48,46 @@ pub(super) async fn serve_connection(
             match peer::decode_request(&buf, &codec_limits) {
                 Ok(Some((id, frame_version, req, used))) => {
                     buf.drain(..used);
-                    if let PeerRequest::Hello {
-                        version_min,
-                        version_max,
-                        node_id,
-                        cluster,
-                    } = &req
-                    {
-                        let answer =
-                            hello(&coordinator, *version_min, *version_max, *node_id, cluster);
-                        if let PeerResponse::Hello { version: v, .. } = answer {
-                            version = v;
-                            greeted = true;
+                    let step = match (&req, &greeting) {
+                        (PeerRequest::Hello { .. }, _) | (PeerRequest::Auth { .. }, _) => {
+                            Some(greet(&coordinator, &req, &mut greeting))
                         }
-                        outbox.push_with(|out| {
-                            peer::encode_response(frame_version, id, &answer, out)
-                        });
-                        continue;
-                    }
-                    if !greeted {
-                        let answer = PeerResponse::Error {
-                            code: ErrorCode::BadFrame,
-                            message: "HELLO must open an internode connection".into(),
-                        };
-                        outbox.push_with(|out| peer::encode_response(version, id, &answer, out));
-                        break 'conn;
+                        (_, Greeting::Done) => None,
+                        (_, Greeting::Awaited) => Some(Err(refusal(
+                            ErrorCode::BadFrame,
+                            "HELLO must open an internode connection",
+                        ))),
+                        (_, Greeting::Challenged(_)) => Some(Err(refusal(
+                            ErrorCode::Unauthenticated,
+                            "AUTH must answer this node's HELLO challenge before any request",
+                        ))),
+                    };
+                    match step {
+                        None => {}
+                        Some(Ok(answer)) => {
+                            if let PeerResponse::Hello { version: v, .. } = answer {
+                                version = v;
+                            }
+                            outbox.push_with(|out| {
+                                peer::encode_response(frame_version, id, &answer, out)
+                            });
+                            continue;
+                        }
+                        Some(Err(answer)) => {
+                            if matches!(
+                                answer,
+                                PeerResponse::Error {
+                                    code: ErrorCode::Unauthenticated,
+                                    ..
+                                }
+                            ) {
+                                bump(&coordinator.router().metrics().peer_auth_refusals);
+                            }
+                            outbox.push_with(|out| {
+                                peer::encode_response(frame_version, id, &answer, out)
+                            });
+                            break 'conn;
+                        }
                     }
                     let coordinator = coordinator.clone();
                     let outbox = outbox.clone();
@@ -107,6 +124,125 @@ pub(super) async fn serve_connection(
     Ok(())
 }
 
+/// Where a connection is in its opening exchange.
+enum Greeting {
+    /// Nothing received yet: HELLO must come first.
+    Awaited,
+    /// HELLO answered with a challenge; AUTH must come next.
+    Challenged(Challenge),
+    /// Open for requests.
+    Done,
+}
+
+/// What this node's challenge to a caller covered.
+struct Challenge {
+    caller: u32,
+    caller_nonce: [u8; peer::NONCE_BYTES],
+    replica_nonce: [u8; peer::NONCE_BYTES],
+}
+
+fn refusal(code: ErrorCode, message: &str) -> PeerResponse {
+    PeerResponse::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Handles HELLO or AUTH: the answer (the connection goes on), or the
+/// refusal (sent, then the connection is closed). With a cluster secret,
+/// HELLO must carry the caller's nonce and is answered with this node's
+/// challenge, and only a right AUTH opens the connection.
+fn greet(
+    coordinator: &Coordinator,
+    req: &PeerRequest,
+    greeting: &mut Greeting,
+) -> Result<PeerResponse, PeerResponse> {
+    let secret = coordinator.links().secret();
+    match (req, &*greeting) {
+        (
+            PeerRequest::Hello {
+                version_min,
+                version_max,
+                node_id,
+                cluster,
+                nonce,
+            },
+            Greeting::Awaited,
+        ) => {
+            let mut answer = hello(coordinator, *version_min, *version_max, *node_id, cluster);
+            let PeerResponse::Hello {
+                node_id: me,
+                challenge,
+                ..
+            } = &mut answer
+            else {
+                return Err(answer);
+            };
+            let Some(secret) = secret else {
+                *greeting = Greeting::Done;
+                return Ok(answer);
+            };
+            let Some(caller_nonce) = nonce else {
+                return Err(refusal(
+                    ErrorCode::Unauthenticated,
+                    "this node requires the cluster secret: HELLO without a challenge refused (set cluster_secret_file on every node)",
+                ));
+            };
+            let replica_nonce =
+                crate::secret::nonce().map_err(|e| refusal(ErrorCode::Internal, &e.to_string()))?;
+            let topology = coordinator.topology();
+            let proof = secret.hello_proof(
+                HelloSide::Replica,
+                &HelloTranscript {
+                    cluster: topology.cluster(),
+                    caller: *node_id,
+                    replica: *me,
+                    caller_nonce,
+                    replica_nonce: &replica_nonce,
+                },
+            );
+            *challenge = Some(HelloChallenge {
+                nonce: replica_nonce,
+                proof,
+            });
+            *greeting = Greeting::Challenged(Challenge {
+                caller: *node_id,
+                caller_nonce: *caller_nonce,
+                replica_nonce,
+            });
+            Ok(answer)
+        }
+        (PeerRequest::Auth { proof }, Greeting::Challenged(c)) => {
+            let topology = coordinator.topology();
+            let me = topology.me().map_or(0, |i| topology.members()[i].id);
+            let transcript = HelloTranscript {
+                cluster: topology.cluster(),
+                caller: c.caller,
+                replica: me,
+                caller_nonce: &c.caller_nonce,
+                replica_nonce: &c.replica_nonce,
+            };
+            match secret {
+                Some(secret) if secret.verify_hello(HelloSide::Caller, &transcript, proof) => {
+                    *greeting = Greeting::Done;
+                    Ok(PeerResponse::Authenticated)
+                }
+                _ => Err(refusal(
+                    ErrorCode::Unauthenticated,
+                    "AUTH proof does not match: the caller has another cluster secret",
+                )),
+            }
+        }
+        (PeerRequest::Hello { .. }, _) => {
+            Err(refusal(ErrorCode::BadFrame, "HELLO was already exchanged"))
+        }
+        _ => Err(refusal(
+            ErrorCode::BadFrame,
+            "AUTH without a challenge (this node sent none)",
+        )),
+    }
+}
+
 /// Answers HELLO: the newest version both ends speak, or why not.
 fn hello(
     coordinator: &Coordinator,
@@ -141,6 +277,7 @@ fn hello(
         version,
         node_id: me,
         shards: coordinator.router().shards() as u16,
+        challenge: None,
     }
 }
 
@@ -160,10 +297,10 @@ async fn serve(coordinator: &Coordinator, req: PeerRequest) -> PeerResponse {
     }
     let mode = router.engine().options().conflict;
     let op = match req {
-        PeerRequest::Hello { .. } => {
+        PeerRequest::Hello { .. } | PeerRequest::Auth { .. } => {
             return PeerResponse::Error {
                 code: ErrorCode::BadFrame,
-                message: "HELLO was already exchanged".into(),
+                message: "HELLO and AUTH open a connection; they were already exchanged".into(),
             }
         }
         PeerRequest::Read { key } => ReplicaOp::Get { key },

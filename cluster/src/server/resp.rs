@@ -271,10 +271,7 @@ async fn set_here(
     value: Vec<u8>,
     ttl: Option<Duration>,
 ) -> Reply {
-    let reply = match coordinator
-        .write_here(&key, Some(value), ttl)
-        .await
-    {
+    let reply = match coordinator.write_here(&key, Some(value), ttl).await {
         Ok(_) => Reply::ok(),
         Err(e) => err(e),
     };

@@ -451,7 +451,11 @@ impl Engine {
             let context = delta.context().clone();
             let versions = delta.into_versions();
             (
-                SiblingSet::from_parts(versions, CausalContext::new(), ConflictMode::LastWriterWins),
+                SiblingSet::from_parts(
+                    versions,
+                    CausalContext::new(),
+                    ConflictMode::LastWriterWins,
+                ),
                 Some(context),
             )
         } else {

@@ -226,6 +226,11 @@ pub enum ErrorCode {
     ContextTooLarge,
     /// 15: a clock reading in the request is too far in the future.
     ClockSkew,
+    /// 16: the connection has not authenticated (internode: no valid
+    /// cluster-secret proof); nothing else is answered until it does.
+    Unauthenticated,
+    /// 17: authenticated, but not allowed to do this.
+    Forbidden,
     /// Any other code (from a newer server).
     Other(u16),
 }
@@ -249,6 +254,8 @@ impl ErrorCode {
             ErrorCode::TooManySiblings => 13,
             ErrorCode::ContextTooLarge => 14,
             ErrorCode::ClockSkew => 15,
+            ErrorCode::Unauthenticated => 16,
+            ErrorCode::Forbidden => 17,
             ErrorCode::Other(n) => n,
         }
     }
@@ -271,6 +278,8 @@ impl ErrorCode {
             13 => ErrorCode::TooManySiblings,
             14 => ErrorCode::ContextTooLarge,
             15 => ErrorCode::ClockSkew,
+            16 => ErrorCode::Unauthenticated,
+            17 => ErrorCode::Forbidden,
             n => ErrorCode::Other(n),
         }
     }

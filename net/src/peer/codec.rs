@@ -2,8 +2,8 @@
 //! decoding of [`PeerRequest`] and [`PeerResponse`], sans-io.
 
 use super::{
-    Page, PeerRequest, PeerResponse, TREE_INDICES_MAX, VERSION_HINT, VERSION_MAX, VERSION_MIN,
-    VERSION_MINT, VERSION_RANGES,
+    HelloChallenge, Page, PeerRequest, PeerResponse, NONCE_BYTES, PROOF_BYTES, TREE_INDICES_MAX,
+    VERSION_HINT, VERSION_MAX, VERSION_MIN, VERSION_MINT, VERSION_RANGES,
 };
 use crate::frame::{begin, end, frame, put_bytes, put_error, read_error, FrameError, Reader};
 use crate::native::ErrorCode;
@@ -24,12 +24,17 @@ pub fn encode_request(version: u8, id: u64, req: &PeerRequest, out: &mut Vec<u8>
             version_max,
             node_id,
             cluster,
+            nonce,
         } => {
             out.push(*version_min);
             out.push(*version_max);
             out.extend_from_slice(&node_id.to_le_bytes());
             put_bytes(out, cluster.as_bytes());
+            if let Some(nonce) = nonce {
+                out.extend_from_slice(nonce);
+            }
         }
+        PeerRequest::Auth { proof } => out.extend_from_slice(proof),
         PeerRequest::Read { key } => put_bytes(out, key),
         PeerRequest::Apply { key, set } => {
             put_bytes(out, key);
@@ -121,6 +126,13 @@ fn read_page<T>(
     })
 }
 
+/// The first `N` bytes of `b`, which the caller took with length `N`.
+fn fixed<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[..N]);
+    a
+}
+
 /// Appends a response frame to `out`.
 pub fn encode_response(version: u8, id: u64, resp: &PeerResponse, out: &mut Vec<u8>) {
     let start = begin(out, version, resp.opcode(), id);
@@ -129,11 +141,17 @@ pub fn encode_response(version: u8, id: u64, resp: &PeerResponse, out: &mut Vec<
             version,
             node_id,
             shards,
+            challenge,
         } => {
             out.push(*version);
             out.extend_from_slice(&node_id.to_le_bytes());
             out.extend_from_slice(&shards.to_le_bytes());
+            if let Some(c) = challenge {
+                out.extend_from_slice(&c.nonce);
+                out.extend_from_slice(&c.proof);
+            }
         }
+        PeerResponse::Authenticated => {}
         PeerResponse::Set(set) => {
             out.push(u8::from(set.is_some()));
             put_bytes(out, set.as_deref().unwrap_or_default());
@@ -201,13 +219,22 @@ pub fn decode_request(
             let cluster = r
                 .bytes(256)
                 .map_err(|m| bad((ErrorCode::BadFrame, format!("cluster name: {m}"))))?;
+            let nonce = match r.take(NONCE_BYTES) {
+                Some(n) => Some(fixed::<NONCE_BYTES>(n)),
+                None if r.done() => None,
+                None => return Err(bad(truncated("hello nonce"))),
+            };
             PeerRequest::Hello {
                 version_min,
                 version_max,
                 node_id,
                 cluster: String::from_utf8_lossy(cluster).into_owned(),
+                nonce,
             }
         }
+        0x49 => PeerRequest::Auth {
+            proof: fixed::<PROOF_BYTES>(r.take(PROOF_BYTES).ok_or_else(|| bad(truncated("auth")))?),
+        },
         0x42 => PeerRequest::Read {
             key: key_field(&mut r, limits).map_err(bad)?.to_vec(),
         },
@@ -335,11 +362,32 @@ pub fn decode_response(
     let bad = |message: &str| f.malformed(message);
     let mut r = Reader { b: f.body, at: 0 };
     let resp = match f.opcode {
-        0xC1 => PeerResponse::Hello {
-            version: r.u8().ok_or_else(|| bad("hello truncated"))?,
-            node_id: r.u32().ok_or_else(|| bad("hello truncated"))?,
-            shards: r.u16().ok_or_else(|| bad("hello truncated"))?,
-        },
+        0xC1 => {
+            let version = r.u8().ok_or_else(|| bad("hello truncated"))?;
+            let node_id = r.u32().ok_or_else(|| bad("hello truncated"))?;
+            let shards = r.u16().ok_or_else(|| bad("hello truncated"))?;
+            let challenge = if r.done() {
+                None
+            } else {
+                let nonce = r
+                    .take(NONCE_BYTES)
+                    .ok_or_else(|| bad("hello challenge truncated"))?;
+                let proof = r
+                    .take(PROOF_BYTES)
+                    .ok_or_else(|| bad("hello challenge truncated"))?;
+                Some(HelloChallenge {
+                    nonce: fixed::<NONCE_BYTES>(nonce),
+                    proof: fixed::<PROOF_BYTES>(proof),
+                })
+            };
+            PeerResponse::Hello {
+                version,
+                node_id,
+                shards,
+                challenge,
+            }
+        }
+        0xC9 => PeerResponse::Authenticated,
         0xC2 => {
             let present = r.u8().ok_or_else(|| bad("set truncated"))?;
             let set = r.bytes(usize::MAX).map_err(bad)?;
@@ -386,14 +434,23 @@ mod tests {
     fn arb_request() -> impl Strategy<Value = PeerRequest> {
         let key = prop::collection::vec(any::<u8>(), 1..64);
         prop_oneof![
-            (any::<u8>(), any::<u8>(), any::<u32>(), "[a-z]{0,20}").prop_map(
-                |(version_min, version_max, node_id, cluster)| PeerRequest::Hello {
-                    version_min,
-                    version_max,
-                    node_id,
-                    cluster
-                }
-            ),
+            (
+                any::<u8>(),
+                any::<u8>(),
+                any::<u32>(),
+                "[a-z]{0,20}",
+                prop::option::of(any::<[u8; NONCE_BYTES]>())
+            )
+                .prop_map(|(version_min, version_max, node_id, cluster, nonce)| {
+                    PeerRequest::Hello {
+                        version_min,
+                        version_max,
+                        node_id,
+                        cluster,
+                        nonce,
+                    }
+                }),
+            any::<[u8; PROOF_BYTES]>().prop_map(|proof| PeerRequest::Auth { proof }),
             key.clone().prop_map(|key| PeerRequest::Read { key }),
             (key.clone(), prop::collection::vec(any::<u8>(), 0..300))
                 .prop_map(|(key, set)| PeerRequest::Apply { key, set }),
@@ -459,13 +516,21 @@ mod tests {
 
     fn arb_response() -> impl Strategy<Value = PeerResponse> {
         prop_oneof![
-            (any::<u8>(), any::<u32>(), any::<u16>()).prop_map(|(version, node_id, shards)| {
-                PeerResponse::Hello {
-                    version,
-                    node_id,
-                    shards,
-                }
-            }),
+            (
+                any::<u8>(),
+                any::<u32>(),
+                any::<u16>(),
+                prop::option::of((any::<[u8; NONCE_BYTES]>(), any::<[u8; PROOF_BYTES]>()))
+            )
+                .prop_map(|(version, node_id, shards, challenge)| {
+                    PeerResponse::Hello {
+                        version,
+                        node_id,
+                        shards,
+                        challenge: challenge.map(|(nonce, proof)| HelloChallenge { nonce, proof }),
+                    }
+                }),
+            Just(PeerResponse::Authenticated),
             prop::option::of(prop::collection::vec(any::<u8>(), 0..300))
                 .prop_map(PeerResponse::Set),
             Just(PeerResponse::Applied),

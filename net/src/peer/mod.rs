@@ -9,6 +9,13 @@
 //! frame whose version the receiver does not speak gets an ERROR
 //! (`UnsupportedVersion`) naming the range it does.
 //!
+//! Authentication (when the cluster has a secret): the caller's HELLO
+//! carries a fresh nonce; the replica answers with its own nonce and its
+//! proof (a MAC over both nonces, the ids and the cluster name); the
+//! caller checks it and sends AUTH with its own proof. Until that AUTH
+//! checks out, the replica answers nothing else. The MACs are computed
+//! by the cluster crate; this crate only carries the bytes.
+//!
 //! Sibling sets travel as the engine's encoding, opaque to this crate.
 
 mod codec;
@@ -28,6 +35,10 @@ pub const VERSION_MINT: u8 = 4;
 pub const VERSION_HINT: u8 = 2;
 /// The first version with TREE, DIGESTS and SCAN.
 pub const VERSION_RANGES: u8 = 3;
+/// Bytes of a HELLO nonce.
+pub const NONCE_BYTES: usize = 16;
+/// Bytes of a HELLO or AUTH proof (HMAC-SHA256).
+pub const PROOF_BYTES: usize = 32;
 /// Most indices one TREE request may name.
 pub const TREE_INDICES_MAX: usize = 1 << 16;
 
@@ -44,6 +55,15 @@ pub enum PeerRequest {
         node_id: u32,
         /// The cluster name; a replica refuses callers from another cluster.
         cluster: String,
+        /// The caller's fresh challenge, sent when it has a cluster secret
+        /// (an optional trailer: HELLOs without it parse as before).
+        nonce: Option<[u8; NONCE_BYTES]>,
+    },
+    /// The caller's answer to the replica's challenge: its proof that it
+    /// holds the cluster secret. Any version.
+    Auth {
+        /// MAC over the HELLO transcript (caller side).
+        proof: [u8; PROOF_BYTES],
     },
     /// Read the replica's sibling set of `key` (tombstones included).
     Read {
@@ -127,7 +147,7 @@ pub enum PeerRequest {
 
 impl PeerRequest {
     /// The opcode byte: HELLO 0x41, READ 0x42, APPLY 0x43, HINT 0x44,
-    /// TREE 0x45, DIGESTS 0x46, SCAN 0x47, MINT 0x48.
+    /// TREE 0x45, DIGESTS 0x46, SCAN 0x47, MINT 0x48, AUTH 0x49.
     pub fn opcode(&self) -> u8 {
         match self {
             PeerRequest::Hello { .. } => 0x41,
@@ -138,13 +158,17 @@ impl PeerRequest {
             PeerRequest::Digests { .. } => 0x46,
             PeerRequest::Scan { .. } => 0x47,
             PeerRequest::Mint { .. } => 0x48,
+            PeerRequest::Auth { .. } => 0x49,
         }
     }
 
     /// The first protocol version that has this request.
     pub fn version_needed(&self) -> u8 {
         match self {
-            PeerRequest::Hello { .. } | PeerRequest::Read { .. } | PeerRequest::Apply { .. } => 1,
+            PeerRequest::Hello { .. }
+            | PeerRequest::Auth { .. }
+            | PeerRequest::Read { .. }
+            | PeerRequest::Apply { .. } => 1,
             PeerRequest::Hint { .. } => VERSION_HINT,
             PeerRequest::Tree { .. } | PeerRequest::Digests { .. } | PeerRequest::Scan { .. } => {
                 VERSION_RANGES
@@ -163,6 +187,15 @@ pub struct Page<T> {
     pub next_after: Option<Vec<u8>>,
 }
 
+/// The replica's half of an authenticated HELLO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelloChallenge {
+    /// The replica's fresh nonce, which the caller's AUTH proof covers.
+    pub nonce: [u8; NONCE_BYTES],
+    /// The replica's proof over the HELLO transcript (replica side).
+    pub proof: [u8; PROOF_BYTES],
+}
+
 /// A replica shard's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerResponse {
@@ -174,7 +207,12 @@ pub enum PeerResponse {
         node_id: u32,
         /// The replica node's shard count.
         shards: u16,
+        /// When the replica has a cluster secret: its challenge and proof
+        /// (an optional trailer).
+        challenge: Option<HelloChallenge>,
     },
+    /// Answer to AUTH: the caller's proof checked out.
+    Authenticated,
     /// Answer to READ: the encoded sibling set, or `None` if the replica
     /// has never seen the key.
     Set(Option<Vec<u8>>),
@@ -205,7 +243,8 @@ pub enum PeerResponse {
 
 impl PeerResponse {
     /// The opcode byte: HELLO 0xC1, SET 0xC2, APPLIED 0xC3, HASHES 0xC5,
-    /// DIGESTS 0xC6, ENTRIES 0xC7, MINTED 0xC8, ERROR 0xFF.
+    /// DIGESTS 0xC6, ENTRIES 0xC7, MINTED 0xC8, AUTHENTICATED 0xC9,
+    /// ERROR 0xFF.
     pub fn opcode(&self) -> u8 {
         match self {
             PeerResponse::Hello { .. } => 0xC1,
@@ -215,6 +254,7 @@ impl PeerResponse {
             PeerResponse::Digests(_) => 0xC6,
             PeerResponse::Entries(_) => 0xC7,
             PeerResponse::Minted { .. } => 0xC8,
+            PeerResponse::Authenticated => 0xC9,
             PeerResponse::Error { .. } => 0xFF,
         }
     }
