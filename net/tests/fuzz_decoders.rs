@@ -21,7 +21,7 @@ use corekv_net::native::{self, FrameError};
 use corekv_net::native::{
     Consistency, ErrorCode, Request, RequestBody, Response, ResponseBody, Sibling,
 };
-use corekv_net::peer::{self, Page, PeerRequest, PeerResponse};
+use corekv_net::peer::{self, HelloChallenge, Page, PeerRequest, PeerResponse};
 use corekv_net::resp::{parse_command, Parsed};
 use corekv_net::Limits;
 use fuzz::{fuzz, Rng, Target};
@@ -246,19 +246,26 @@ fn native_response_decoder() {
     assert!(r.mutants > 0);
 }
 
+/// A random fixed-size array (nonces, proofs).
+fn array<const N: usize>(rng: &mut Rng) -> [u8; N] {
+    std::array::from_fn(|_| rng.next() as u8)
+}
+
 fn peer_requests(rng: &mut Rng) -> Vec<PeerRequest> {
     let mut out = Vec::new();
-    for i in 0..48 {
+    for i in 0..54 {
         let key = rng.key(15);
         let a = rng.next();
         let b = rng.next();
-        out.push(match i % 8 {
+        out.push(match i % 9 {
             0 => PeerRequest::Hello {
                 version_min: 1,
                 version_max: 4,
                 node_id: rng.next() as u32,
                 cluster: "corekv-test".into(),
+                nonce: (!rng.one_in(2)).then(|| array(rng)),
             },
+            8 => PeerRequest::Auth { proof: array(rng) },
             1 => PeerRequest::Read { key },
             2 => PeerRequest::Apply {
                 key,
@@ -302,14 +309,19 @@ fn peer_requests(rng: &mut Rng) -> Vec<PeerRequest> {
 
 fn peer_responses(rng: &mut Rng) -> Vec<PeerResponse> {
     let mut out = Vec::new();
-    for i in 0..40 {
+    for i in 0..45 {
         let after = (!rng.one_in(2)).then(|| rng.key(15));
-        out.push(match i % 8 {
+        out.push(match i % 9 {
             0 => PeerResponse::Hello {
                 version: 4,
                 node_id: rng.next() as u32,
                 shards: 2,
+                challenge: (!rng.one_in(2)).then(|| HelloChallenge {
+                    nonce: array(rng),
+                    proof: array(rng),
+                }),
             },
+            8 => PeerResponse::Authenticated,
             1 => PeerResponse::Set((!rng.one_in(3)).then(|| rng.blob(300))),
             2 => PeerResponse::Applied,
             3 => PeerResponse::Hashes((0..rng.len(200)).map(|_| rng.next()).collect()),
