@@ -359,7 +359,11 @@ impl Watchdog {
                 let now = epoch.elapsed().as_millis() as u64 + 1;
                 if s != 0 && now.saturating_sub(s) > limit {
                     let bytes = input.lock().map(|b| hex(&b)).unwrap_or_default();
-                    eprintln!(
+                    // Straight to the process's stderr: the test harness
+                    // captures `eprintln!`, and would lose it in the abort.
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stderr(),
                         "{name}: COREKV_SEED={seed}: one input ran over {CASE_DEADLINE:?} (a hang): {bytes}"
                     );
                     std::process::abort();
