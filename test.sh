@@ -50,6 +50,8 @@ cargo clippy --workspace --all-targets -- -D warnings ||
 log=$(mktemp)
 status=0
 # --no-fail-fast: one failing test binary must not hide the others'.
+# The decoder fuzz tests run here too, 1 s per target (about 13 s in all);
+# COREKV_FUZZ_SECS=<n> gives each target n seconds (README, "fuzzed").
 cargo test --workspace --release --no-fail-fast 2>&1 | tee "$log" || status=$?
 ignored=$(grep -Eo '[0-9]+ ignored' "$log" | awk '{s+=$1} END {print s+0}')
 # Tests that need root or a second CPU sit in `needs_host` modules,

@@ -26,6 +26,8 @@ mod commitlog;
 mod compaction;
 mod engine;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod io;
 mod manifest;
 mod memtable;

@@ -63,7 +63,7 @@ impl ReportSender {
 /// Reports a channel of this many can hold before dropping.
 const CHANNEL_CAPACITY: usize = 1024;
 /// Largest request head read from a client.
-const REQUEST_BYTES_MAX: usize = 8 * 1024;
+pub const REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// A request's head must have arrived whole this long after the
 /// connection was accepted, and its answer gone out this long after that.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
@@ -198,40 +198,69 @@ fn serve(
             );
         }
     }
-    let line = String::from_utf8_lossy(&head);
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" {
-        return respond(
+    match parse_head(&head) {
+        AdminRequest::MethodNotAllowed => respond(
             &mut stream,
             "405 Method Not Allowed",
             "text/plain",
             "only GET\n",
-        );
-    }
-    match path.split('?').next().unwrap_or("") {
-        "/metrics" => respond(
+        ),
+        AdminRequest::Metrics => respond(
             &mut stream,
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             &render(reports, ready, gossip),
         ),
-        "/health" => {
+        AdminRequest::Health => {
             let (status, body) = health_answer(ready, dead);
             respond(&mut stream, status, "text/plain", &body)
         }
-        "/status" => respond(
+        AdminRequest::Status => respond(
             &mut stream,
             "200 OK",
             "application/json",
             &status_json(reports, ready, dead),
         ),
-        _ => respond(
+        AdminRequest::NotFound => respond(
             &mut stream,
             "404 Not Found",
             "text/plain",
             "try /metrics, /health or /status\n",
         ),
+    }
+}
+
+/// What an admin HTTP request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminRequest {
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /health`.
+    Health,
+    /// `GET /status`.
+    Status,
+    /// A GET of any other path.
+    NotFound,
+    /// Any method but GET (or no request line at all).
+    MethodNotAllowed,
+}
+
+/// Parses an HTTP request head as read from the admin port (at most
+/// [`REQUEST_BYTES_MAX`] bytes and a read of 1 KiB, not necessarily complete or UTF-8): only the
+/// method and the path before any `?` count. Sans-io, so any bytes give
+/// an answer, never a panic (fuzzed in cluster/tests/fuzz_decoders.rs).
+pub fn parse_head(head: &[u8]) -> AdminRequest {
+    let line = String::from_utf8_lossy(head);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" {
+        return AdminRequest::MethodNotAllowed;
+    }
+    match path.split('?').next().unwrap_or("") {
+        "/metrics" => AdminRequest::Metrics,
+        "/health" => AdminRequest::Health,
+        "/status" => AdminRequest::Status,
+        _ => AdminRequest::NotFound,
     }
 }
 

@@ -409,6 +409,15 @@ impl NodeConfig {
                     .into(),
             ));
         }
+        // Every internode HELLO carries the name, and a replica refuses one
+        // longer than 256 bytes (net/src/peer/codec.rs): a longer name
+        // would start a node no peer ever lets in.
+        if self.cluster_name.len() > 256 {
+            return Err(Error::Config(format!(
+                "cluster_name is {} bytes, more than 256",
+                self.cluster_name.len()
+            )));
+        }
         self.admin_socket_addr()?;
         for level in [&self.write_consistency, &self.read_consistency] {
             parse_level(level)?;
@@ -563,6 +572,20 @@ hint_window_s = 60
             .expect_err("bad value")
             .to_string()
             .contains("commitlog_sync"));
+    }
+
+    /// Regression (net fuzz test of HELLO): a name the peers' HELLO
+    /// decoder refuses is refused at start-up instead.
+    #[test]
+    fn a_cluster_name_longer_than_hello_allows_is_refused() {
+        let mut c = NodeConfig {
+            cluster_name: "c".repeat(256),
+            ..NodeConfig::default()
+        };
+        c.validate().expect("256 bytes fit a HELLO");
+        c.cluster_name.push('c');
+        let e = c.validate().expect_err("257 bytes do not");
+        assert!(e.to_string().contains("cluster_name"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! exist at once (one being written, one filling); a writer that finds the
 //! filling batch full waits, which is the log's backpressure.
 
-mod format;
+pub(crate) mod format;
 mod recovery;
 mod segment;
 

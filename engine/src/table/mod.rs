@@ -21,10 +21,10 @@
 //! A reader finds the footer in the file's last 64 bytes; everything else is
 //! reached from it. Empty tables are never written (the writer refuses).
 
-mod block;
-mod bloom;
-mod footer;
-mod index;
+pub(crate) mod block;
+pub(crate) mod bloom;
+pub(crate) mod footer;
+pub(crate) mod index;
 mod iter;
 mod reader;
 mod writer;

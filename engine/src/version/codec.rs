@@ -286,8 +286,13 @@ impl SiblingSet {
             r.u64().ok()?;
             max = max.max(r.u64().ok()?).max(r.u64().ok()?);
             r.u64().ok()?;
-            r.u8().ok()?;
+            let kind = r.u8().ok()?;
             let len = r.u32().ok()? as usize;
+            // Malformed as `decode` judges it: an unknown kind, or a
+            // tombstone with a value (found by tests/fuzz_decoders.rs).
+            if kind != KIND_VALUE && (kind != KIND_TOMBSTONE || len != 0) {
+                return None;
+            }
             r.take(len).ok()?;
         }
         (r.at == bytes.len()).then_some(max)
@@ -473,6 +478,38 @@ mod tests {
             let bytes = set.to_bytes();
             proptest::prop_assert_eq!(bytes.len(), set.encoded_len());
             proptest::prop_assert_eq!(SiblingSet::decode(&bytes, ConflictMode::Siblings).expect("decodes"), set);
+        }
+    }
+
+    /// Regression (fuzz_decoders): a lone version whose kind byte is
+    /// neither value nor tombstone, or a tombstone with a value, is
+    /// refused by `decode`, so `encoded_max_reading` must not answer.
+    #[test]
+    fn max_reading_refuses_what_decode_refuses() {
+        let lone = |kind: u8, value: &[u8]| {
+            let mut b = vec![FORMAT];
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&1u32.to_le_bytes());
+            for x in [1u64, 5, 99, 0] {
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            b.push(kind);
+            b.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            b.extend_from_slice(value);
+            b
+        };
+        assert_eq!(
+            SiblingSet::encoded_max_reading(&lone(KIND_VALUE, b"v")),
+            Some(99)
+        );
+        assert_eq!(
+            SiblingSet::encoded_max_reading(&lone(KIND_TOMBSTONE, b"")),
+            Some(99)
+        );
+        for bad in [lone(2, b"v"), lone(0xff, b""), lone(KIND_TOMBSTONE, b"v")] {
+            assert!(SiblingSet::decode(&bad, ConflictMode::Siblings).is_err());
+            assert_eq!(SiblingSet::encoded_max_reading(&bad), None);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
+pub mod fuzz;
 #[path = "../../../tests/common/loopfs.rs"]
 pub mod loopfs;
 pub mod seed;
