@@ -64,6 +64,11 @@ impl<'a> Reader<'a> {
         }
         self.take(n).ok_or("field runs past the frame end")
     }
+    /// Bytes not read yet.
+    pub(crate) fn left(&self) -> usize {
+        self.b.len().saturating_sub(self.at)
+    }
+
     pub(crate) fn done(&self) -> bool {
         self.at == self.b.len()
     }

@@ -393,18 +393,12 @@ fn peer_response_decoder() {
     let seed = seed::seed("peer_response_decoder");
     let mut rng = Rng(seed);
     let resps = peer_responses(&mut rng);
-    let mut target = Target::new(
+    let target = Target::new(
         "peer decode_response",
         corpus(&resps, &mut rng, |r, out| {
             peer::encode_response(4, 7, r, out)
         }),
     );
-    // A page reserves room for up to 1 024 entries from its count before
-    // reading them (net/src/peer/codec.rs, read_page: 1 024 × 48 bytes
-    // for a 30-byte frame). Bounded, so allowed here; reported on issue
-    // 20 rather than fixed, as that file is being changed for HELLO
-    // authentication.
-    target.slack = 64 * 1024;
     let r = fuzz(seed, &target, |input| {
         let mut input = input.to_vec();
         if fuzz::pick(&input, 4) != 0 {

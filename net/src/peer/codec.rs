@@ -114,7 +114,9 @@ fn read_page<T>(
     let more = r.u8().ok_or("page truncated")?;
     let next = r.bytes(usize::MAX)?;
     let n = r.u32().ok_or("page truncated")?;
-    let mut entries = Vec::with_capacity((n as usize).min(1024));
+    // Every entry takes at least a 4-byte key length and a value: the
+    // capacity is bounded by what the frame can hold, not by its count.
+    let mut entries = Vec::with_capacity((n as usize).min(r.left() / 5).min(1024));
     for _ in 0..n {
         let key = r.bytes(usize::MAX)?.to_vec();
         let value = read(r).ok_or("page entry truncated")?;
