@@ -7,8 +7,49 @@
 //! filter's false-positive rate, and write amplification after a load.
 //! `COREKV_BENCH_LOAD_MIB` sets the load size (default 1024).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// The system allocator, counting the bytes live: what the memtable
+/// bench's per-entry overhead is measured with (requested sizes, so it is
+/// the same whatever allocator a build links; the RSS figure beside it
+/// includes this allocator's rounding and fragmentation).
+struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to `System` unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// This process's resident set, in bytes (Linux).
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<usize>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
 
 use corekv_engine::version::{Dot, SiblingSet, Version, VersionVector, ANY_REPLICA};
 use corekv_engine::{token_of, ConflictMode, Engine, Memtable, Options, SyncMode, WriteOptions};
@@ -56,20 +97,30 @@ fn bench_memtable() {
             (token_of(&k), k, set)
         })
         .collect();
+    let (heap_before, rss_before) = (LIVE_BYTES.load(Ordering::Relaxed), rss_bytes());
     let start = Instant::now();
     for (t, k, s) in &sets {
         m.apply(*t, k, s, ConflictMode::LastWriterWins);
     }
     let elapsed = start.elapsed();
+    let heap = LIVE_BYTES.load(Ordering::Relaxed) - heap_before;
+    let rss = rss_bytes().saturating_sub(rss_before);
+    let key_len = key(0).len();
+    let payload = m.len() * (key_len + 100);
     report(
         "memtable insert (100 B values)",
         n,
         elapsed,
-        &format!(
-            "{} keys, {} B/key overhead est.",
-            m.len(),
-            (m.bytes() / m.len()).saturating_sub(24 + 100)
-        ),
+        &format!("{} keys", m.len()),
+    );
+    // Issue 23: the memtable's memory per entry beyond key and value bytes
+    // (DESIGN.md's budget: 64 B), measured, against its own estimate (the
+    // flush threshold's accounting).
+    println!(
+        "memtable memory per entry beyond {key_len} B key + 100 B value: {} B heap (requested), {} B RSS (this allocator); accounted {} B",
+        (heap - payload) / m.len(),
+        rss.saturating_sub(payload) / m.len(),
+        (m.bytes() / m.len()).saturating_sub(key_len + 100)
     );
     // Lookups in an order unrelated to insertion, as a server sees them.
     let start = Instant::now();
