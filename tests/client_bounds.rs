@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{http_get, Server};
+use common::{http_get, metric, Server};
 use corekv_net::client::Client;
 use corekv_net::native::{self, Consistency, Request, RequestBody, ResponseBody};
 use corekv_net::peer::{self, PeerRequest, PeerResponse};
@@ -41,16 +41,6 @@ fn rss_bytes(server: &Server) -> usize {
         .and_then(|v| v.parse().ok())
         .expect("VmRSS");
     kib * 1024
-}
-
-fn metric(node: &Server, name: &str) -> f64 {
-    let (code, text) = http_get(node.admin, "/metrics");
-    assert_eq!(code, 200);
-    text.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 /// Waits until `name` is at least `at_least` (shards report once a second).

@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::cluster::{get, normal_ids, put, up_ids, values, Cluster};
-use common::http_get;
+use common::metric;
 use corekv_cluster::gossip::wire::{self, Message};
 use corekv_cluster::gossip::{Delta, NodeMeta, NodeStatus};
 use corekv_cluster::secret::ClusterSecret;
@@ -22,16 +22,6 @@ use corekv_net::peer::{self, PeerRequest, PeerResponse};
 use corekv_net::Limits;
 
 const SECRET: &str = "a cluster secret for the tests, 48 bytes long...";
-
-fn metric(node: &common::Server, name: &str) -> f64 {
-    let (code, text) = http_get(node.admin, "/metrics");
-    assert_eq!(code, 200);
-    text.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-}
 
 fn secret_cluster(n: usize) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{get, put, status, up_ids, values, wait_for, Cluster};
-use common::http_get;
+use common::metric;
 use corekv_cluster::topology::Topology;
 use corekv_net::native::{Consistency, RequestBody, ResponseBody};
 
@@ -38,17 +38,6 @@ fn wait_view(cluster: &Cluster, except: &[usize], up: &[u64]) -> Duration {
         });
     }
     started.elapsed()
-}
-
-/// A counter from a node's `/metrics`.
-fn metric(node: &common::Server, name: &str) -> f64 {
-    let (code, text) = http_get(node.admin, "/metrics");
-    assert_eq!(code, 200);
-    text.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
 }
 
 #[test]

@@ -305,3 +305,15 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .to_string();
     (code, body)
 }
+
+/// A counter or gauge from a node's `/metrics` (the first sample line of
+/// `name`); panics naming it when it is absent.
+pub fn metric(node: &Server, name: &str) -> f64 {
+    let (code, text) = http_get(node.admin, "/metrics");
+    assert_eq!(code, 200);
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
