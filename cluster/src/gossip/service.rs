@@ -238,9 +238,7 @@ impl GossipNode {
                             // Unverifiable sender (its address may be
                             // spoofed): answer no more than it sent.
                             for (_, reply) in &mut out {
-                                let before = wire::encode(0, reply).len();
-                                wire::shrink_to(reply, n);
-                                if wire::encode(0, reply).len() < before {
+                                if wire::shrink_to(reply, n) {
                                     self.stats.replies_trimmed.fetch_add(1, Ordering::Relaxed);
                                 }
                             }

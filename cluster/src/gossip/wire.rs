@@ -265,10 +265,11 @@ pub fn open(
 /// amplifier. An ACK's requests are kept (they are as many as the SYN's
 /// digests, and a newcomer's first SYN must be able to ask for its state):
 /// such a reply is at most 4 bytes longer than the SYN it answers. News
-/// left out goes in later rounds, once the sender is a member.
-pub fn shrink_to(msg: &mut Message, max_bytes: usize) {
+/// left out goes in later rounds, once the sender is a member. True when
+/// news was left out.
+pub fn shrink_to(msg: &mut Message, max_bytes: usize) -> bool {
     let (states, fixed) = match msg {
-        Message::Syn { .. } => return,
+        Message::Syn { .. } => return false,
         Message::Ack {
             states, requests, ..
         } => (
@@ -285,7 +286,9 @@ pub fn shrink_to(msg: &mut Message, max_bytes: usize) {
             total <= max_bytes
         })
         .count();
+    let trimmed = keep < states.len();
     states.truncate(keep);
+    trimmed
 }
 
 /// Encoded size of one delta (to fill a datagram without overflowing it).
