@@ -397,9 +397,33 @@ fn init_logging(filter: &str) -> Result<()> {
         .with_context(|| format!("bad log filter {filter:?}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogSink)
+        // Its own report of a failed write would go to the same stderr
+        // with `eprintln!`, which panics when that write fails too.
+        .log_internal_errors(false)
         .init();
     Ok(())
+}
+
+/// Where log lines go: stderr, and never an error. A line stderr refuses
+/// (a log file on a full disk, a closed pipe) is counted in
+/// `corekv_log_lines_lost_total` and dropped: a node keeps serving when
+/// its log cannot be written.
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        if std::io::stderr().write_all(line).is_err() {
+            corekv_cluster::admin::LOG_LINES_LOST
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }
 
 /// The printing commands end quietly when their reader goes away

@@ -7,8 +7,10 @@
 //!   is frozen and, once thawed, the frozen node holds every acknowledged
 //!   write on its own (its late applies land, hints fill the rest).
 //!
-//! Needs root (loop mounts, fsfreeze): the tests sit in `needs_host`,
-//! #[ignore]d elsewhere and run by `CI=true ./test.sh`.
+//! Those need root (loop mounts, fsfreeze): they sit in `needs_host`,
+//! #[ignore]d elsewhere and run by `CI=true ./test.sh`. One more runs
+//! everywhere: a node whose log destination refuses every write
+//! (`/dev/full`) keeps serving.
 
 mod common;
 
@@ -26,6 +28,46 @@ const SMALL_FILES: &str = "commitlog_segment_mib = 1\nmemtable_mib = 1\n";
 /// How long node 3's disk stays frozen: twice the request timeout.
 const FROZEN_FOR: Duration = Duration::from_secs(4);
 
+/// A node's log on a full disk once killed it: tracing reported the
+/// failed write with `eprintln!`, which panics when stderr fails too. The
+/// node must keep serving, lose the lines, and count them.
+#[test]
+fn a_node_whose_log_cannot_be_written_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let base = common::free_ports(4);
+    let at = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    let mut server = common::Server::start_logging_to(
+        std::path::Path::new("/dev/full"),
+        &data,
+        1,
+        [at(base), at(base + 2), at(base + 3)],
+        &[],
+    );
+    let mut c = corekv_net::client::Client::connect(server.native, Duration::from_secs(10))
+        .expect("connect");
+    // Its start-up lines were already refused; every write is still
+    // acknowledged and read back.
+    let value = "v".repeat(16 * 1024);
+    for i in 0..200 {
+        let key = format!("k{i}");
+        put(&mut c, &key, &value, Vec::new(), Consistency::One)
+            .unwrap_or_else(|e| panic!("write {key} with the log at /dev/full: {e}"));
+    }
+    for i in 0..200 {
+        let key = format!("k{i}");
+        let got = get(&mut c, &key, Consistency::One).expect("read");
+        assert_eq!(values(&got), vec![value.clone()], "{key}");
+    }
+    let lost = common::metric(&server, "corekv_log_lines_lost_total");
+    assert!(
+        lost >= 1.0,
+        "the lines /dev/full refused are counted: {lost}"
+    );
+    let exit = server.signal_and_wait("-TERM");
+    assert!(exit.success(), "a clean stop with no log to write: {exit}");
+}
+
 mod needs_host {
     use super::*;
 
@@ -34,7 +76,7 @@ mod needs_host {
     fn a_full_disk_on_one_replica_is_storage_at_all_and_success_at_quorum() {
         let fs = LoopFs::mounted(48);
         let data3 = fs.path().join("node3");
-        let cluster =
+        let mut cluster =
             Cluster::start_with_dirs(3, 1, SMALL_FILES, |i| (i == 2).then(|| data3.clone()));
         // Leave about 1 MiB free on node 3's disk.
         let ballast = fs.fill_leaving(1 << 20);
@@ -85,19 +127,29 @@ mod needs_host {
         }
         // The operator frees space: writes at ALL succeed again.
         std::fs::remove_file(&ballast).expect("remove ballast");
-        let mut recovered = false;
+        let mut last_error = None;
         for _ in 0..100 {
-            if put(&mut c, "after-ballast", "ok", Vec::new(), Consistency::All).is_ok() {
-                recovered = true;
-                break;
+            match put(&mut c, "after-ballast", "ok", Vec::new(), Consistency::All) {
+                Ok(_) => {
+                    last_error = None;
+                    break;
+                }
+                Err(e) => last_error = Some(e),
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(
-            recovered,
-            "writes at ALL still fail after space was freed: {}",
-            cluster.nodes[2].log_text()
-        );
+        if let Some(e) = last_error {
+            let node3 = &mut cluster.nodes[2];
+            let exited = node3
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            panic!(
+                "writes at ALL still fail 10 s after space was freed: {e}\n\
+                 node 3 exited: {exited:?}\nnode 3's log:\n{}",
+                node3.log_text()
+            );
+        }
         drop(cluster);
         drop(fs);
     }

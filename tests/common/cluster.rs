@@ -81,7 +81,9 @@ impl Cluster {
         .expect("write config");
         let data = data.unwrap_or_else(|| self.dir.path().join(format!("node{id}")));
         let config = config.to_string_lossy().into_owned();
-        self.nodes.push(Server::start_at(
+        let log = self.dir.path().join(format!("node{id}.log"));
+        self.nodes.push(Server::start_logging_to(
+            &log,
             &data,
             shards as usize,
             addrs,

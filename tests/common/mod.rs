@@ -90,6 +90,25 @@ impl Server {
     pub fn start_at(
         data_dir: &Path,
         shards: usize,
+        addrs: [SocketAddr; 3],
+        extra: &[&str],
+    ) -> Server {
+        Server::start_logging_to(
+            &data_dir.with_extension("log"),
+            data_dir,
+            shards,
+            addrs,
+            extra,
+        )
+    }
+
+    /// As [`Server::start_at`], with its log (stderr) in `log`: a data
+    /// directory on a disk that fills up must not take the log with it,
+    /// or the reason a node stopped is lost.
+    pub fn start_logging_to(
+        log: &Path,
+        data_dir: &Path,
+        shards: usize,
         [native, resp, peer]: [SocketAddr; 3],
         extra: &[&str],
     ) -> Server {
@@ -103,7 +122,7 @@ impl Server {
             shards,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
-            log: data_dir.with_extension("log"),
+            log: log.to_path_buf(),
         };
         s.spawn();
         s
@@ -163,7 +182,11 @@ impl Server {
 
     /// The server's log so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        // A log that is not a file (`/dev/full`) has no text to show.
+        match std::fs::metadata(&self.log) {
+            Ok(m) if m.is_file() => std::fs::read_to_string(&self.log).unwrap_or_default(),
+            _ => String::new(),
+        }
     }
 
     /// Sends a signal and waits (bounded) for the exit status.

@@ -445,6 +445,13 @@ pub fn render(reports: &[ShardReport], ready: bool, gossip: &GossipStats) -> Str
         },
     );
     gossip_metrics(&mut registry, gossip);
+    let lost = Counter::<u64>::default();
+    lost.inc_by(super::LOG_LINES_LOST.load(std::sync::atomic::Ordering::Relaxed));
+    registry.register(
+        "log_lines_lost",
+        "Log lines this process could not write because its stderr refused them (full disk, closed pipe)",
+        lost,
+    );
     let ready_gauge = Gauge::<i64>::default();
     ready_gauge.set(i64::from(ready));
     registry.register("ready", "1 when every shard is serving", ready_gauge);

@@ -34,6 +34,14 @@ use crate::StopHandle;
 
 pub use metrics::render;
 
+/// Log lines this process could not write: its stderr (a file on a full
+/// disk, a closed pipe, `/dev/full`) refused them. A node whose log
+/// destination fails keeps serving and loses the lines instead (a log
+/// write that panicked would take the shard down with it); the binary's
+/// log writer counts them here and `/metrics` shows the count as
+/// `corekv_log_lines_lost_total`.
+pub static LOG_LINES_LOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One shard's figures at one instant.
 #[derive(Clone, Debug)]
 pub struct ShardReport {
