@@ -283,6 +283,10 @@ struct ServeArgs {
     /// 16 bytes): authenticates internode connections and gossip.
     #[arg(long)]
     cluster_secret_file: Option<PathBuf>,
+    /// A users file (TOML, argon2 hashes; `corekv user add` writes it):
+    /// clients must authenticate.
+    #[arg(long)]
+    users_file: Option<PathBuf>,
     /// This node's rack (replicas spread over racks).
     #[arg(long)]
     rack: Option<String>,
@@ -369,6 +373,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.cluster_secret_file {
             c.cluster_secret_file = Some(v);
+        }
+        if let Some(v) = self.users_file {
+            c.users_file = Some(v);
         }
         if let Some(v) = self.rack {
             c.rack = v;

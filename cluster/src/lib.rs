@@ -17,6 +17,8 @@
 //!   centres) and the cluster as one node sees it;
 //! - [`gossip`]: membership and phi-accrual failure detection;
 //! - [`links`]: a shard's connections to other nodes' shards;
+//! - [`auth`]: client users, roles and key patterns (`requirepass`,
+//!   `users_file`), with a per-shard cache of verified credentials;
 //! - [`secret`]: the cluster secret that authenticates internode HELLO and
 //!   gossip;
 //! - [`coordinator`]: per-request W/R over the key's replicas, sloppy
@@ -35,6 +37,7 @@
 //!   is a configuration value with a sane default.
 
 pub mod admin;
+pub mod auth;
 pub mod client;
 pub mod coordinator;
 mod error;

@@ -110,6 +110,17 @@ pub struct NodeConfig {
     /// A file holding the cluster secret (its whole content, trimmed);
     /// read at start. Not together with `cluster_secret`.
     pub cluster_secret_file: Option<PathBuf>,
+    /// The password of the `default` user (Redis's `requirepass`, role
+    /// admin over every key). With it or `users_file` set, clients must
+    /// authenticate (RESP AUTH / HELLO AUTH, native AUTH).
+    pub requirepass: Option<String>,
+    /// A TOML file of named users with argon2 password hashes, roles and
+    /// key patterns (`corekv user add` writes it; docs/OPERATIONS.md).
+    pub users_file: Option<PathBuf>,
+    /// The user table loaded from `requirepass` and `users_file` at start
+    /// (not a configuration key).
+    #[serde(skip)]
+    pub users: Option<crate::auth::SharedUsers>,
     /// Internode address: shard `i` listens on `port + i` for replica
     /// traffic from other nodes' shards.
     pub peer_addr: SocketAddr,
@@ -225,6 +236,9 @@ impl Default for NodeConfig {
             cluster_name: "corekv".into(),
             cluster_secret: None,
             cluster_secret_file: None,
+            requirepass: None,
+            users_file: None,
+            users: None,
             peer_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
             rack: default_rack(),
             dc: default_dc(),
@@ -375,6 +389,16 @@ impl NodeConfig {
             }
             self.cluster_secret = Some(crate::secret::ClusterSecret::from_file(path)?);
         }
+        Ok(())
+    }
+
+    /// Loads the user table from `requirepass` and `users_file` (once, at
+    /// start); leaves `users` empty when neither is set.
+    pub fn load_users(&mut self) -> Result<()> {
+        let table =
+            crate::auth::UserTable::load(self.requirepass.as_deref(), self.users_file.as_deref())
+                .map_err(|e| Error::Config(e.to_string()))?;
+        self.users = table.map(|t| crate::auth::SharedUsers(std::sync::Arc::new(t)));
         Ok(())
     }
 

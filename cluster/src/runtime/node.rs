@@ -85,6 +85,7 @@ impl StopHandle {
 pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
     config.validate()?;
     config.load_secret()?;
+    config.load_users()?;
     let shards = config.shard_count();
     let panic_test = test_panic_hook()?;
     health::install_panic_hook();
@@ -541,7 +542,7 @@ async fn shard_main(
     )?);
     let shutdown = Shutdown::new();
     let listeners = server::bind_all(&config, index)?;
-    server::spawn_all(listeners, coordinator.clone(), &config, shutdown.clone());
+    server::spawn_all(listeners, coordinator.clone(), &config, shutdown.clone())?;
     let stopping = shutdown.clone();
     glommio::spawn_local(
         coordinator

@@ -8,6 +8,7 @@ mod native;
 mod peer;
 mod pipeline;
 mod resp;
+mod resp_auth;
 mod status;
 
 pub use crate::wire_context::{decode as decode_context, encode as encode_context};
@@ -298,8 +299,17 @@ pub fn spawn_all(
     coordinator: Rc<Coordinator>,
     config: &NodeConfig,
     shutdown: Shutdown,
-) {
+) -> Result<()> {
     let limits = ConnectionLimits::from_config(config);
+    // This shard's authenticator (its own credential cache), or `None`
+    // when authentication is off.
+    let auth = match &config.users {
+        Some(users) => Some(Rc::new(
+            crate::auth::Authenticator::new(users.0.clone())
+                .map_err(|e| Error::Config(e.to_string()))?,
+        )),
+        None => None,
+    };
     let clients = OpenConnections::new(limits.max_connections, "client");
     let peers = OpenConnections::new(limits.max_peer_connections, "internode");
     listeners
@@ -320,9 +330,11 @@ pub fn spawn_all(
                 limits,
                 count,
                 shutdown,
+                auth.clone(),
             ))
             .detach();
         });
+    Ok(())
 }
 
 async fn accept_loop(
@@ -332,6 +344,7 @@ async fn accept_loop(
     limits: ConnectionLimits,
     count: OpenConnections,
     shutdown: Shutdown,
+    auth: Option<Rc<crate::auth::Authenticator>>,
 ) {
     loop {
         let stop = async {
@@ -369,15 +382,16 @@ async fn accept_loop(
         );
         let coordinator = coordinator.clone();
         let shutdown = shutdown.clone();
+        let auth = auth.clone();
         glommio::spawn_local(async move {
             let _guard = guard;
             let peer = stream.peer_addr().ok();
             let result = match protocol {
                 Protocol::Native => {
-                    native::serve_connection(stream, coordinator, limits, shutdown).await
+                    native::serve_connection(stream, coordinator, limits, shutdown, auth).await
                 }
                 Protocol::Resp => {
-                    resp::serve_connection(stream, coordinator, limits, shutdown).await
+                    resp::serve_connection(stream, coordinator, limits, shutdown, auth).await
                 }
                 Protocol::Peer => {
                     peer::serve_connection(stream, coordinator, limits, shutdown).await

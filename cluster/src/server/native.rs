@@ -29,7 +29,10 @@ pub(super) async fn serve_connection(
     coordinator: Rc<Coordinator>,
     limits: ConnectionLimits,
     shutdown: Shutdown,
+    auth: Option<Rc<crate::auth::Authenticator>>,
 ) -> std::io::Result<()> {
+    // The user this connection authenticated as (when auth is on).
+    let mut user: Option<std::sync::Arc<crate::auth::Principal>> = None;
     let codec_limits = Limits {
         max_frame_bytes: limits.max_key_bytes + limits.max_value_bytes + 64 * 1024,
         max_key_bytes: limits.max_key_bytes,
@@ -53,6 +56,44 @@ pub(super) async fn serve_connection(
             match native::decode_request(&buf, &codec_limits) {
                 Ok(Some((req, used))) => {
                     buf.drain(..used);
+                    if let RequestBody::Auth {
+                        user: name,
+                        password,
+                    } = &req.body
+                    {
+                        let resp = match &auth {
+                            None => Response {
+                                id: req.id,
+                                body: ResponseBody::Ok {
+                                    context: Vec::new(),
+                                },
+                            },
+                            Some(a) => match a.authenticate(name, password) {
+                                Ok(p) => {
+                                    user = Some(p);
+                                    Response {
+                                        id: req.id,
+                                        body: ResponseBody::Ok {
+                                            context: Vec::new(),
+                                        },
+                                    }
+                                }
+                                Err(_) => error(
+                                    req.id,
+                                    ErrorCode::Unauthenticated,
+                                    "invalid username-password pair",
+                                ),
+                            },
+                        };
+                        push(pipeline.outbox(), &resp);
+                        continue;
+                    }
+                    if auth.is_some() {
+                        if let Some(refusal) = refuse(user.as_deref(), &req) {
+                            push(pipeline.outbox(), &refusal);
+                            continue;
+                        }
+                    }
                     let coordinator = coordinator.clone();
                     let outbox = pipeline.outbox().clone();
                     let request = async move {
@@ -108,6 +149,53 @@ pub(super) async fn serve_connection(
         tracing::debug!("closed a connection after an unrecoverable frame");
     }
     Ok(())
+}
+
+/// With authentication on: the refusal of `req` for `user` (not yet
+/// authenticated when `None`), or `None` when it may run. PING needs no
+/// user; ADMIN needs the admin role; writes need readwrite; keys must
+/// match the user's patterns.
+fn refuse(user: Option<&crate::auth::Principal>, req: &Request) -> Option<Response> {
+    if matches!(req.body, RequestBody::Ping) {
+        return None;
+    }
+    let Some(p) = user else {
+        return Some(error(
+            req.id,
+            ErrorCode::Unauthenticated,
+            "authentication required (send AUTH first)",
+        ));
+    };
+    let (key, write) = match &req.body {
+        RequestBody::Get { key, .. } => (key, false),
+        RequestBody::Put { key, .. } | RequestBody::Delete { key, .. } => (key, true),
+        RequestBody::Admin(_) if !p.is_admin() => {
+            return Some(error(
+                req.id,
+                ErrorCode::Forbidden,
+                format!(
+                    "user {} has no permission to run ADMIN (needs the admin role)",
+                    p.name()
+                ),
+            ))
+        }
+        _ => return None,
+    };
+    if write && !p.may_write() {
+        return Some(error(
+            req.id,
+            ErrorCode::Forbidden,
+            format!("user {} has no permission to write", p.name()),
+        ));
+    }
+    if !p.may_access(key) {
+        return Some(error(
+            req.id,
+            ErrorCode::Forbidden,
+            format!("user {} has no permission to access this key", p.name()),
+        ));
+    }
+    None
 }
 
 fn push(outbox: &Outbox, resp: &Response) {
@@ -176,6 +264,13 @@ async fn handle(coordinator: &Rc<Coordinator>, req: Request) -> Response {
                 },
                 Err(e) => error(id, e.code(), e.to_string()),
             };
+        }
+        RequestBody::Auth { .. } => {
+            return error(
+                id,
+                ErrorCode::Internal,
+                "AUTH is answered by the connection loop",
+            )
         }
         RequestBody::Admin(command) => {
             return match command::run(coordinator, &command).await {

@@ -12,7 +12,7 @@ use corekv_net::Limits;
 use futures_lite::{future, AsyncWriteExt};
 
 use super::idle::IdleWatch;
-use super::{status, ConnectionLimits, Shutdown, Stream};
+use super::{resp_auth, status, ConnectionLimits, Shutdown, Stream};
 use crate::coordinator::Coordinator;
 use crate::runtime::metrics::bump;
 use crate::runtime::metrics::RequestKind;
@@ -28,7 +28,10 @@ pub(super) async fn serve_connection(
     coordinator: Rc<Coordinator>,
     limits: ConnectionLimits,
     shutdown: Shutdown,
+    auth: Option<Rc<crate::auth::Authenticator>>,
 ) -> std::io::Result<()> {
+    // The user this connection authenticated as (when auth is on).
+    let mut user: Option<std::sync::Arc<crate::auth::Principal>> = None;
     let parse_limits = Limits {
         max_key_bytes: limits.max_key_bytes,
         max_value_bytes: limits.max_value_bytes,
@@ -74,6 +77,27 @@ pub(super) async fn serve_connection(
                     let Parsed::Command(cmd) = parsed else {
                         continue;
                     };
+                    if auth.is_some()
+                        || matches!(
+                            cmd,
+                            Command::Auth { .. } | Command::Hello { .. } | Command::AclWhoami
+                        )
+                    {
+                        if let Some(reply) = resp_auth::screen(auth.as_deref(), &mut user, &cmd) {
+                            if pending.is_empty() {
+                                reply.encode(&mut out);
+                            } else {
+                                held += reply_bytes(&reply);
+                                pending.push_back(Pending {
+                                    slot: Slot::Done(reply),
+                                    reads: Tokens::None,
+                                    writes: Tokens::None,
+                                    overwrite: false,
+                                });
+                            }
+                            continue;
+                        }
+                    }
                     if cmd == Command::Quit {
                         drain(&mut pending, &mut out).await;
                         Reply::ok().encode(&mut out);
@@ -632,6 +656,10 @@ async fn execute(coordinator: &Rc<Coordinator>, cmd: Command, reply_bytes_max: u
         Command::Select(0) => Reply::ok(),
         Command::Select(_) => Reply::Error("ERR DB index is out of range".into()),
         Command::Quit => Reply::ok(),
+        // Answered by `resp_auth::screen` before a command runs.
+        Command::Auth { .. } | Command::Hello { .. } | Command::AclWhoami => {
+            err("connection command outside the connection loop")
+        }
         Command::Invalid(message) => Reply::Error(message),
         Command::Unknown(name) => Reply::Error(format!(
             "ERR unknown command '{name}', with args beginning with: "

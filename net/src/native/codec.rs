@@ -39,6 +39,10 @@ pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
         }
         RequestBody::Ping | RequestBody::Topology | RequestBody::Status => {}
         RequestBody::Admin(command) => put_bytes(out, command),
+        RequestBody::Auth { user, password } => {
+            put_bytes(out, user);
+            put_bytes(out, password);
+        }
     }
     end(out, start);
 }
@@ -150,6 +154,10 @@ pub fn decode_request(buf: &[u8], limits: &Limits) -> Result<Option<(Request, us
         0x05 => RequestBody::Topology,
         0x06 => RequestBody::Status,
         0x07 => RequestBody::Admin(field(&mut r, "command")?),
+        0x08 => RequestBody::Auth {
+            user: field(&mut r, "user")?,
+            password: field(&mut r, "password")?,
+        },
         other => {
             return Err(bad(
                 ErrorCode::UnknownOpcode,
@@ -268,6 +276,8 @@ mod tests {
             Just(RequestBody::Topology),
             Just(RequestBody::Status),
             arb_bytes(100).prop_map(RequestBody::Admin),
+            (arb_bytes(20), arb_bytes(40))
+                .prop_map(|(user, password)| RequestBody::Auth { user, password }),
         ];
         (any::<u64>(), body).prop_map(|(id, body)| Request { id, body })
     }

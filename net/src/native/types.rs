@@ -62,7 +62,7 @@ pub struct Request {
 }
 
 /// Request kinds. Opcodes: GET 0x01, PUT 0x02, DELETE 0x03, PING 0x04,
-/// TOPOLOGY 0x05, STATUS 0x06.
+/// TOPOLOGY 0x05, STATUS 0x06, ADMIN 0x07, AUTH 0x08.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestBody {
     /// Read a key: all siblings and a causal context.
@@ -104,6 +104,15 @@ pub enum RequestBody {
     /// An operator command as UTF-8 JSON, e.g. `{"op": "repair"}`;
     /// answered with STATUS-style JSON (see docs/PROTOCOL.md).
     Admin(Vec<u8>),
+    /// Authenticate the connection as `user` (opcode 0x08). The password
+    /// travels as sent: use it only over loopback or a protected network
+    /// until the port has TLS. Answered OK, or ERROR UNAUTHENTICATED.
+    Auth {
+        /// The user name.
+        user: Vec<u8>,
+        /// The password.
+        password: Vec<u8>,
+    },
 }
 
 impl RequestBody {
@@ -117,6 +126,7 @@ impl RequestBody {
             RequestBody::Topology => 0x05,
             RequestBody::Status => 0x06,
             RequestBody::Admin(_) => 0x07,
+            RequestBody::Auth { .. } => 0x08,
         }
     }
 }

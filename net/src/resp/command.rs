@@ -69,6 +69,22 @@ pub enum Command {
     Select(i64),
     /// QUIT.
     Quit,
+    /// AUTH [username] password.
+    Auth {
+        /// The user (`None`: the default user).
+        user: Option<Vec<u8>>,
+        /// The password.
+        password: Vec<u8>,
+    },
+    /// HELLO [protover [AUTH username password] [SETNAME name]].
+    Hello {
+        /// The protocol version asked for, if any.
+        version: Option<i64>,
+        /// AUTH's username and password, if given.
+        auth: Option<(Vec<u8>, Vec<u8>)>,
+    },
+    /// ACL WHOAMI.
+    AclWhoami,
     /// Known command, bad arguments: the error text to send (without "-").
     Invalid(String),
     /// Not a command we know: its name.
@@ -150,10 +166,58 @@ impl Command {
                 None => Command::Invalid(NOT_INTEGER.into()),
             },
             "quit" => Command::Quit,
+            "auth" if n == 1 => Command::Auth {
+                user: None,
+                password: arg(0),
+            },
+            "auth" if n == 2 => Command::Auth {
+                user: Some(arg(0)),
+                password: arg(1),
+            },
+            "hello" => parse_hello(rest),
+            "acl" if n == 1 && rest[0].as_ref().eq_ignore_ascii_case(b"whoami") => {
+                Command::AclWhoami
+            }
+            "acl" => Command::Invalid("ERR only ACL WHOAMI is supported".into()),
             "ping" | "echo" | "get" | "set" | "del" | "exists" | "expire" | "ttl" | "mget"
-            | "mset" | "info" | "select" => arity(name),
+            | "mset" | "info" | "select" | "auth" => arity(name),
             _ => Command::Unknown(String::from_utf8_lossy(raw).into_owned()),
         }
+    }
+}
+
+fn parse_hello<A: AsRef<[u8]>>(rest: &[A]) -> Command {
+    let Some((first, options)) = rest.split_first() else {
+        return Command::Hello {
+            version: None,
+            auth: None,
+        };
+    };
+    let Some(version) = int(first.as_ref()) else {
+        return Command::Invalid("ERR Protocol version is not an integer or out of range".into());
+    };
+    let mut auth = None;
+    let mut i = 0;
+    while i < options.len() {
+        let opt = options[i].as_ref();
+        if opt.eq_ignore_ascii_case(b"auth") && i + 2 < options.len() {
+            auth = Some((
+                options[i + 1].as_ref().to_vec(),
+                options[i + 2].as_ref().to_vec(),
+            ));
+            i += 3;
+        } else if opt.eq_ignore_ascii_case(b"setname") && i + 1 < options.len() {
+            i += 2;
+        } else {
+            return Command::Invalid(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(opt)
+            ));
+        }
+    }
+    Command::Hello {
+        version: Some(version),
+        auth,
     }
 }
 

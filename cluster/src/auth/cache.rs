@@ -1,0 +1,183 @@
+//! Verified credentials, cached per shard so a reconnect storm costs one
+//! argon2 verification per distinct credential, not one per connection.
+//!
+//! The cache maps HMAC-SHA256(user ‖ 0 ‖ password) under a random key
+//! drawn when the shard starts (never stored, never sent) to the verified
+//! [`Principal`]. Only successful verifications are inserted: a wrong
+//! password is verified again (with argon2) every time. The map is bounded
+//! ([`CACHE_ENTRIES_MAX`]); when full, an arbitrary entry makes room. It
+//! lives in one shard's thread (`Rc`/`RefCell`, no lock).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use super::{AuthError, Principal, UserTable};
+
+/// Most credentials one shard's cache holds.
+pub const CACHE_ENTRIES_MAX: usize = 4096;
+
+/// A bounded map from a keyed digest of (user, password) to the user those
+/// credentials were verified as.
+pub struct CredentialCache {
+    key: [u8; 32],
+    entries: HashMap<[u8; 32], Arc<Principal>>,
+    max: usize,
+}
+
+impl CredentialCache {
+    /// An empty cache of at most `max` entries, with a fresh random key.
+    pub fn new(max: usize) -> Result<CredentialCache, AuthError> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| AuthError::Hash(e.to_string()))?;
+        Ok(CredentialCache {
+            key,
+            entries: HashMap::new(),
+            max: max.max(1),
+        })
+    }
+
+    fn digest(&self, user: &[u8], password: &[u8]) -> [u8; 32] {
+        // HMAC takes keys of any length; this cannot fail.
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of every length"));
+        m.update(&(user.len() as u64).to_le_bytes());
+        m.update(user);
+        m.update(password);
+        m.finalize().into_bytes().into()
+    }
+
+    /// The user these credentials were verified as, if cached.
+    pub fn get(&self, user: &[u8], password: &[u8]) -> Option<Arc<Principal>> {
+        self.entries.get(&self.digest(user, password)).cloned()
+    }
+
+    /// Remembers credentials that verified as `principal`.
+    pub fn insert(&mut self, user: &[u8], password: &[u8], principal: Arc<Principal>) {
+        let digest = self.digest(user, password);
+        if self.entries.len() >= self.max && !self.entries.contains_key(&digest) {
+            if let Some(victim) = self.entries.keys().next().copied() {
+                self.entries.remove(&victim);
+            }
+        }
+        self.entries.insert(digest, principal);
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// One shard's view of authentication: the node's [`UserTable`] and this
+/// shard's [`CredentialCache`].
+pub struct Authenticator {
+    users: Arc<UserTable>,
+    cache: RefCell<CredentialCache>,
+    verifications: Cell<u64>,
+}
+
+impl Authenticator {
+    /// A shard's authenticator over `users`.
+    pub fn new(users: Arc<UserTable>) -> Result<Authenticator, AuthError> {
+        Ok(Authenticator {
+            users,
+            cache: RefCell::new(CredentialCache::new(CACHE_ENTRIES_MAX)?),
+            verifications: Cell::new(0),
+        })
+    }
+
+    /// The user `user`/`password` authenticate as: from the cache, or
+    /// verified (argon2) and then cached. Wrong credentials are never
+    /// cached.
+    pub fn authenticate(&self, user: &[u8], password: &[u8]) -> Result<Arc<Principal>, AuthError> {
+        if let Some(p) = self.cache.borrow().get(user, password) {
+            return Ok(p);
+        }
+        let principal = self.users.verify(user, password, &self.verifications)?;
+        self.cache
+            .borrow_mut()
+            .insert(user, password, principal.clone());
+        Ok(principal)
+    }
+
+    /// How many argon2 verifications this shard ran.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.get()
+    }
+
+    /// Credentials cached on this shard.
+    pub fn cached(&self) -> usize {
+        self.cache.borrow().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Role, UsersFile};
+
+    fn table() -> (tempfile::TempDir, Arc<UserTable>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        let mut file = UsersFile::default();
+        file.set_user("alice", b"pw-a", Role::ReadWrite, vec![])
+            .unwrap();
+        file.set_user("bob", b"pw-b", Role::Read, vec![]).unwrap();
+        file.write_atomically(&path).unwrap();
+        let t = UserTable::load(None, Some(&path)).unwrap().unwrap();
+        (dir, Arc::new(t))
+    }
+
+    #[test]
+    fn many_verifies_of_one_credential_run_argon2_once() {
+        let (_dir, users) = table();
+        let auth = Authenticator::new(users).unwrap();
+        for _ in 0..1000 {
+            let p = auth.authenticate(b"alice", b"pw-a").unwrap();
+            assert_eq!(p.name(), "alice");
+        }
+        assert_eq!(auth.verifications(), 1);
+        auth.authenticate(b"bob", b"pw-b").unwrap();
+        assert_eq!(auth.verifications(), 2);
+        assert_eq!(auth.cached(), 2);
+    }
+
+    #[test]
+    fn wrong_passwords_are_not_cached() {
+        let (_dir, users) = table();
+        let auth = Authenticator::new(users).unwrap();
+        auth.authenticate(b"alice", b"pw-a").unwrap();
+        for _ in 0..3 {
+            assert!(matches!(
+                auth.authenticate(b"alice", b"nope"),
+                Err(AuthError::WrongPassword)
+            ));
+        }
+        // Each wrong attempt was verified (and refused) again.
+        assert_eq!(auth.verifications(), 4);
+        // Another user's password does not open alice's entry.
+        assert!(auth.authenticate(b"alice", b"pw-b").is_err());
+        assert!(auth.authenticate(b"bob", b"pw-a").is_err());
+        assert_eq!(auth.cached(), 1);
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let mut cache = CredentialCache::new(8).unwrap();
+        let p = Arc::new(Principal::new("u", Role::Read, vec![]));
+        for i in 0..100u32 {
+            cache.insert(b"u", &i.to_le_bytes(), p.clone());
+            assert!(cache.len() <= 8);
+        }
+        assert!(cache.get(b"u", &99u32.to_le_bytes()).is_some());
+    }
+}
