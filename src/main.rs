@@ -174,6 +174,9 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Manage the users file clients authenticate against (`users_file`).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Show the node: shards, keys, memtable and SSTable sizes, commit-log mode.
     Status {
         /// Print the raw JSON.
@@ -182,6 +185,92 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+}
+
+/// `corekv user ...`: edits a users file in place (atomically, mode
+/// 0600). Nodes read it at start: restart them to apply a change.
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user, or replace one (new password, role and keys). The
+    /// password is read from the first line of standard input, so it
+    /// never shows in `ps` or the shell history.
+    Add {
+        /// The user name.
+        name: String,
+        /// read, readwrite or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: corekv_cluster::auth::Role,
+        /// A key pattern the user may touch (`*` matches any run of
+        /// bytes); repeat for several; none means every key.
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// The users file (created if missing).
+        #[arg(long)]
+        users_file: PathBuf,
+    },
+    /// Remove a user.
+    Remove {
+        /// The user name.
+        name: String,
+        /// The users file.
+        #[arg(long)]
+        users_file: PathBuf,
+    },
+}
+
+fn parse_role(text: &str) -> std::result::Result<corekv_cluster::auth::Role, String> {
+    corekv_cluster::auth::Role::parse(text)
+        .ok_or_else(|| format!("unknown role {text:?} (read, readwrite or admin)"))
+}
+
+fn run_user_command(command: UserCommand) -> Result<()> {
+    use corekv_cluster::auth::UsersFile;
+    match command {
+        UserCommand::Add {
+            name,
+            role,
+            keys,
+            users_file,
+        } => {
+            anyhow::ensure!(
+                !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c.is_control()),
+                "a user name is non-empty, without spaces or control characters"
+            );
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(
+                password.len() >= 8,
+                "the password (first line of standard input) needs at least 8 characters"
+            );
+            let mut file = UsersFile::read_or_empty(&users_file)?;
+            let replaced = file.users.contains_key(&name);
+            file.set_user(&name, password.as_bytes(), role, keys)?;
+            file.write_atomically(&users_file)?;
+            println!(
+                "{} user {name} (role {}) in {}; restart the nodes that use it",
+                if replaced { "replaced" } else { "added" },
+                role.name(),
+                users_file.display()
+            );
+        }
+        UserCommand::Remove { name, users_file } => {
+            let mut file = UsersFile::read_or_empty(&users_file)?;
+            anyhow::ensure!(
+                file.users.remove(&name).is_some(),
+                "no user {name} in {}",
+                users_file.display()
+            );
+            file.write_atomically(&users_file)?;
+            println!(
+                "removed user {name} from {}; restart the nodes that use it",
+                users_file.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -196,6 +285,10 @@ struct ConnArgs {
     /// (default: the cluster's).
     #[arg(long, short = 'l')]
     consistency: Option<String>,
+    /// Authenticate as this user (with the password in the environment
+    /// variable COREKV_PASSWORD; `default` when only that is set).
+    #[arg(long)]
+    user: Option<String>,
 }
 
 impl ConnArgs {
@@ -207,12 +300,32 @@ impl ConnArgs {
     }
 
     fn connect(&self) -> Result<Client> {
-        Client::connect(&self.addr, Duration::from_secs(self.timeout.max(1))).with_context(|| {
-            format!(
-                "cannot connect to corekv at {} (is `corekv serve` running?)",
-                self.addr
-            )
-        })
+        let mut client = Client::connect(&self.addr, Duration::from_secs(self.timeout.max(1)))
+            .with_context(|| {
+                format!(
+                    "cannot connect to corekv at {} (is `corekv serve` running?)",
+                    self.addr
+                )
+            })?;
+        login(&mut client, self.user.as_deref(), &self.addr)?;
+        Ok(client)
+    }
+}
+
+/// Authenticates `client` as `user` when a password is in COREKV_PASSWORD
+/// (as `default` with no `--user`); nothing when neither is given. The
+/// password comes from the environment, never the command line (which
+/// every user of the host can read in `ps`).
+fn login(client: &mut Client, user: Option<&str>, addr: &str) -> Result<()> {
+    match (user, std::env::var_os("COREKV_PASSWORD")) {
+        (None, None) => Ok(()),
+        (Some(user), None) => anyhow::bail!("--user {user} needs the password in COREKV_PASSWORD"),
+        (user, Some(password)) => {
+            let user = user.unwrap_or(corekv_cluster::auth::DEFAULT_USER);
+            client
+                .auth(user.as_bytes(), password.as_encoded_bytes())
+                .with_context(|| format!("authenticating as {user} at {addr}"))
+        }
     }
 }
 
@@ -534,6 +647,7 @@ fn main() -> Result<()> {
             node,
             Duration::from_secs(wait_s),
         ),
+        Command::User(command) => run_user_command(command),
         Command::Compact { conn } => {
             let answer = ops::admin(
                 &mut conn.connect()?,
@@ -567,7 +681,11 @@ fn main() -> Result<()> {
             if json {
                 println!("{text}");
             } else {
-                print_status(&text, Duration::from_secs(conn.timeout.clamp(1, 2)))?;
+                print_status(
+                    &text,
+                    Duration::from_secs(conn.timeout.clamp(1, 2)),
+                    conn.user.as_deref(),
+                )?;
             }
             Ok(())
         }
@@ -589,15 +707,16 @@ fn read_context(c: &mut Client, key: &str, level: Consistency) -> Result<Vec<u8>
 /// Prints the STATUS JSON as a table.
 /// One member's own figures, asked directly (the table's load columns);
 /// `None` when it does not answer.
-fn member_status(addr: &str, timeout: Duration) -> Option<serde_json::Value> {
+fn member_status(addr: &str, timeout: Duration, user: Option<&str>) -> Option<serde_json::Value> {
     let mut c = Client::connect(addr, timeout).ok()?;
+    login(&mut c, user, addr).ok()?;
     match c.call(RequestBody::Status).ok()? {
         ResponseBody::Status(bytes) => serde_json::from_slice(&bytes).ok(),
         _ => None,
     }
 }
 
-fn print_status(json: &str, member_timeout: Duration) -> Result<()> {
+fn print_status(json: &str, member_timeout: Duration, user: Option<&str>) -> Result<()> {
     let v: serde_json::Value =
         serde_json::from_str(json).context("server sent malformed status JSON")?;
     println!("shards:          {}", v["shards"]);
@@ -662,7 +781,7 @@ fn print_status(json: &str, member_timeout: Duration) -> Result<()> {
     for m in v["members"].as_array().into_iter().flatten() {
         let down = !m["up"].as_bool().unwrap_or(false);
         let addr = m["native_addr"].as_str().unwrap_or("?");
-        let own = member_status(addr, member_timeout);
+        let own = member_status(addr, member_timeout, user);
         let figure = |f: &dyn Fn(&serde_json::Value) -> Option<u64>| {
             own.as_ref()
                 .and_then(f)

@@ -121,6 +121,18 @@ impl Client {
         }
     }
 
+    /// Authenticates this connection as `user` (AUTH, opcode 0x08). A
+    /// wrong user or password is `Err(Server { code: Unauthenticated })`.
+    /// The password crosses the network as sent: only over loopback or a
+    /// protected network until the port has TLS.
+    pub fn auth(&mut self, user: &[u8], password: &[u8]) -> Result<(), ClientError> {
+        self.call(RequestBody::Auth {
+            user: user.to_vec(),
+            password: password.to_vec(),
+        })
+        .map(|_| ())
+    }
+
     /// GET at the default consistency.
     pub fn get(&mut self, key: &[u8]) -> Result<ResponseBody, ClientError> {
         self.call(RequestBody::Get {

@@ -370,6 +370,16 @@ pub fn render(reports: &[ShardReport], ready: bool, gossip: &GossipStats) -> Str
             e(|r| r.metrics.peer_auth_refusals),
         ),
         (
+            "client_auth_failures",
+            "Client AUTH attempts refused: unknown user or wrong password (RESP WRONGPASS, native UNAUTHENTICATED)",
+            e(|r| r.metrics.client_auth_failures),
+        ),
+        (
+            "client_permission_refusals",
+            "Client requests refused for their user's role or key patterns (RESP NOPERM, native FORBIDDEN)",
+            e(|r| r.metrics.client_permission_refusals),
+        ),
+        (
             "connections_refused",
             "Client connections closed at once because the shard's client connection limit was reached",
             e(|r| r.metrics.connections_refused),

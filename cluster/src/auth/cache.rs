@@ -77,11 +77,19 @@ impl CredentialCache {
     }
 }
 
+/// Most argon2 verifications one shard runs at once (on the blocking
+/// pool). Each takes tens of milliseconds of a CPU: a client sending wrong
+/// passwords as fast as it can gets this many CPUs' worth at most, and
+/// the pool keeps threads for the engine's file work.
+pub const VERIFICATIONS_IN_FLIGHT_MAX: u64 = 2;
+
 /// One shard's view of authentication: the node's [`UserTable`] and this
 /// shard's [`CredentialCache`].
 pub struct Authenticator {
     users: Arc<UserTable>,
     cache: RefCell<CredentialCache>,
+    /// Admits [`VERIFICATIONS_IN_FLIGHT_MAX`] argon2 runs at a time.
+    slots: glommio::sync::Semaphore,
     verifications: Cell<u64>,
 }
 
@@ -91,25 +99,46 @@ impl Authenticator {
         Ok(Authenticator {
             users,
             cache: RefCell::new(CredentialCache::new(CACHE_ENTRIES_MAX)?),
+            slots: glommio::sync::Semaphore::new(VERIFICATIONS_IN_FLIGHT_MAX),
             verifications: Cell::new(0),
         })
     }
 
     /// The user `user`/`password` authenticate as: from the cache, or
-    /// verified (argon2) and then cached. Wrong credentials are never
-    /// cached.
-    pub fn authenticate(&self, user: &[u8], password: &[u8]) -> Result<Arc<Principal>, AuthError> {
+    /// verified and then cached. Wrong credentials are never cached. An
+    /// argon2 verification runs on the blocking pool (the shard keeps
+    /// serving meanwhile); must be called inside a glommio executor.
+    pub async fn authenticate(
+        &self,
+        user: &[u8],
+        password: &[u8],
+    ) -> Result<Arc<Principal>, AuthError> {
         if let Some(p) = self.cache.borrow().get(user, password) {
             return Ok(p);
         }
-        let principal = self.users.verify(user, password, &self.verifications)?;
+        let principal = if self.users.is_hashed(user) {
+            let _slot = self
+                .slots
+                .acquire_permit(1)
+                .await
+                .map_err(|e| AuthError::Hash(e.to_string()))?;
+            // Another connection may have verified the same credentials
+            // while this one waited for a slot.
+            if let Some(p) = self.cache.borrow().get(user, password) {
+                return Ok(p);
+            }
+            self.verifications.set(self.verifications.get() + 1);
+            verify_on_a_thread(self.users.clone(), user, password).await?
+        } else {
+            self.users.verify(user, password)?
+        };
         self.cache
             .borrow_mut()
             .insert(user, password, principal.clone());
         Ok(principal)
     }
 
-    /// How many argon2 verifications this shard ran.
+    /// How many argon2 verifications this shard started.
     pub fn verifications(&self) -> u64 {
         self.verifications.get()
     }
@@ -118,6 +147,28 @@ impl Authenticator {
     pub fn cached(&self) -> usize {
         self.cache.borrow().len()
     }
+}
+
+/// Runs argon2 on a thread of its own and waits for it without blocking
+/// the shard. Not the executor's blocking thread: that one does the
+/// engine's fsyncs and unlinks, which must not queue behind a password.
+/// Threads are bounded by the callers' [`VERIFICATIONS_IN_FLIGHT_MAX`];
+/// starting one costs microseconds against argon2's milliseconds.
+async fn verify_on_a_thread(
+    users: Arc<UserTable>,
+    user: &[u8],
+    password: &[u8],
+) -> Result<Arc<Principal>, AuthError> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    let (user, password) = (user.to_vec(), password.to_vec());
+    std::thread::Builder::new()
+        .name("corekv-argon2".into())
+        .spawn(move || {
+            let _ = tx.send(users.verify(&user, &password));
+        })
+        .map_err(|e| AuthError::Hash(format!("starting the verification thread: {e}")))?;
+    rx.await
+        .map_err(|_| AuthError::Hash("the verification thread ended without an answer".into()))?
 }
 
 #[cfg(test)]
@@ -137,37 +188,71 @@ mod tests {
         (dir, Arc::new(t))
     }
 
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("executor")
+            .run(f)
+    }
+
     #[test]
     fn many_verifies_of_one_credential_run_argon2_once() {
         let (_dir, users) = table();
-        let auth = Authenticator::new(users).unwrap();
-        for _ in 0..1000 {
-            let p = auth.authenticate(b"alice", b"pw-a").unwrap();
-            assert_eq!(p.name(), "alice");
-        }
-        assert_eq!(auth.verifications(), 1);
-        auth.authenticate(b"bob", b"pw-b").unwrap();
-        assert_eq!(auth.verifications(), 2);
-        assert_eq!(auth.cached(), 2);
+        run(async move {
+            let auth = Authenticator::new(users).unwrap();
+            for _ in 0..1000 {
+                let p = auth.authenticate(b"alice", b"pw-a").await.unwrap();
+                assert_eq!(p.name(), "alice");
+            }
+            assert_eq!(auth.verifications(), 1);
+            auth.authenticate(b"bob", b"pw-b").await.unwrap();
+            assert_eq!(auth.verifications(), 2);
+            assert_eq!(auth.cached(), 2);
+        });
     }
 
     #[test]
     fn wrong_passwords_are_not_cached() {
         let (_dir, users) = table();
-        let auth = Authenticator::new(users).unwrap();
-        auth.authenticate(b"alice", b"pw-a").unwrap();
-        for _ in 0..3 {
-            assert!(matches!(
-                auth.authenticate(b"alice", b"nope"),
-                Err(AuthError::WrongPassword)
-            ));
-        }
-        // Each wrong attempt was verified (and refused) again.
-        assert_eq!(auth.verifications(), 4);
-        // Another user's password does not open alice's entry.
-        assert!(auth.authenticate(b"alice", b"pw-b").is_err());
-        assert!(auth.authenticate(b"bob", b"pw-a").is_err());
-        assert_eq!(auth.cached(), 1);
+        run(async move {
+            let auth = Authenticator::new(users).unwrap();
+            auth.authenticate(b"alice", b"pw-a").await.unwrap();
+            for _ in 0..3 {
+                assert!(matches!(
+                    auth.authenticate(b"alice", b"nope").await,
+                    Err(AuthError::WrongPassword)
+                ));
+            }
+            // Each wrong attempt was verified (and refused) again.
+            assert_eq!(auth.verifications(), 4);
+            // Another user's password does not open alice's entry.
+            assert!(auth.authenticate(b"alice", b"pw-b").await.is_err());
+            assert!(auth.authenticate(b"bob", b"pw-a").await.is_err());
+            assert_eq!(auth.cached(), 1);
+        });
+    }
+
+    #[test]
+    fn the_shard_keeps_running_while_argon2_verifies() {
+        let (_dir, users) = table();
+        run(async move {
+            let auth = Authenticator::new(users).unwrap();
+            let ticks = std::rc::Rc::new(Cell::new(0u32));
+            let t = ticks.clone();
+            let ticker = glommio::spawn_local(async move {
+                for _ in 0..1000 {
+                    t.set(t.get() + 1);
+                    glommio::yield_if_needed().await;
+                    glommio::timer::sleep(std::time::Duration::from_micros(100)).await;
+                }
+            });
+            let before = ticks.get();
+            assert!(auth.authenticate(b"alice", b"nope").await.is_err());
+            // argon2 took milliseconds on another thread; the shard's
+            // other task ran meanwhile.
+            assert!(ticks.get() > before, "the shard was blocked during argon2");
+            drop(ticker);
+        });
     }
 
     #[test]

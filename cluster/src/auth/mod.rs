@@ -9,10 +9,14 @@
 //!   with an argon2 PHC password hash (never the password itself), a
 //!   [`Role`] and the key patterns it may touch.
 //!
-//! Verifying a password runs argon2, which is slow on purpose; each shard
-//! keeps the credentials it verified in a bounded [`cache::CredentialCache`]
-//! (see [`Authenticator`]), so a reconnect storm re-presenting the same
-//! credentials costs one argon2 verification per distinct credential.
+//! Verifying a password runs argon2, which is slow on purpose. It runs on
+//! the blocking-thread pool, never on a shard's thread, at most
+//! [`cache::VERIFICATIONS_IN_FLIGHT_MAX`] at a time per shard (a flood of
+//! wrong passwords waits its turn instead of taking every CPU); each
+//! shard keeps the credentials it verified in a bounded
+//! [`cache::CredentialCache`] (see [`Authenticator`]), so a reconnect
+//! storm re-presenting the same credentials costs one argon2 verification
+//! per distinct credential.
 //!
 //! A connection's authenticated user is a [`Principal`]; checking a command
 //! against it ([`Principal::may_write`], [`Principal::may_access`]) is a role
@@ -358,23 +362,24 @@ impl UserTable {
         Ok(Some(UserTable { users }))
     }
 
+    /// Whether checking `user`'s password runs argon2 (a users-file user):
+    /// slow on purpose, so callers run it off the shard's thread.
+    pub fn is_hashed(&self, user: &[u8]) -> bool {
+        std::str::from_utf8(user)
+            .ok()
+            .and_then(|name| self.users.get(name))
+            .is_some_and(|(secret, _)| matches!(secret, Secret::Hash(_)))
+    }
+
     /// Checks `password` for `user` the slow way (argon2 for users-file
-    /// users); `verifications` counts the argon2 runs.
-    pub fn verify(
-        &self,
-        user: &[u8],
-        password: &[u8],
-        verifications: &std::cell::Cell<u64>,
-    ) -> Result<Arc<Principal>, AuthError> {
+    /// users; tens of milliseconds of CPU).
+    pub fn verify(&self, user: &[u8], password: &[u8]) -> Result<Arc<Principal>, AuthError> {
         let name = std::str::from_utf8(user).map_err(|_| AuthError::WrongPassword)?;
         let (secret, principal) = self.users.get(name).ok_or(AuthError::WrongPassword)?;
         let good = match secret {
-            Secret::Hash(hash) => {
-                verifications.set(verifications.get() + 1);
-                Argon2::default()
-                    .verify_password(password, hash.as_ref())
-                    .is_ok()
-            }
+            Secret::Hash(hash) => Argon2::default()
+                .verify_password(password, hash.as_ref())
+                .is_ok(),
             Secret::Plain(expected) => constant_time_eq(expected, password),
         };
         if good {
@@ -456,15 +461,16 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("s3cret"), "{text}");
         let table = UserTable::load(None, Some(&path)).unwrap().unwrap();
-        let count = std::cell::Cell::new(0);
-        let alice = table.verify(b"alice", b"s3cret", &count).unwrap();
+        assert!(table.is_hashed(b"alice") && !table.is_hashed(b"bob"));
+        let alice = table.verify(b"alice", b"s3cret").unwrap();
         assert_eq!((alice.name(), alice.role()), ("alice", Role::Read));
         assert!(alice.may_access(b"session:9") && !alice.may_access(b"other:1"));
-        assert!(table.verify(b"alice", b"wrong", &count).is_err());
-        assert!(table.verify(b"bob", b"s3cret", &count).is_err());
+        assert!(table.verify(b"alice", b"wrong").is_err());
+        assert!(table.verify(b"bob", b"s3cret").is_err());
         assert!(UserTable::load(None, None).unwrap().is_none());
         let t = UserTable::load(Some("pw"), None).unwrap().unwrap();
-        assert!(t.verify(b"default", b"pw", &count).unwrap().is_admin());
-        assert!(t.verify(b"default", b"pW", &count).is_err());
+        assert!(!t.is_hashed(b"default"));
+        assert!(t.verify(b"default", b"pw").unwrap().is_admin());
+        assert!(t.verify(b"default", b"pW").is_err());
     }
 }

@@ -124,6 +124,10 @@ pub struct ShardMetrics {
     /// Internode connections refused for authentication (no or a wrong
     /// cluster-secret proof).
     pub peer_auth_refusals: Cell<u64>,
+    /// Client AUTH attempts refused (unknown user or wrong password).
+    pub client_auth_failures: Cell<u64>,
+    /// Client requests refused for their user's role or key patterns.
+    pub client_permission_refusals: Cell<u64>,
     /// Client connections closed at once: the shard's client limit was reached.
     pub connections_refused: Cell<u64>,
     /// Internode connections closed at once: the shard's internode limit was reached.
@@ -188,6 +192,10 @@ pub struct MetricsSnapshot {
     pub stream_bytes: u64,
     /// See [`ShardMetrics::peer_auth_refusals`].
     pub peer_auth_refusals: u64,
+    /// See [`ShardMetrics::client_auth_failures`].
+    pub client_auth_failures: u64,
+    /// See [`ShardMetrics::client_permission_refusals`].
+    pub client_permission_refusals: u64,
     /// See [`ShardMetrics::connections_refused`].
     pub connections_refused: u64,
     /// See [`ShardMetrics::peer_connections_refused`].
@@ -236,6 +244,8 @@ impl ShardMetrics {
             stream_keys: self.stream_keys.get(),
             stream_bytes: self.stream_bytes.get(),
             peer_auth_refusals: self.peer_auth_refusals.get(),
+            client_auth_failures: self.client_auth_failures.get(),
+            client_permission_refusals: self.client_permission_refusals.get(),
             connections_refused: self.connections_refused.get(),
             peer_connections_refused: self.peer_connections_refused.get(),
             connections_cut: self.connections_cut.get(),
@@ -275,6 +285,8 @@ impl std::ops::AddAssign for MetricsSnapshot {
         self.stream_keys += o.stream_keys;
         self.stream_bytes += o.stream_bytes;
         self.peer_auth_refusals += o.peer_auth_refusals;
+        self.client_auth_failures += o.client_auth_failures;
+        self.client_permission_refusals += o.client_permission_refusals;
         self.connections_refused += o.connections_refused;
         self.peer_connections_refused += o.peer_connections_refused;
         self.connections_cut += o.connections_cut;

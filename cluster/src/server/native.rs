@@ -68,7 +68,7 @@ pub(super) async fn serve_connection(
                                     context: Vec::new(),
                                 },
                             },
-                            Some(a) => match a.authenticate(name, password) {
+                            Some(a) => match a.authenticate(name, password).await {
                                 Ok(p) => {
                                     user = Some(p);
                                     Response {
@@ -78,11 +78,17 @@ pub(super) async fn serve_connection(
                                         },
                                     }
                                 }
-                                Err(_) => error(
-                                    req.id,
-                                    ErrorCode::Unauthenticated,
-                                    "invalid username-password pair",
-                                ),
+                                Err(e) => {
+                                    bump(&coordinator.router().metrics().client_auth_failures);
+                                    if !matches!(e, crate::auth::AuthError::WrongPassword) {
+                                        tracing::warn!(error = %e, "client authentication failed");
+                                    }
+                                    error(
+                                        req.id,
+                                        ErrorCode::Unauthenticated,
+                                        "invalid username-password pair",
+                                    )
+                                }
                             },
                         };
                         push(pipeline.outbox(), &resp);
@@ -90,6 +96,9 @@ pub(super) async fn serve_connection(
                     }
                     if auth.is_some() {
                         if let Some(refusal) = refuse(user.as_deref(), &req) {
+                            if user.is_some() {
+                                bump(&coordinator.router().metrics().client_permission_refusals);
+                            }
                             push(pipeline.outbox(), &refusal);
                             continue;
                         }

@@ -83,7 +83,10 @@ pub(super) async fn serve_connection(
                             Command::Auth { .. } | Command::Hello { .. } | Command::AclWhoami
                         )
                     {
-                        if let Some(reply) = resp_auth::screen(auth.as_deref(), &mut user, &cmd) {
+                        let metrics = coordinator.router().metrics();
+                        if let Some(reply) =
+                            resp_auth::screen(auth.as_deref(), metrics, &mut user, &cmd).await
+                        {
                             if pending.is_empty() {
                                 reply.encode(&mut out);
                             } else {

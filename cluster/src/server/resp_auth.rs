@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use corekv_net::resp::{Command, Reply};
 
-use crate::auth::{Authenticator, Principal, DEFAULT_USER};
+use crate::auth::{AuthError, Authenticator, Principal, DEFAULT_USER};
+use crate::runtime::metrics::{bump, ShardMetrics};
 
 const NOAUTH: &str = "NOAUTH Authentication required.";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
@@ -17,8 +18,9 @@ const NOPERM_KEY: &str = "NOPERM No permissions to access a key";
 /// what the connection's user may not run. `None`: run `cmd`. With
 /// authentication off (`auth` is `None`) only the connection commands are
 /// answered here; everything else runs as before.
-pub(super) fn screen(
+pub(super) async fn screen(
     auth: Option<&Authenticator>,
+    metrics: &ShardMetrics,
     user: &mut Option<Arc<Principal>>,
     cmd: &Command,
 ) -> Option<Reply> {
@@ -33,12 +35,12 @@ pub(super) fn screen(
             None => Reply::ok(),
             Some(auth) => {
                 let name = name.as_deref().unwrap_or(DEFAULT_USER.as_bytes());
-                match auth.authenticate(name, password) {
+                match auth.authenticate(name, password).await {
                     Ok(p) => {
                         *user = Some(p);
                         Reply::ok()
                     }
-                    Err(_) => Reply::Error(WRONGPASS.into()),
+                    Err(e) => wrongpass(metrics, &e),
                 }
             }
         }),
@@ -50,9 +52,9 @@ pub(super) fn screen(
             }
             if let Some(auth) = auth {
                 match creds {
-                    Some((name, password)) => match auth.authenticate(name, password) {
+                    Some((name, password)) => match auth.authenticate(name, password).await {
                         Ok(p) => *user = Some(p),
-                        Err(_) => return Some(Reply::Error(WRONGPASS.into())),
+                        Err(e) => return Some(wrongpass(metrics, &e)),
                     },
                     None if user.is_none() => {
                         return Some(Reply::Error(
@@ -75,9 +77,23 @@ pub(super) fn screen(
             let Some(p) = user.as_ref() else {
                 return Some(Reply::Error(NOAUTH.into()));
             };
-            permitted(p, cmd)
+            let refusal = permitted(p, cmd);
+            if refusal.is_some() {
+                bump(&metrics.client_permission_refusals);
+            }
+            refusal
         }
     }
+}
+
+/// WRONGPASS, counted; a failure other than a wrong password (no thread
+/// for argon2) is logged too, as the client cannot tell it apart.
+fn wrongpass(metrics: &ShardMetrics, e: &AuthError) -> Reply {
+    bump(&metrics.client_auth_failures);
+    if !matches!(e, AuthError::WrongPassword) {
+        tracing::warn!(error = %e, "client authentication failed");
+    }
+    Reply::Error(WRONGPASS.into())
 }
 
 /// `None` when `p` may run `cmd`, else the NOPERM refusal.

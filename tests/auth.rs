@@ -1,0 +1,300 @@
+//! Client authentication and roles (issue 20), with real `corekv serve`
+//! processes on loopback, redis-cli and the native client:
+//!
+//! - `requirepass`: nothing but PING and AUTH runs before AUTH (NOAUTH), a
+//!   wrong password is WRONGPASS, `redis-cli -a` and HELLO AUTH work;
+//! - a users file written by `corekv user add` (password on stdin, argon2
+//!   hash in the file): roles and key patterns are enforced on RESP, the
+//!   native port and each shard's own port; the CLI authenticates from
+//!   COREKV_PASSWORD; refusals are counted;
+//! - a flood of wrong passwords on one shard does not stop that shard from
+//!   serving an authenticated client.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{corekv, metric, redis_cli, Server};
+use corekv_net::client::{Client, ClientError};
+use corekv_net::native::{ErrorCode, RequestBody, ResponseBody};
+
+fn client(addr: std::net::SocketAddr) -> Client {
+    Client::connect(addr, Duration::from_secs(10)).expect("connect")
+}
+
+fn server_with(dir: &Path, config: &str) -> Server {
+    let path = dir.join("node.toml");
+    std::fs::write(&path, config).expect("write config");
+    Server::start(
+        &dir.join("data"),
+        1,
+        &["--config", path.to_str().expect("utf-8 path")],
+    )
+}
+
+/// `corekv user add NAME --role ROLE [--key K]...` with `password` on stdin.
+fn user_add(users: &Path, name: &str, password: &str, role: &str, keys: &[&str]) -> String {
+    let mut cmd = Command::new(corekv());
+    cmd.args(["user", "add", name, "--role", role, "--users-file"])
+        .arg(users);
+    for k in keys {
+        cmd.args(["--key", k]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run corekv user add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write password");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "user add {name}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (at most 5 s) for `name` to reach `want`: shards report their
+/// counters once a second.
+fn wait_metric(server: &Server, name: &str, want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = metric(server, name);
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} is {got}, expected {want}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn refused(result: Result<ResponseBody, ClientError>) -> (ErrorCode, String) {
+    match result {
+        Err(ClientError::Server { code, message }) => (code, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn requirepass_gates_every_command_until_auth() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server_with(dir.path(), "requirepass = \"open sesame 42\"\n");
+    assert_eq!(redis_cli(&server, &["PING"]), "PONG");
+    assert_eq!(
+        redis_cli(&server, &["SET", "k", "v"]),
+        "NOAUTH Authentication required."
+    );
+    assert_eq!(
+        redis_cli(&server, &["GET", "k"]),
+        "NOAUTH Authentication required."
+    );
+    // redis-cli reports the failed AUTH on stderr and runs the command
+    // unauthenticated.
+    assert_eq!(
+        redis_cli(&server, &["-a", "wrong", "--no-auth-warning", "GET", "k"]),
+        "NOAUTH Authentication required."
+    );
+    let ok = |args: &[&str]| {
+        let mut all = vec!["-a", "open sesame 42", "--no-auth-warning"];
+        all.extend_from_slice(args);
+        redis_cli(&server, &all)
+    };
+    assert_eq!(ok(&["SET", "k", "v"]), "OK");
+    assert_eq!(ok(&["GET", "k"]), "v");
+    assert_eq!(ok(&["ACL", "WHOAMI"]), "default");
+    // HELLO 2 AUTH authenticates and answers the server's description.
+    let hello = redis_cli(
+        &server,
+        &["HELLO", "2", "AUTH", "default", "open sesame 42"],
+    );
+    assert!(hello.contains("proto"), "{hello}");
+    // The native port asks the same: nothing before AUTH.
+    let mut c = client(server.native);
+    let (code, _) = refused(c.get(b"k"));
+    assert_eq!(code, ErrorCode::Unauthenticated);
+    assert!(matches!(c.call(RequestBody::Ping), Ok(ResponseBody::Pong)));
+    let (code, _) = refused(
+        c.auth(b"default", b"open sesame 4")
+            .map(|_| ResponseBody::Pong),
+    );
+    assert_eq!(code, ErrorCode::Unauthenticated);
+    c.auth(b"default", b"open sesame 42").expect("auth");
+    assert!(matches!(c.get(b"k"), Ok(ResponseBody::Value { .. })));
+    wait_metric(&server, "corekv_client_auth_failures_total", 2.0);
+}
+
+#[test]
+fn users_file_roles_and_key_patterns_are_enforced_everywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("users.toml");
+    let said = user_add(
+        &users,
+        "alice",
+        "alice-password",
+        "readwrite",
+        &["session:*"],
+    );
+    assert!(said.contains("added user alice"), "{said}");
+    user_add(&users, "bob", "bob-password", "read", &[]);
+    user_add(&users, "ops", "ops-password", "admin", &[]);
+    // The file holds hashes, never the passwords, and only its owner reads it.
+    let text = std::fs::read_to_string(&users).expect("users file");
+    assert!(
+        text.contains("$argon2id$") && !text.contains("alice-password"),
+        "{text}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&users)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "users file mode {mode:o}");
+
+    let server = server_with(
+        dir.path(),
+        &format!("users_file = \"{}\"\n", users.display()),
+    );
+    // Every native port: the node's and the shard's own.
+    for addr in [server.native, server.shard_addr(0)] {
+        let mut alice = client(addr);
+        let (code, _) = refused(alice.put(b"session:1", b"v1", 0, &[]));
+        assert_eq!(code, ErrorCode::Unauthenticated, "{addr}");
+        alice.auth(b"alice", b"alice-password").expect("alice");
+        alice
+            .put(b"session:1", b"v1", 0, &[])
+            .expect("alice writes her keys");
+        let (code, message) = refused(alice.put(b"other:1", b"v", 0, &[]));
+        assert_eq!(code, ErrorCode::Forbidden, "{message}");
+        assert!(message.contains("alice"), "{message}");
+        let (code, _) = refused(alice.get(b"other:1"));
+        assert_eq!(code, ErrorCode::Forbidden);
+        let (code, _) = refused(alice.call(RequestBody::Admin(br#"{"op":"compact"}"#.to_vec())));
+        assert_eq!(code, ErrorCode::Forbidden);
+
+        let mut bob = client(addr);
+        bob.auth(b"bob", b"bob-password").expect("bob");
+        assert!(matches!(
+            bob.get(b"session:1"),
+            Ok(ResponseBody::Value { .. })
+        ));
+        let (code, message) = refused(bob.delete(b"session:1", &[]));
+        assert_eq!(code, ErrorCode::Forbidden, "{message}");
+        // A right password for another user opens nothing.
+        let mut mallory = client(addr);
+        let (code, _) = refused(
+            mallory
+                .auth(b"bob", b"alice-password")
+                .map(|_| ResponseBody::Pong),
+        );
+        assert_eq!(code, ErrorCode::Unauthenticated);
+    }
+    // RESP: the same users and rules, in Redis's words.
+    let as_user = |user: &str, password: &str, args: &[&str]| {
+        let mut all = vec!["--user", user, "--pass", password, "--no-auth-warning"];
+        all.extend_from_slice(args);
+        redis_cli(&server, &all)
+    };
+    assert_eq!(
+        as_user("alice", "alice-password", &["SET", "session:2", "x"]),
+        "OK"
+    );
+    assert_eq!(as_user("bob", "bob-password", &["GET", "session:2"]), "x");
+    assert!(
+        as_user("bob", "bob-password", &["SET", "session:2", "y"]).starts_with("NOPERM"),
+        "a read user cannot SET"
+    );
+    assert_eq!(
+        as_user("alice", "alice-password", &["GET", "other:2"]),
+        "NOPERM No permissions to access a key"
+    );
+    assert_eq!(
+        as_user("alice", "alice-password", &["ACL", "WHOAMI"]),
+        "alice"
+    );
+    // The CLI takes the password from the environment only.
+    let cli = |user: &str, password: Option<&str>, args: &[&str]| {
+        let mut cmd = Command::new(corekv());
+        cmd.args(args)
+            .args(["--addr", &server.native.to_string(), "--user", user])
+            .env_remove("COREKV_PASSWORD");
+        if let Some(p) = password {
+            cmd.env("COREKV_PASSWORD", p);
+        }
+        cmd.output().expect("run corekv")
+    };
+    let out = cli("bob", Some("bob-password"), &["get", "session:2"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "x\n", "{out:?}");
+    let out = cli("bob", None, &["get", "session:2"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("COREKV_PASSWORD"),
+        "{out:?}"
+    );
+    // `corekv status` asks each member for its figures with the same user.
+    let out = cli("bob", Some("bob-password"), &["status"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && table.lines().any(|l| l.starts_with("UP ")),
+        "{out:?}"
+    );
+    let out = cli("ops", Some("ops-password"), &["compact"]);
+    assert!(out.status.success(), "the admin role runs ADMIN: {out:?}");
+    let out = cli("bob", Some("bob-password"), &["compact"]);
+    assert!(!out.status.success(), "a read user cannot compact: {out:?}");
+    // Refusals are visible: 2 wrong passwords, and 2 × 4 native + 2 RESP
+    // + 1 CLI permission refusals.
+    wait_metric(&server, "corekv_client_auth_failures_total", 2.0);
+    wait_metric(&server, "corekv_client_permission_refusals_total", 11.0);
+}
+
+#[test]
+fn a_flood_of_wrong_passwords_does_not_stop_the_shard_serving_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("users.toml");
+    user_add(&users, "app", "app-password", "readwrite", &[]);
+    let server = server_with(
+        dir.path(),
+        &format!("users_file = \"{}\"\n", users.display()),
+    );
+    let addr = server.native;
+    // Attackers: 8 connections, each trying wrong passwords (bounded).
+    let attackers: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = client(addr);
+                let mut refused = 0;
+                for i in 0..10 {
+                    let guess = format!("guess-{t}-{i}");
+                    if c.auth(b"app", guess.as_bytes()).is_err() {
+                        refused += 1;
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    // Meanwhile the application, authenticated once, keeps working on the
+    // same (only) shard.
+    let mut app = client(addr);
+    app.auth(b"app", b"app-password").expect("app");
+    for i in 0..500 {
+        let key = format!("k{i}");
+        app.put(key.as_bytes(), b"v", 0, &[])
+            .unwrap_or_else(|e| panic!("write {key} during the flood: {e}"));
+    }
+    let refused: usize = attackers
+        .into_iter()
+        .map(|a| a.join().expect("attacker"))
+        .sum();
+    assert_eq!(refused, 80, "every wrong guess is refused");
+    wait_metric(&server, "corekv_client_auth_failures_total", 80.0);
+}
