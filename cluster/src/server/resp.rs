@@ -87,17 +87,7 @@ pub(super) async fn serve_connection(
                         if let Some(reply) =
                             resp_auth::screen(auth.as_deref(), metrics, &mut user, &cmd).await
                         {
-                            if pending.is_empty() {
-                                reply.encode(&mut out);
-                            } else {
-                                held += reply_bytes(&reply);
-                                pending.push_back(Pending {
-                                    slot: Slot::Done(reply),
-                                    reads: Tokens::None,
-                                    writes: Tokens::None,
-                                    overwrite: false,
-                                });
-                            }
+                            answer_in_order(reply, &mut pending, &mut out, &mut held);
                             continue;
                         }
                     }
@@ -164,17 +154,7 @@ pub(super) async fn serve_connection(
                                 .metrics()
                                 .record(RequestKind::Get, started.elapsed());
                             if let Some(reply) = reply {
-                                if pending.is_empty() {
-                                    reply.encode(&mut out);
-                                } else {
-                                    held += reply_bytes(&reply);
-                                    pending.push_back(Pending {
-                                        slot: Slot::Done(reply),
-                                        reads: Tokens::None,
-                                        writes: Tokens::None,
-                                        overwrite: false,
-                                    });
-                                }
+                                answer_in_order(reply, &mut pending, &mut out, &mut held);
                             }
                             continue;
                         }
@@ -438,6 +418,28 @@ impl Tokens {
 }
 
 /// About the bytes a reply holds (its values), for the output bound.
+/// A reply known without running anything: written at once when no
+/// earlier command is pending, else queued behind them (and counted in
+/// `held`), so replies still leave in request order.
+fn answer_in_order(
+    reply: Reply,
+    pending: &mut VecDeque<Pending>,
+    out: &mut Vec<u8>,
+    held: &mut usize,
+) {
+    if pending.is_empty() {
+        reply.encode(out);
+    } else {
+        *held += reply_bytes(&reply);
+        pending.push_back(Pending {
+            slot: Slot::Done(reply),
+            reads: Tokens::None,
+            writes: Tokens::None,
+            overwrite: false,
+        });
+    }
+}
+
 fn reply_bytes(reply: &Reply) -> usize {
     match reply {
         Reply::Bulk(Some(v)) => v.len() + 16,
