@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{corekv, metric, redis_cli, Server};
+use common::{corekv, redis_cli, wait_metric, Server};
 use corekv_net::client::{Client, ClientError};
 use corekv_net::native::{ErrorCode, RequestBody, ResponseBody};
 
@@ -58,23 +58,6 @@ fn user_add(users: &Path, name: &str, password: &str, role: &str, keys: &[&str])
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success(), "user add {name}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Waits (at most 5 s) for `name` to reach `want`: shards report their
-/// counters once a second.
-fn wait_metric(server: &Server, name: &str, want: f64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = metric(server, name);
-        if got == want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} is {got}, expected {want}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn refused(result: Result<ResponseBody, ClientError>) -> (ErrorCode, String) {
@@ -129,7 +112,10 @@ fn requirepass_gates_every_command_until_auth() {
     assert_eq!(code, ErrorCode::Unauthenticated);
     c.auth(b"default", b"open sesame 42").expect("auth");
     assert!(matches!(c.get(b"k"), Ok(ResponseBody::Value { .. })));
-    wait_metric(&server, "corekv_client_auth_failures_total", 2.0);
+    assert_eq!(
+        wait_metric(&server, "corekv_client_auth_failures_total", 2.0),
+        2.0
+    );
 }
 
 #[test]
@@ -252,8 +238,14 @@ fn users_file_roles_and_key_patterns_are_enforced_everywhere() {
     assert!(!out.status.success(), "a read user cannot compact: {out:?}");
     // Refusals are visible: 2 wrong passwords, and 2 × 4 native + 2 RESP
     // + 1 CLI permission refusals.
-    wait_metric(&server, "corekv_client_auth_failures_total", 2.0);
-    wait_metric(&server, "corekv_client_permission_refusals_total", 11.0);
+    assert_eq!(
+        wait_metric(&server, "corekv_client_auth_failures_total", 2.0),
+        2.0
+    );
+    assert_eq!(
+        wait_metric(&server, "corekv_client_permission_refusals_total", 11.0),
+        11.0
+    );
 }
 
 #[test]
@@ -296,5 +288,8 @@ fn a_flood_of_wrong_passwords_does_not_stop_the_shard_serving_others() {
         .map(|a| a.join().expect("attacker"))
         .sum();
     assert_eq!(refused, 80, "every wrong guess is refused");
-    wait_metric(&server, "corekv_client_auth_failures_total", 80.0);
+    assert_eq!(
+        wait_metric(&server, "corekv_client_auth_failures_total", 80.0),
+        80.0
+    );
 }

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{http_get, metric, Server};
+use common::{http_get, metric, wait_metric, Server};
 use corekv_net::client::Client;
 use corekv_net::native::{self, Consistency, Request, RequestBody, ResponseBody};
 use corekv_net::peer::{self, PeerRequest, PeerResponse};
@@ -41,15 +41,6 @@ fn rss_bytes(server: &Server) -> usize {
         .and_then(|v| v.parse().ok())
         .expect("VmRSS");
     kib * 1024
-}
-
-/// Waits until `name` is at least `at_least` (shards report once a second).
-fn wait_metric(node: &Server, name: &str, at_least: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(node, name) < at_least {
-        assert!(Instant::now() < deadline, "{name} stayed below {at_least}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn put_big(server: &Server) {

@@ -331,6 +331,24 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// A counter or gauge from a node's `/metrics` (the first sample line of
 /// `name`); panics naming it when it is absent.
+/// Waits (at most 10 s) until metric `name` is at least `at_least` and
+/// returns it: shards report their counters once a second, so a count
+/// lags what was just done.
+pub fn wait_metric(node: &Server, name: &str, at_least: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = metric(node, name);
+        if got >= at_least {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed at {got}, below {at_least}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn metric(node: &Server, name: &str) -> f64 {
     let (code, text) = http_get(node.admin, "/metrics");
     assert_eq!(code, 200);
