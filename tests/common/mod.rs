@@ -329,8 +329,6 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (code, body)
 }
 
-/// A counter or gauge from a node's `/metrics` (the first sample line of
-/// `name`); panics naming it when it is absent.
 /// Waits (at most 10 s) until metric `name` is at least `at_least` and
 /// returns it: shards report their counters once a second, so a count
 /// lags what was just done.
@@ -349,6 +347,8 @@ pub fn wait_metric(node: &Server, name: &str, at_least: f64) -> f64 {
     }
 }
 
+/// A counter or gauge from a node's `/metrics` (the first sample line of
+/// `name`); panics naming it when it is absent.
 pub fn metric(node: &Server, name: &str) -> f64 {
     let (code, text) = http_get(node.admin, "/metrics");
     assert_eq!(code, 200);
