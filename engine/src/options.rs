@@ -75,7 +75,9 @@ pub struct Options {
     /// when the memtable is below `memtable_bytes_max` (default 1 GiB), so
     /// the log stays bounded: overwrites of the same keys keep a memtable
     /// small while every one of them adds to the log, which the disk holds
-    /// and recovery replays. At least two segments.
+    /// and recovery replays. While that flush runs, writers wait once the
+    /// log is a segment past this bound, so it holds on a slow disk too.
+    /// At least two segments.
     pub log_bytes_max: u64,
     /// Byte budget of the block cache (default 64 MiB).
     pub block_cache_bytes: usize,

@@ -403,6 +403,11 @@ impl CommitLog {
         }
     }
 
+    /// The segment new records are assigned to now: the newest live one.
+    pub(crate) fn assigning_segment(&self) -> u64 {
+        self.state.borrow().assign_segment
+    }
+
     /// Current figures.
     pub(crate) fn stats(&self) -> LogStats {
         self.state.borrow().stats

@@ -566,7 +566,7 @@ impl Engine {
         hold: Option<PendingHold>,
     ) -> Result<()> {
         self.check_open()?;
-        self.wait_for_memtable_room().await?;
+        self.wait_for_room().await?;
         let ticket = self
             .log
             .submit_with(record_len(key, delta), |out| {
@@ -633,18 +633,28 @@ impl Engine {
         Ok(())
     }
 
-    /// Backpressure: while the active memtable is over budget and the
-    /// previous one is still being flushed, writers wait instead of letting
-    /// memory grow.
-    async fn wait_for_memtable_room(&self) -> Result<()> {
+    /// Backpressure: while the previous memtable is still being flushed,
+    /// writers wait instead of letting the active memtable grow past its
+    /// budget or the commit log grow more than a segment past
+    /// `log_bytes_max` (overwrites of a few keys fill the log while the
+    /// flush that will release it runs; on a slow disk they would otherwise
+    /// outrun it without bound).
+    async fn wait_for_room(&self) -> Result<()> {
+        let log_stall_bytes = self
+            .opts
+            .log_bytes_max
+            .saturating_add(self.opts.segment_bytes);
         let mut stalled = false;
         loop {
             {
                 let st = self.state.borrow();
-                if st.closed
-                    || st.frozen.is_none()
-                    || st.active.bytes() < self.opts.memtable_bytes_max
-                {
+                if st.closed || st.frozen.is_none() {
+                    return Ok(());
+                }
+                let memtable_room = st.active.bytes() < self.opts.memtable_bytes_max;
+                let log_room =
+                    self.live_log_bytes(&st, self.log.assigning_segment()) < log_stall_bytes;
+                if memtable_room && log_room {
                     return Ok(());
                 }
             }
