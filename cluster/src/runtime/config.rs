@@ -442,7 +442,7 @@ impl NodeConfig {
                 self.cluster_name.len()
             )));
         }
-        self.admin_socket_addr()?;
+        self.check_ports_apart()?;
         for level in [&self.write_consistency, &self.read_consistency] {
             parse_level(level)?;
         }
@@ -488,6 +488,51 @@ impl NodeConfig {
             )));
         }
         self.engine_options(0).map(|_| ())
+    }
+
+    /// Refuses two listeners on one port. Every listener binds with
+    /// SO_REUSEPORT (the shards share the native and RESP ports), so the
+    /// kernel would accept both and spread one port's connections over two
+    /// protocols: a RESP client answered in native frames, at random.
+    fn check_ports_apart(&self) -> Result<()> {
+        let shards = self.shard_count();
+        let offset = |addr: SocketAddr, by: usize, what: String| {
+            let port = usize::from(addr.port()) + by;
+            u16::try_from(port)
+                .map(|p| (SocketAddr::new(addr.ip(), p), what.clone()))
+                .map_err(|_| Error::Config(format!("{what} would be port {port}, above 65535")))
+        };
+        let mut bound = vec![
+            (self.native_addr, "native_addr".to_string()),
+            (self.resp_addr, "resp_addr".to_string()),
+        ];
+        for i in 0..shards {
+            bound.push(offset(
+                self.native_addr,
+                1 + i,
+                format!("shard {i}'s own native port (native_addr + {})", 1 + i),
+            )?);
+            bound.push(offset(
+                self.peer_addr,
+                i,
+                format!("shard {i}'s internode port (peer_addr + {i})"),
+            )?);
+        }
+        if let Some(admin) = self.admin_socket_addr()? {
+            bound.push((admin, "admin_addr".to_string()));
+        }
+        for (i, (a, what_a)) in bound.iter().enumerate() {
+            for (b, what_b) in &bound[i + 1..] {
+                let same_host =
+                    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+                if a.port() == b.port() && same_host {
+                    return Err(Error::Config(format!(
+                        "{what_a} ({a}) and {what_b} ({b}) are the same port; each shard also listens on native_addr + 1 + shard and peer_addr + shard, so leave room for them"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The admin address, or `None` when disabled.
@@ -567,6 +612,36 @@ hint_window_s = 60
         )
         .expect_err("repair interval = gc_grace");
         assert!(e.contains("repair_interval_s"), "{e}");
+    }
+
+    #[test]
+    fn listeners_on_one_port_are_refused() {
+        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let mut c = NodeConfig {
+            shards: 2,
+            native_addr: at(29100),
+            resp_addr: at(29101),
+            peer_addr: at(29110),
+            admin_addr: "127.0.0.1:29120".into(),
+            ..NodeConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("resp_addr") && e.contains("shard 0's own native port"),
+            "{e}"
+        );
+        c.resp_addr = at(29103);
+        c.validate().expect("apart");
+        c.admin_addr = "0.0.0.0:29111".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("admin_addr") && e.contains("shard 1's internode"),
+            "{e}"
+        );
+        c.admin_addr = "off".into();
+        c.peer_addr = at(65535);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("above 65535"), "{e}");
     }
 
     #[test]
