@@ -507,20 +507,26 @@ impl NodeConfig {
             (self.resp_addr, "resp_addr".to_string()),
         ];
         for i in 0..shards {
-            bound.push(offset(
-                self.native_addr,
-                1 + i,
-                format!("shard {i}'s own native port (native_addr + {})", 1 + i),
-            )?);
-            bound.push(offset(
-                self.peer_addr,
-                i,
-                format!("shard {i}'s internode port (peer_addr + {i})"),
-            )?);
+            // Port 0 asks the kernel for a free port: never shared.
+            if self.native_addr.port() != 0 {
+                bound.push(offset(
+                    self.native_addr,
+                    1 + i,
+                    format!("shard {i}'s own native port (native_addr + {})", 1 + i),
+                )?);
+            }
+            if self.peer_addr.port() != 0 {
+                bound.push(offset(
+                    self.peer_addr,
+                    i,
+                    format!("shard {i}'s internode port (peer_addr + {i})"),
+                )?);
+            }
         }
         if let Some(admin) = self.admin_socket_addr()? {
             bound.push((admin, "admin_addr".to_string()));
         }
+        bound.retain(|(addr, _)| addr.port() != 0);
         for (i, (a, what_a)) in bound.iter().enumerate() {
             for (b, what_b) in &bound[i + 1..] {
                 let same_host =
@@ -638,6 +644,16 @@ hint_window_s = 60
             e.contains("admin_addr") && e.contains("shard 1's internode"),
             "{e}"
         );
+        // Ports the kernel picks are never the same.
+        let any = at(0);
+        let ephemeral = NodeConfig {
+            native_addr: any,
+            resp_addr: any,
+            peer_addr: any,
+            admin_addr: "127.0.0.1:0".into(),
+            ..c.clone()
+        };
+        ephemeral.validate().expect("port 0 everywhere");
         c.admin_addr = "off".into();
         c.peer_addr = at(65535);
         let e = c.validate().unwrap_err().to_string();
