@@ -1,11 +1,18 @@
 # Sourced by the bench scripts (after `cd` to the repository root): builds
-# the release binary and sets $bin to it ($CARGO_TARGET_DIR honoured), makes
+# the release binary and sets $bin to it ($CARGO_TARGET_DIR honoured, or
+# $COREKV_BIN taken as it is), makes
 # a scratch directory $work (under $work_parent if the script sets it, else
 # the system's temporary directory), and on exit stops every process whose
 # PID the script appended to $pids, runs the commands appended to
 # $on_exit, and removes $work.
-cargo build --release -q
-bin=${CARGO_TARGET_DIR:-target}/release/corekv
+# COREKV_BIN=path runs that binary instead (another build, for a before /
+# after comparison in one session) and skips the build.
+if [ -n "${COREKV_BIN:-}" ]; then
+    bin=$COREKV_BIN
+else
+    cargo build --release -q
+    bin=${CARGO_TARGET_DIR:-target}/release/corekv
+fi
 work=$(mktemp -d -p "${work_parent:-${TMPDIR:-/tmp}}" .corekv-bench.XXXX)
 pids=()
 on_exit=()
