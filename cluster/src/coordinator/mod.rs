@@ -17,7 +17,8 @@
 
 mod handoff;
 mod hints;
-mod quorum;
+pub mod plan;
+pub mod quorum;
 mod replica;
 
 use std::future::Future;
@@ -34,9 +35,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 
 pub use hints::{Hint, HintError, HintStore};
+pub use plan::{Plan, PlanError, Target};
 pub use quorum::required;
 pub use replica::ReplicaError;
-use replica::Target;
 
 use crate::links::PeerLinks;
 use crate::repair::replica::TreeCache;
@@ -290,11 +291,9 @@ impl Coordinator {
         }
     }
 
-    /// The key's replicas (live ones first in preference order) and how
-    /// many answers `level` needs; `Unavailable` when too few are up.
-    /// With `sloppy`, each replica that is down is stood in for by the next
-    /// live node after the preference list, which keeps the write as a hint
-    /// for it and counts toward W.
+    /// The key's replicas and how many answers `level` needs
+    /// ([`plan::plan`] on this shard's view of who is live); `Unavailable`,
+    /// counted, when too few are up.
     fn plan(
         &self,
         topo: &Topology,
@@ -303,75 +302,15 @@ impl Coordinator {
         default: Consistency,
         write: bool,
     ) -> Result<(Vec<Target>, Vec<NodeIndex>, usize), CoordinatorError> {
-        let sloppy = write && self.sloppy_quorum;
-        let token = corekv_engine::token_of(key);
-        let replicas = topo.ring().replicas(token);
-        let mut needed = required(level, default, replicas.len()).map_err(|m| {
-            bump(&self.router.metrics().unavailable);
-            CoordinatorError::Unavailable(m)
-        })?;
-        let me = topo.me();
-        let mut live = Vec::with_capacity(replicas.len());
-        let mut down = Vec::new();
-        for &node in replicas {
-            if Some(node) == me {
-                // Local first: a read at ONE is then answered by this node's
-                // replica whenever it can answer at once.
-                live.insert(0, Target::Local);
-            } else if self.is_live(topo, node) {
-                live.push(Target::Remote(node));
-            } else {
-                down.push(node);
+        match plan::plan(topo, key, level, default, write, self.sloppy_quorum, |n| {
+            self.is_live(topo, n)
+        }) {
+            Ok(p) => Ok((p.targets, p.down, p.needed)),
+            Err(e) => {
+                bump(&self.router.metrics().unavailable);
+                Err(CoordinatorError::Unavailable(e.to_string()))
             }
         }
-        if sloppy && !down.is_empty() {
-            let mut stand_ins = topo
-                .ring()
-                .fallbacks(token)
-                .into_iter()
-                .filter(|&f| Some(f) == me || self.is_live(topo, f));
-            down.retain(|&owner| match stand_ins.next() {
-                Some(f) if Some(f) == me => {
-                    live.push(Target::LocalHint { owner });
-                    false
-                }
-                Some(node) => {
-                    live.push(Target::Fallback { node, owner });
-                    false
-                }
-                None => true,
-            });
-        }
-        if live.len() < needed {
-            bump(&self.router.metrics().unavailable);
-            return Err(CoordinatorError::Unavailable(format!(
-                "{needed} replicas needed, {} of {} are up (down: {})",
-                live.len(),
-                replicas.len(),
-                down.iter()
-                    .map(|&n| topo.members()[n].id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        if write {
-            // Nodes joining (or taking over from a leaving one) get every
-            // write of their future ranges, and must acknowledge it like
-            // the replicas, so nothing acknowledged is missing when the move
-            // completes. One that is down gets a hint instead.
-            for node in topo.pending(token) {
-                if Some(node) == me {
-                    live.push(Target::Local);
-                    needed += 1;
-                } else if self.is_live(topo, node) {
-                    live.push(Target::Remote(node));
-                    needed += 1;
-                } else {
-                    down.push(node);
-                }
-            }
-        }
-        Ok((live, down, needed))
     }
 
     /// Whether this shard is `key`'s only replica (a single node, no node
@@ -793,25 +732,33 @@ impl Coordinator {
     ) -> Result<(), CoordinatorError> {
         let mut last_error = String::new();
         let mut last_code = None;
-        while answers.len() < needed {
-            if answers.len() + pending.len() < needed {
-                return Err(CoordinatorError::Failed {
-                    answered: answers.len(),
-                    needed,
-                    last: last_error,
-                    code: last_code,
-                });
+        let mut tally = quorum::Tally::new(needed.saturating_sub(answers.len()), pending.len());
+        loop {
+            match tally.verdict() {
+                quorum::Verdict::Met => return Ok(()),
+                quorum::Verdict::Impossible => {
+                    return Err(CoordinatorError::Failed {
+                        answered: answers.len(),
+                        needed,
+                        last: last_error,
+                        code: last_code,
+                    })
+                }
+                quorum::Verdict::Waiting => {}
             }
             match deadline.next(pending).await {
-                Some((i, Ok(a))) => answers.push((i, a)),
+                Some((i, Ok(a))) => {
+                    answers.push((i, a));
+                    tally.succeeded();
+                }
                 Some((i, Err(e))) => {
                     last_code = e.client_code();
                     last_error = format!("{}: {e}", name(i));
+                    tally.failed();
                 }
                 None => return Err(self.timed_out(answers.len(), needed)),
             }
         }
-        Ok(())
     }
 
     /// The error for a request whose deadline passed with `answered` of
@@ -874,19 +821,7 @@ impl Coordinator {
     /// Live nodes after the preference list that are not already standing
     /// in for a replica of this write, in ring order.
     fn spare_stand_ins(&self, topo: &Topology, key: &[u8], targets: &[Target]) -> Vec<NodeIndex> {
-        let me = topo.me();
-        topo.ring()
-            .fallbacks(corekv_engine::token_of(key))
-            .into_iter()
-            .filter(|&f| Some(f) == me || self.is_live(topo, f))
-            .filter(|&f| {
-                !targets.iter().any(|t| match *t {
-                    Target::Fallback { node, .. } => node == f,
-                    Target::LocalHint { .. } => Some(f) == me,
-                    _ => false,
-                })
-            })
-            .collect()
+        plan::spare_stand_ins(topo, key, targets, |n| self.is_live(topo, n))
     }
 
     /// Flushes and closes the hint store (at shutdown, after draining).

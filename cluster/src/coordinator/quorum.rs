@@ -73,6 +73,77 @@ pub fn is_stale(
     }
 }
 
+/// Where a request waiting on replica answers stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Too few answers yet, and enough still outstanding.
+    Waiting,
+    /// `needed` answers succeeded: the client may be answered.
+    Met,
+    /// Too many failed: even if every outstanding one succeeds, fewer
+    /// than `needed` will have.
+    Impossible,
+}
+
+/// The count of one request's replica answers against the `needed` its
+/// level asks for (sans-io: the coordinator feeds it answers as they
+/// arrive, and so does the simulator).
+///
+/// Only successes count toward `needed`; a failure only brings the
+/// request closer to [`Verdict::Impossible`].
+#[derive(Clone, Debug)]
+pub struct Tally {
+    needed: usize,
+    outstanding: usize,
+    succeeded: usize,
+}
+
+impl Tally {
+    /// A request that sent `outstanding` replica calls and needs `needed`
+    /// of them to succeed.
+    pub fn new(needed: usize, outstanding: usize) -> Tally {
+        Tally {
+            needed,
+            outstanding,
+            succeeded: 0,
+        }
+    }
+
+    /// One call succeeded.
+    pub fn succeeded(&mut self) -> Verdict {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.succeeded += 1;
+        self.verdict()
+    }
+
+    /// One call failed (an error, or no answer in time).
+    pub fn failed(&mut self) -> Verdict {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.verdict()
+    }
+
+    /// Where the request stands.
+    pub fn verdict(&self) -> Verdict {
+        if self.succeeded >= self.needed {
+            Verdict::Met
+        } else if self.succeeded + self.outstanding < self.needed {
+            Verdict::Impossible
+        } else {
+            Verdict::Waiting
+        }
+    }
+
+    /// Calls that succeeded so far.
+    pub fn successes(&self) -> usize {
+        self.succeeded
+    }
+
+    /// Answers the request needs.
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

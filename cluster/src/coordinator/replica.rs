@@ -7,8 +7,8 @@ use std::rc::Rc;
 use corekv_engine::version::SiblingSet;
 use corekv_net::peer::{PeerRequest, PeerResponse};
 
+use super::Target;
 use super::{Coordinator, CoordinatorError};
-use crate::ring::NodeIndex;
 use crate::runtime::ops::{ReplicaOp, ReplicaReply};
 use crate::runtime::router::RouteError;
 use crate::topology::Topology;
@@ -89,51 +89,6 @@ impl ReplicaError {
                 code: None,
             },
             ReplicaError::Refused { code, message } => CoordinatorError::Refused { code, message },
-        }
-    }
-}
-
-/// Where a replica of a key lives, from this shard's point of view.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Target {
-    /// On this node (this shard or another one via the mesh).
-    Local,
-    /// On another node.
-    Remote(NodeIndex),
-    /// Another node stands in for replica `owner`, which is down, and keeps
-    /// the write as a hint for it (sloppy quorum).
-    Fallback {
-        /// The stand-in.
-        node: NodeIndex,
-        /// The replica it stands in for.
-        owner: NodeIndex,
-    },
-    /// This node stands in for replica `owner` (a local hint).
-    LocalHint {
-        /// The replica it stands in for.
-        owner: NodeIndex,
-    },
-}
-
-impl Target {
-    /// The replica as an error message names it: node id and address.
-    pub(super) fn describe(&self, topo: &Topology) -> String {
-        let node = |i: NodeIndex| {
-            topo.members().get(i).map_or_else(
-                || format!("node #{i}"),
-                |m| format!("node {} ({})", m.id, m.peer_addr),
-            )
-        };
-        match *self {
-            Target::Local => match topo.me() {
-                Some(me) => format!("{} (this node)", node(me)),
-                None => "this node".into(),
-            },
-            Target::Remote(n) => node(n),
-            Target::Fallback { node: n, owner } => {
-                format!("{}, standing in for {}", node(n), node(owner))
-            }
-            Target::LocalHint { owner } => format!("this node, standing in for {}", node(owner)),
         }
     }
 }

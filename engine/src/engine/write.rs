@@ -9,30 +9,12 @@ use crate::commitlog::Ticket;
 use crate::error::{Error, Result};
 use crate::options::ConflictMode;
 use crate::token::token_of;
-use crate::version::{
-    wall_clock_ms, CausalContext, Dot, HybridClock, SiblingSet, Version, VersionVector, ANY_REPLICA,
-};
+use crate::version::{wall_clock_ms, CausalContext, Dot, HybridClock, SiblingSet, Version};
 
 /// Record kind of a sibling-set delta in the commit log.
 const RECORD_APPLY: u8 = 1;
 
-/// Which earlier versions a local write supersedes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum WriteContext {
-    /// Supersede nothing: the write becomes a sibling of every version
-    /// present (in `Siblings` mode). The default, and what a client that
-    /// never read the key means.
-    #[default]
-    Blind,
-    /// Supersede exactly the versions this causal context (from an earlier
-    /// read, or the answer to an earlier write) holds.
-    Given(CausalContext),
-    /// Supersede every version written before this one, on any replica,
-    /// without reading: Redis `SET` semantics, last-writer-wins by hybrid
-    /// clock. A concurrent write with a later clock reading survives as a
-    /// sibling.
-    Overwrite,
-}
+pub use crate::version::WriteContext;
 
 /// Options of one put or delete.
 #[derive(Clone, Debug, Default)]
@@ -352,14 +334,18 @@ impl Engine {
         {
             base.merge(state, mode);
         }
-        let (version, given) = self.new_version(me, base.context().max_counter(me), value, opts);
-        let dot = version.dot;
-        let delta = SiblingSet::from_write(version, given);
         // A write that reads answers the delta's context, not the merged
         // state's.
-        let context = Some(delta.context().clone());
-        base.merge(&delta, mode);
-        base.fold_own(me);
+        let (dot, context) = crate::version::mint_into(
+            &mut base,
+            &mut self.clock.borrow_mut(),
+            me,
+            value,
+            &opts.context,
+            opts.ttl,
+            mode,
+        );
+        let context = Some(context);
         let siblings = base.versions().len();
         if siblings > self.opts.max_siblings {
             return Err(Error::TooManySiblings {
@@ -473,7 +459,7 @@ impl Engine {
 
     /// The new version of a write by replica id `me`, above `known` (the
     /// highest dot of `me` the key's state holds), and the context it
-    /// supersedes.
+    /// supersedes: [`crate::version::new_version`] on this engine's clock.
     fn new_version(
         &self,
         me: u64,
@@ -481,44 +467,14 @@ impl Engine {
         value: Option<Vec<u8>>,
         opts: &WriteOptions,
     ) -> (Version, CausalContext) {
-        let (given, timestamp) = {
-            let mut clock = self.clock.borrow_mut();
-            // Stay above every dot of ours the key or the client knows of
-            // (after a restart with a clock that stepped back), so the new
-            // dot is never one that is already known.
-            clock.observe(known);
-            match &opts.context {
-                WriteContext::Blind => (CausalContext::new(), clock.now()),
-                WriteContext::Given(c) => {
-                    clock.observe(c.max_counter(me));
-                    (c.clone(), clock.now())
-                }
-                WriteContext::Overwrite => {
-                    // Supersede everything written before this instant, on any
-                    // replica, without reading it (see ANY_REPLICA).
-                    let t = clock.now();
-                    (
-                        VersionVector::from_entries([(ANY_REPLICA, t - 1)]).into(),
-                        t,
-                    )
-                }
-            }
-        };
-        let expires_at_ms = match opts.ttl {
-            Some(ttl) => HybridClock::physical_ms(timestamp)
-                .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)),
-            None => 0,
-        };
-        let version = Version {
-            dot: Dot {
-                replica: me,
-                counter: timestamp,
-            },
-            timestamp,
-            expires_at_ms,
+        crate::version::new_version(
+            &mut self.clock.borrow_mut(),
+            me,
+            known,
             value,
-        };
-        (version, given)
+            &opts.context,
+            opts.ttl,
+        )
     }
 
     /// Stores a write this replica minted (its own copy). Completes even

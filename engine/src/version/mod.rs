@@ -20,10 +20,12 @@ mod codec;
 mod context;
 mod dot;
 mod hlc;
+mod mint;
 mod sibling;
 
 pub use codec::DecodeError;
 pub use context::CausalContext;
 pub use dot::{Dot, VersionVector, ANY_REPLICA};
 pub use hlc::{wall_clock_ms, HybridClock};
+pub use mint::{mint_into, new_version, WriteContext};
 pub use sibling::{SiblingSet, Version};
