@@ -94,7 +94,7 @@ pub enum CoordinatorError {
 
 /// Versions younger than this are not read-repaired: they are most likely
 /// still on their way to the replica that lacks them.
-const REPAIR_GRACE_MS: u64 = 100;
+pub const REPAIR_GRACE_MS: u64 = 100;
 
 type Answer<T> = Pin<Box<dyn Future<Output = (usize, Result<T, ReplicaError>)>>>;
 

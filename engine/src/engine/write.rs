@@ -339,6 +339,7 @@ impl Engine {
         let (dot, context) = crate::version::mint_into(
             &mut base,
             &mut self.clock.borrow_mut(),
+            wall_clock_ms(),
             me,
             value,
             &opts.context,
@@ -469,6 +470,7 @@ impl Engine {
     ) -> (Version, CausalContext) {
         crate::version::new_version(
             &mut self.clock.borrow_mut(),
+            wall_clock_ms(),
             me,
             known,
             value,

@@ -33,11 +33,14 @@ pub enum WriteContext {
 /// highest dot of `me` the key's state holds), and the context it
 /// supersedes.
 ///
-/// The dot's counter is a reading of `clock` taken after observing `known`
+/// The dot's counter is a reading of `clock` at wall time `wall_ms` (the
+/// engine passes the system clock; the simulator its simulated one), taken
+/// after observing `known`
 /// and the given context's highest dot of `me`, so it is never a dot that
 /// is already known, even after a restart with a clock that stepped back.
 pub fn new_version(
     clock: &mut HybridClock,
+    wall_ms: u64,
     me: u64,
     known: u64,
     value: Option<Vec<u8>>,
@@ -46,15 +49,15 @@ pub fn new_version(
 ) -> (Version, CausalContext) {
     clock.observe(known);
     let (given, timestamp) = match context {
-        WriteContext::Blind => (CausalContext::new(), clock.now()),
+        WriteContext::Blind => (CausalContext::new(), clock.tick(wall_ms)),
         WriteContext::Given(c) => {
             clock.observe(c.max_counter(me));
-            (c.clone(), clock.now())
+            (c.clone(), clock.tick(wall_ms))
         }
         WriteContext::Overwrite => {
             // Supersede everything written before this instant, on any
             // replica, without reading it (see ANY_REPLICA).
-            let t = clock.now();
+            let t = clock.tick(wall_ms);
             (
                 VersionVector::from_entries([(ANY_REPLICA, t - 1)]).into(),
                 t,
@@ -78,7 +81,7 @@ pub fn new_version(
     (version, given)
 }
 
-/// Mints a write that reads into `base`, replica `me`'s whole copy of the
+/// Mints a write that reads into `base` at wall time `wall_ms`, replica `me`'s whole copy of the
 /// key: the new version is merged in and `me`'s own dots are folded into
 /// its vector entry (exact, because `me` issued and holds every one of
 /// them). Returns the new dot and the context the client gets back: the
@@ -88,6 +91,7 @@ pub fn new_version(
 pub fn mint_into(
     base: &mut SiblingSet,
     clock: &mut HybridClock,
+    wall_ms: u64,
     me: u64,
     value: Option<Vec<u8>>,
     context: &WriteContext,
@@ -95,7 +99,7 @@ pub fn mint_into(
     mode: ConflictMode,
 ) -> (Dot, CausalContext) {
     let known = base.context().max_counter(me);
-    let (version, given) = new_version(clock, me, known, value, context, ttl);
+    let (version, given) = new_version(clock, wall_ms, me, known, value, context, ttl);
     let dot = version.dot;
     let delta = SiblingSet::from_write(version, given);
     let answer = delta.context().clone();
