@@ -444,3 +444,71 @@ fn bench_authenticates_with_user_and_the_password_from_the_environment() {
     let err = String::from_utf8_lossy(&no_password.stderr);
     assert!(err.contains("COREKV_PASSWORD"), "{err}");
 }
+
+/// Sends `signal` to the server by the PID this test started.
+fn signal(server: &Server, signal: &str) {
+    let pid = server.child.as_ref().expect("running").id().to_string();
+    let ok = Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+/// Retries `f` every 100 ms for at most 10 s until it returns true.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not within 10 s");
+}
+
+#[test]
+fn sighup_reloads_the_users_file_and_a_broken_file_keeps_the_old_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("users.toml");
+    user_add(&users, "alice", "alice-password", "readwrite", &[]);
+    user_add(&users, "bob", "bob-password", "readwrite", &[]);
+    let server = server_with(
+        dir.path(),
+        &format!("users_file = \"{}\"\n", users.display()),
+    );
+    let mut bob = client(server.native);
+    bob.auth(b"bob", b"bob-password").expect("bob");
+    bob.put(b"k", b"v", 0, &[]).expect("bob writes");
+    // Cache alice's credentials on the shard before the change.
+    client(server.native)
+        .auth(b"alice", b"alice-password")
+        .expect("alice");
+
+    let out = Command::new(corekv())
+        .args(["user", "remove", "bob", "--users-file"])
+        .arg(&users)
+        .output()
+        .expect("user remove");
+    assert!(out.status.success(), "{out:?}");
+    user_add(&users, "alice", "alice-new", "readwrite", &[]);
+    signal(&server, "-HUP");
+    wait_metric(&server, "corekv_users_reloads_total", 1.0);
+    // Bob's open connection is refused from its next command.
+    let (code, _) = refused(bob.put(b"k", b"v2", 0, &[]));
+    assert_eq!(code, ErrorCode::Unauthenticated);
+    let mut c = client(server.native);
+    assert!(c.auth(b"bob", b"bob-password").is_err(), "removed bob");
+    assert!(c.auth(b"alice", b"alice-password").is_err(), "old password");
+    c.auth(b"alice", b"alice-new")
+        .expect("alice's new password");
+
+    // A broken file: counted, logged, the old users stay.
+    std::fs::write(&users, "this is [not toml").expect("break the file");
+    signal(&server, "-HUP");
+    wait_metric(&server, "corekv_users_reload_failures_total", 1.0);
+    let mut c = client(server.native);
+    c.auth(b"alice", b"alice-new").expect("alice still works");
+    eventually("the failure is logged", || {
+        server.log_text().contains("users file reload failed")
+    });
+}

@@ -398,7 +398,14 @@ impl NodeConfig {
         let table =
             crate::auth::UserTable::load(self.requirepass.as_deref(), self.users_file.as_deref())
                 .map_err(|e| Error::Config(e.to_string()))?;
-        self.users = table.map(|t| crate::auth::SharedUsers(std::sync::Arc::new(t)));
+        self.users = table.map(|t| {
+            let store = crate::auth::reload::UserStore::new(
+                std::sync::Arc::new(t),
+                self.requirepass.clone(),
+                self.users_file.clone(),
+            );
+            crate::auth::SharedUsers(std::sync::Arc::new(store))
+        });
         Ok(())
     }
 
