@@ -512,3 +512,23 @@ fn sighup_reloads_the_users_file_and_a_broken_file_keeps_the_old_users() {
         server.log_text().contains("users file reload failed")
     });
 }
+
+#[test]
+fn a_changed_users_file_is_picked_up_without_sighup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("users.toml");
+    user_add(&users, "alice", "alice-password", "readwrite", &[]);
+    let server = server_with(
+        dir.path(),
+        &format!(
+            "users_file = \"{}\"\nusers_file_check_s = 1\n",
+            users.display()
+        ),
+    );
+    assert!(client(server.native).auth(b"carol", b"carol-pw").is_err());
+    user_add(&users, "carol", "carol-pw", "read", &[]);
+    wait_metric(&server, "corekv_users_reloads_total", 1.0);
+    client(server.native)
+        .auth(b"carol", b"carol-pw")
+        .expect("carol, added without a SIGHUP");
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{AuthError, UserTable};
 
-/// How often the watcher looks at the users file's mtime and length, in
+/// The default of `users_file_check_s`: how often the watcher looks at the users file's mtime and length, in
 /// seconds (SIGHUP reloads at once in any case).
 pub const USERS_FILE_CHECK_S: u64 = 5;
 

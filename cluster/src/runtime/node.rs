@@ -116,7 +116,7 @@ pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
         Some(users) if users.0.users_file().is_some() => Some(
             crate::auth::reload::spawn_watcher(
                 users.0.clone(),
-                crate::auth::reload::USERS_FILE_CHECK_S,
+                config.users_file_check_s,
                 stop.flag.clone(),
             )
             .map_err(|e| Error::Io {
