@@ -14,7 +14,7 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{corekv, redis_cli, wait_metric, Server};
@@ -292,4 +292,243 @@ fn a_flood_of_wrong_passwords_does_not_stop_the_shard_serving_others() {
         wait_metric(&server, "corekv_client_auth_failures_total", 80.0),
         80.0
     );
+}
+
+#[test]
+fn async_and_shard_aware_clients_connect_as_a_user() {
+    use corekv_cluster::client::{ShardAwareClient, ShardAwareError};
+    use corekv_net::async_client::AsyncClient;
+    use corekv_net::native::Consistency;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("users.toml");
+    user_add(&users, "alice", "alice-password", "readwrite", &[]);
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, format!("users_file = \"{}\"\n", users.display())).expect("config");
+    let server = Server::start(
+        &dir.path().join("data"),
+        2,
+        &["--config", config.to_str().expect("utf-8 path")],
+    );
+    let (native, shard1) = (server.native, server.shard_addr(1));
+    let outcome = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            // The async client: right password works, wrong one is typed.
+            let c = AsyncClient::connect_as(native, b"alice", b"alice-password", 8)
+                .await
+                .expect("alice connects");
+            c.call(RequestBody::Put {
+                consistency: Consistency::Default,
+                ttl_ms: 0,
+                context: Vec::new(),
+                key: b"a1".to_vec(),
+                value: b"v".to_vec(),
+            })
+            .await
+            .expect("alice writes");
+            c.close();
+            for addr in [native, shard1] {
+                match AsyncClient::connect_as(addr, b"alice", b"wrong", 8).await {
+                    Err(ClientError::Unauthenticated(_)) => {}
+                    Err(e) => panic!("{addr}: expected Unauthenticated, got {e}"),
+                    Ok(_) => panic!("{addr}: a wrong password was accepted"),
+                }
+            }
+            // The shard-aware client: refused at the seed, typed.
+            match ShardAwareClient::connect_as(native, b"alice", b"nope", 8).await {
+                Err(ShardAwareError::Unauthenticated { .. }) => {}
+                Err(e) => panic!("expected Unauthenticated, got {e}"),
+                Ok(_) => panic!("a wrong password was accepted"),
+            }
+            // ... and with the right password every per-shard connection
+            // authenticates (keys land on both shards).
+            let sa = ShardAwareClient::connect_as(native, b"alice", b"alice-password", 8)
+                .await
+                .expect("shard-aware alice");
+            for i in 0..64 {
+                let key = format!("sa{i}").into_bytes();
+                sa.call(RequestBody::Put {
+                    consistency: Consistency::Default,
+                    ttl_ms: 0,
+                    context: Vec::new(),
+                    key: key.clone(),
+                    value: b"v".to_vec(),
+                })
+                .await
+                .expect("put through the owning shard");
+                let got = sa
+                    .call(RequestBody::Get {
+                        consistency: Consistency::Default,
+                        key,
+                    })
+                    .await
+                    .expect("get");
+                assert!(matches!(got, ResponseBody::Value { .. }), "{got:?}");
+            }
+            // Without credentials the same routes are refused.
+            let anon = ShardAwareClient::connect(native, 8).await;
+            if let Ok(anon) = anon {
+                let r = anon
+                    .call(RequestBody::Get {
+                        consistency: Consistency::Default,
+                        key: b"sa1".to_vec(),
+                    })
+                    .await;
+                assert!(
+                    matches!(
+                        r,
+                        Err(ClientError::Server {
+                            code: ErrorCode::Unauthenticated,
+                            ..
+                        })
+                    ),
+                    "{r:?}"
+                );
+            }
+        })
+        .expect("executor")
+        .join();
+    outcome.expect("client run");
+}
+
+fn bench_as(server: &Server, user: Option<&str>, password: Option<&str>, url: &str) -> Output {
+    let target = format!("t={url}://{}", server.native);
+    let mut cmd = Command::new(corekv());
+    cmd.args([
+        "bench",
+        "--target",
+        &target,
+        "--workload",
+        "c",
+        "--keys",
+        "100",
+        "--rate",
+        "500",
+        "--duration",
+        "1s",
+        "--threads",
+        "1",
+        "--connections",
+        "2",
+        "--quiet",
+    ])
+    .env_remove("COREKV_PASSWORD");
+    if let Some(u) = user {
+        cmd.args(["--user", u]);
+    }
+    if let Some(p) = password {
+        cmd.env("COREKV_PASSWORD", p);
+    }
+    cmd.output().expect("run corekv bench")
+}
+
+#[test]
+fn bench_authenticates_with_user_and_the_password_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("users.toml");
+    user_add(&users, "loader", "loader-password", "readwrite", &[]);
+    let server = server_with(
+        dir.path(),
+        &format!("users_file = \"{}\"\n", users.display()),
+    );
+    for url in ["native", "native-sharded"] {
+        let ok = bench_as(&server, Some("loader"), Some("loader-password"), url);
+        assert!(ok.status.success(), "{url}: {ok:?}");
+
+        let wrong = bench_as(&server, Some("loader"), Some("wrong"), url);
+        assert!(!wrong.status.success(), "{url}: wrong password ran");
+        let err = String::from_utf8_lossy(&wrong.stderr);
+        assert!(err.contains("authentication failed"), "{url}: {err}");
+    }
+    let no_password = bench_as(&server, Some("loader"), None, "native");
+    assert!(!no_password.status.success());
+    let err = String::from_utf8_lossy(&no_password.stderr);
+    assert!(err.contains("COREKV_PASSWORD"), "{err}");
+}
+
+/// Sends `signal` to the server by the PID this test started.
+fn signal(server: &Server, signal: &str) {
+    let pid = server.child.as_ref().expect("running").id().to_string();
+    let ok = Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+/// Retries `f` every 100 ms for at most 10 s until it returns true.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not within 10 s");
+}
+
+#[test]
+fn sighup_reloads_the_users_file_and_a_broken_file_keeps_the_old_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("users.toml");
+    user_add(&users, "alice", "alice-password", "readwrite", &[]);
+    user_add(&users, "bob", "bob-password", "readwrite", &[]);
+    let server = server_with(
+        dir.path(),
+        &format!("users_file = \"{}\"\n", users.display()),
+    );
+    let mut bob = client(server.native);
+    bob.auth(b"bob", b"bob-password").expect("bob");
+    bob.put(b"k", b"v", 0, &[]).expect("bob writes");
+    // Cache alice's credentials on the shard before the change.
+    client(server.native)
+        .auth(b"alice", b"alice-password")
+        .expect("alice");
+
+    let out = Command::new(corekv())
+        .args(["user", "remove", "bob", "--users-file"])
+        .arg(&users)
+        .output()
+        .expect("user remove");
+    assert!(out.status.success(), "{out:?}");
+    user_add(&users, "alice", "alice-new", "readwrite", &[]);
+    signal(&server, "-HUP");
+    wait_metric(&server, "corekv_users_reloads_total", 1.0);
+    // Bob's open connection is refused from its next command.
+    let (code, _) = refused(bob.put(b"k", b"v2", 0, &[]));
+    assert_eq!(code, ErrorCode::Unauthenticated);
+    let mut c = client(server.native);
+    assert!(c.auth(b"bob", b"bob-password").is_err(), "removed bob");
+    assert!(c.auth(b"alice", b"alice-password").is_err(), "old password");
+    c.auth(b"alice", b"alice-new")
+        .expect("alice's new password");
+
+    // A broken file: counted, logged, the old users stay.
+    std::fs::write(&users, "this is [not toml").expect("break the file");
+    signal(&server, "-HUP");
+    wait_metric(&server, "corekv_users_reload_failures_total", 1.0);
+    let mut c = client(server.native);
+    c.auth(b"alice", b"alice-new").expect("alice still works");
+    eventually("the failure is logged", || {
+        server.log_text().contains("users file reload failed")
+    });
+}
+
+#[test]
+fn a_changed_users_file_is_picked_up_without_sighup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("users.toml");
+    user_add(&users, "alice", "alice-password", "readwrite", &[]);
+    let server = server_with(
+        dir.path(),
+        &format!(
+            "users_file = \"{}\"\nusers_file_check_s = 1\n",
+            users.display()
+        ),
+    );
+    assert!(client(server.native).auth(b"carol", b"carol-pw").is_err());
+    user_add(&users, "carol", "carol-pw", "read", &[]);
+    wait_metric(&server, "corekv_users_reloads_total", 1.0);
+    client(server.native)
+        .auth(b"carol", b"carol-pw")
+        .expect("carol, added without a SIGHUP");
 }

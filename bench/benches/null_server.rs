@@ -51,6 +51,7 @@ fn spec(
         busy_poll: false,
         interval: Duration::from_secs(1),
         load: false,
+        credentials: None,
     }
 }
 

@@ -97,6 +97,10 @@ pub struct BenchArgs {
     /// generator itself.
     #[arg(long, hide = true)]
     pub serve_null: Option<String>,
+    /// Authenticate every connection as this user; the password is read
+    /// from the environment variable COREKV_PASSWORD (never a flag).
+    #[arg(long)]
+    pub user: Option<String>,
 }
 
 /// Parses `10s`, `250ms`, `2m`, `1h` or a plain number of seconds.
@@ -207,6 +211,10 @@ impl BenchArgs {
                 "--duration must be positive (or give --requests)".into(),
             ));
         }
+        let credentials = match &self.user {
+            Some(u) => Some(crate::auth::Credentials::from_env(u)?),
+            None => None,
+        };
         let threads = self.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -238,6 +246,7 @@ impl BenchArgs {
             load: self.load,
             out: self.out,
             quiet: self.quiet,
+            credentials,
         })
     }
 }

@@ -24,6 +24,7 @@
 //! The entry points are [`cli::BenchArgs`] (the `corekv bench` flags) and
 //! [`run`].
 
+pub mod auth;
 pub mod cli;
 mod conn;
 pub mod keys;
@@ -69,6 +70,9 @@ pub enum BenchError {
     /// Local I/O (threads, output files).
     #[error("{0}")]
     Io(String),
+    /// The server refused the `--user` credentials (or AUTH failed).
+    #[error("authentication failed: {0}")]
+    Auth(String),
 }
 
 fn connect_hint(e: &std::io::Error) -> &'static str {
@@ -114,6 +118,8 @@ pub struct BenchConfig {
     pub out: Option<PathBuf>,
     /// No progress lines.
     pub quiet: bool,
+    /// Authenticate every connection as this user (`--user`).
+    pub credentials: Option<auth::Credentials>,
 }
 
 impl BenchConfig {
@@ -133,6 +139,7 @@ impl BenchConfig {
             busy_poll: self.busy_poll,
             interval: Duration::from_secs(1),
             load: false,
+            credentials: self.credentials.clone(),
         };
         if load {
             s.load = true;

@@ -157,6 +157,16 @@ fn push_usize(out: &mut Vec<u8>, mut n: usize) {
     out.extend_from_slice(&tmp[i..]);
 }
 
+/// Appends a RESP command of bulk-string arguments (`AUTH user pass`).
+pub fn resp_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    out.push(b'*');
+    push_usize(out, args.len());
+    out.extend_from_slice(b"\r\n");
+    for a in args {
+        resp_bulk(out, a);
+    }
+}
+
 /// Appends a RESP `GET key`.
 #[inline]
 pub fn resp_get(out: &mut Vec<u8>, key: &[u8]) {

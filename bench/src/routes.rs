@@ -22,10 +22,19 @@ pub struct ShardRoutes {
 }
 
 impl ShardRoutes {
-    /// Asks `seed` for the topology.
-    pub fn fetch(seed: SocketAddr, timeout: Duration) -> Result<ShardRoutes, BenchError> {
+    /// Asks `seed` for the topology, first authenticating with `creds`
+    /// if given (a refusal is `BenchError::Auth`).
+    pub fn fetch(
+        seed: SocketAddr,
+        timeout: Duration,
+        creds: Option<&crate::auth::Credentials>,
+    ) -> Result<ShardRoutes, BenchError> {
         let fail = |why: String| BenchError::Io(format!("topology from {seed}: {why}"));
         let mut c = Client::connect(seed, timeout).map_err(|e| fail(e.to_string()))?;
+        if let Some(creds) = creds {
+            c.auth(creds.user.as_bytes(), creds.password.as_bytes())
+                .map_err(|e| BenchError::Auth(format!("user {} at {seed}: {e}", creds.user)))?;
+        }
         let body = c
             .call(RequestBody::Topology)
             .map_err(|e| fail(e.to_string()))?;

@@ -81,13 +81,17 @@ fn connect_all(
                 .iter()
                 .flat_map(|addr| std::iter::repeat_n(addr, per))
                 .map(|addr| {
-                    TcpStream::connect_timeout(addr, spec.timeout).map_err(|e| {
+                    let mut s = TcpStream::connect_timeout(addr, spec.timeout).map_err(|e| {
                         BenchError::Connect {
                             name: spec.target.name.clone(),
                             url: spec.target.url(),
                             error: e,
                         }
-                    })
+                    })?;
+                    if let Some(c) = &spec.credentials {
+                        crate::auth::authenticate(&mut s, spec.target.protocol, c, spec.timeout)?;
+                    }
+                    Ok(s)
                 })
                 .collect()
         })
@@ -105,7 +109,11 @@ pub fn run_target(
         ..spec.clone()
     };
     let routes = match spec.target.protocol {
-        Protocol::NativeSharded => Some(ShardRoutes::fetch(spec.target.addr, spec.timeout)?),
+        Protocol::NativeSharded => Some(ShardRoutes::fetch(
+            spec.target.addr,
+            spec.timeout,
+            spec.credentials.as_ref(),
+        )?),
         _ => None,
     };
     let streams = connect_all(&spec, routes.as_ref())?;

@@ -77,6 +77,8 @@ pub struct RunSpec {
     pub interval: Duration,
     /// Load phase: write every key `0..key_count` once, closed loop.
     pub load: bool,
+    /// AUTH on every connection before it carries load.
+    pub credentials: Option<crate::auth::Credentials>,
 }
 
 /// One interval's statistics from one worker.

@@ -37,6 +37,7 @@ fn spec(server: &NullServer, protocol: Protocol, mode: Mode, duration: Duration)
         busy_poll: false,
         interval: Duration::from_millis(500),
         load: false,
+        credentials: None,
     }
 }
 

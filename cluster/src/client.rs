@@ -22,6 +22,7 @@ pub struct ShardAwareClient {
     seed: SocketAddr,
     conns: RefCell<HashMap<SocketAddr, Rc<AsyncClient>>>,
     max_in_flight: usize,
+    credentials: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Why the client could not start.
@@ -30,6 +31,15 @@ pub enum ShardAwareError {
     /// Talking to the seed failed.
     #[error("{0}")]
     Client(#[from] ClientError),
+    /// The seed refused the user or password given to
+    /// [`ShardAwareClient::connect_as`].
+    #[error("authentication refused by {seed}: {reason}")]
+    Unauthenticated {
+        /// The node asked.
+        seed: SocketAddr,
+        /// The server's explanation.
+        reason: String,
+    },
     /// The seed's topology could not be used.
     #[error("topology from {seed}: {reason}")]
     Topology {
@@ -47,7 +57,41 @@ impl ShardAwareClient {
         seed: SocketAddr,
         max_in_flight: usize,
     ) -> Result<ShardAwareClient, ShardAwareError> {
-        let first = AsyncClient::connect(seed, 4).await?;
+        ShardAwareClient::start(seed, max_in_flight, None).await
+    }
+
+    /// Like [`ShardAwareClient::connect`], but authenticates as `user` on
+    /// the seed connection and on every per-shard connection it opens
+    /// later. Refused credentials at the seed are
+    /// `Err(ShardAwareError::Unauthenticated)`; a shard refusing later
+    /// (the user removed meanwhile) makes that call
+    /// `Err(ClientError::Unauthenticated)`.
+    pub async fn connect_as(
+        seed: SocketAddr,
+        user: &[u8],
+        password: &[u8],
+        max_in_flight: usize,
+    ) -> Result<ShardAwareClient, ShardAwareError> {
+        let credentials = Some((user.to_vec(), password.to_vec()));
+        ShardAwareClient::start(seed, max_in_flight, credentials).await
+    }
+
+    async fn start(
+        seed: SocketAddr,
+        max_in_flight: usize,
+        credentials: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<ShardAwareClient, ShardAwareError> {
+        let first = match &credentials {
+            None => AsyncClient::connect(seed, 4).await?,
+            Some((user, password)) => AsyncClient::connect_as(seed, user, password, 4)
+                .await
+                .map_err(|e| match e {
+                    ClientError::Unauthenticated(reason) => {
+                        ShardAwareError::Unauthenticated { seed, reason }
+                    }
+                    other => ShardAwareError::Client(other),
+                })?,
+        };
         let body = first.call(RequestBody::Topology).await?;
         let ResponseBody::Topology(json) = body else {
             return Err(ShardAwareError::Topology {
@@ -59,11 +103,13 @@ impl ShardAwareClient {
             seed,
             reason: e.to_string(),
         })?;
+        first.close();
         Ok(ShardAwareClient {
             topology,
             seed,
             conns: RefCell::new(HashMap::new()),
             max_in_flight,
+            credentials,
         })
     }
 
@@ -83,7 +129,13 @@ impl ShardAwareClient {
         if let Some(c) = self.conns.borrow().get(&addr) {
             return Ok(c.clone());
         }
-        let c = Rc::new(AsyncClient::connect(addr, self.max_in_flight).await?);
+        let c = match &self.credentials {
+            None => AsyncClient::connect(addr, self.max_in_flight).await?,
+            Some((user, password)) => {
+                AsyncClient::connect_as(addr, user, password, self.max_in_flight).await?
+            }
+        };
+        let c = Rc::new(c);
         self.conns.borrow_mut().insert(addr, c.clone());
         Ok(c)
     }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::client::ClientError;
 use crate::frame::FrameError;
 use crate::mux::{Exchange, Multiplexed};
-use crate::native::{self, Request, RequestBody, Response, ResponseBody};
+use crate::native::{self, ErrorCode, Request, RequestBody, Response, ResponseBody};
 use crate::Limits;
 
 /// The native protocol as a [`Multiplexed`] connection speaks it.
@@ -50,6 +50,40 @@ impl AsyncClient {
         Ok(AsyncClient {
             conn: Multiplexed::connect(addr, max_in_flight, exchange).await?,
         })
+    }
+
+    /// Connects like [`AsyncClient::connect`], then authenticates as `user`
+    /// (AUTH, opcode 0x08) before returning, so every later call runs as
+    /// that user. A refused user or password is
+    /// `Err(ClientError::Unauthenticated)` and the connection is closed.
+    /// The password crosses the network as sent (see [`crate::client::Client::auth`]).
+    pub async fn connect_as(
+        addr: SocketAddr,
+        user: &[u8],
+        password: &[u8],
+        max_in_flight: usize,
+    ) -> Result<AsyncClient, ClientError> {
+        let client = AsyncClient::connect(addr, max_in_flight).await?;
+        let auth = client
+            .call(RequestBody::Auth {
+                user: user.to_vec(),
+                password: password.to_vec(),
+            })
+            .await;
+        match auth {
+            Ok(_) => Ok(client),
+            Err(ClientError::Server {
+                code: ErrorCode::Unauthenticated | ErrorCode::Forbidden,
+                message,
+            }) => {
+                client.close();
+                Err(ClientError::Unauthenticated(message))
+            }
+            Err(e) => {
+                client.close();
+                Err(e)
+            }
+        }
     }
 
     /// Sends a request and waits for its response; ERROR becomes `Err`.

@@ -29,6 +29,11 @@ pub enum ClientError {
     /// The connection closed before a response arrived.
     #[error("the server closed the connection")]
     Closed,
+    /// The server refused the credentials an authenticating connect sent
+    /// (AUTH answered Unauthenticated or Forbidden); the connection is
+    /// not usable.
+    #[error("authentication refused: {0}")]
+    Unauthenticated(String),
 }
 
 /// A connection to one server (any shard's port).

@@ -462,6 +462,22 @@ pub fn render(reports: &[ShardReport], ready: bool, gossip: &GossipStats) -> Str
         "Log lines this process could not write because its stderr refused them (full disk, closed pipe)",
         lost,
     );
+    for (name, help, value) in [
+        (
+            "users_reloads",
+            "Users file reloads that replaced the user table (SIGHUP or a changed file)",
+            &crate::auth::reload::USERS_RELOADS,
+        ),
+        (
+            "users_reload_failures",
+            "Users file reloads that failed (parse error, bad hash) and kept the previous users",
+            &crate::auth::reload::USERS_RELOAD_FAILURES,
+        ),
+    ] {
+        let c = Counter::<u64>::default();
+        c.inc_by(value.load(std::sync::atomic::Ordering::Relaxed));
+        registry.register(name, help, c);
+    }
     let ready_gauge = Gauge::<i64>::default();
     ready_gauge.set(i64::from(ready));
     registry.register("ready", "1 when every shard is serving", ready_gauge);

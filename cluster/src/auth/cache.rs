@@ -71,6 +71,11 @@ impl CredentialCache {
         self.entries.len()
     }
 
+    /// Forgets every entry (after the user table changed).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -86,7 +91,10 @@ pub const VERIFICATIONS_IN_FLIGHT_MAX: u64 = 2;
 /// One shard's view of authentication: the node's [`UserTable`] and this
 /// shard's [`CredentialCache`].
 pub struct Authenticator {
-    users: Arc<UserTable>,
+    store: Arc<super::reload::UserStore>,
+    /// The table in use and its generation (refreshed from `store`).
+    users: RefCell<Arc<UserTable>>,
+    generation: Cell<u64>,
     cache: RefCell<CredentialCache>,
     /// Admits [`VERIFICATIONS_IN_FLIGHT_MAX`] argon2 runs at a time.
     slots: glommio::sync::Semaphore,
@@ -96,8 +104,18 @@ pub struct Authenticator {
 impl Authenticator {
     /// A shard's authenticator over `users`.
     pub fn new(users: Arc<UserTable>) -> Result<Authenticator, AuthError> {
+        Authenticator::with_store(Arc::new(super::reload::UserStore::new(users, None, None)))
+    }
+
+    /// A shard's authenticator over the node's reloadable `store`: after a
+    /// reload its cache is emptied and its connections re-resolve their
+    /// user (see [`Authenticator::recheck`]).
+    pub fn with_store(store: Arc<super::reload::UserStore>) -> Result<Authenticator, AuthError> {
+        let (generation, users) = store.current();
         Ok(Authenticator {
-            users,
+            store,
+            users: RefCell::new(users),
+            generation: Cell::new(generation),
             cache: RefCell::new(CredentialCache::new(CACHE_ENTRIES_MAX)?),
             slots: glommio::sync::Semaphore::new(VERIFICATIONS_IN_FLIGHT_MAX),
             verifications: Cell::new(0),
@@ -113,10 +131,12 @@ impl Authenticator {
         user: &[u8],
         password: &[u8],
     ) -> Result<Arc<Principal>, AuthError> {
+        self.refresh();
         if let Some(p) = self.cache.borrow().get(user, password) {
             return Ok(p);
         }
-        let principal = if self.users.is_hashed(user) {
+        let users = self.users.borrow().clone();
+        let principal = if users.is_hashed(user) {
             let _slot = self
                 .slots
                 .acquire_permit(1)
@@ -128,14 +148,47 @@ impl Authenticator {
                 return Ok(p);
             }
             self.verifications.set(self.verifications.get() + 1);
-            verify_on_a_thread(self.users.clone(), user, password).await?
+            verify_on_a_thread(users.clone(), user, password).await?
         } else {
-            self.users.verify(user, password)?
+            users.verify(user, password)?
         };
+        if self.store.generation() != self.generation.get() {
+            // Reloaded while verifying: do not cache under the new table.
+            return Ok(principal);
+        }
         self.cache
             .borrow_mut()
             .insert(user, password, principal.clone());
         Ok(principal)
+    }
+
+    /// Takes the store's current table if a reload replaced it (one atomic
+    /// load otherwise), emptying the credential cache; returns the
+    /// generation in use.
+    pub fn refresh(&self) -> u64 {
+        let g = self.store.generation();
+        if g != self.generation.get() {
+            let (g, users) = self.store.current();
+            *self.users.borrow_mut() = users;
+            self.cache.borrow_mut().clear();
+            self.generation.set(g);
+        }
+        self.generation.get()
+    }
+
+    /// Re-resolves a connection's `user` after a reload: `seen` is the
+    /// generation the connection last checked. A removed user becomes
+    /// `None` (its next command is refused as unauthenticated); a changed
+    /// role or key patterns apply from the next command.
+    pub fn recheck(&self, user: &mut Option<Arc<Principal>>, seen: &mut u64) {
+        let g = self.refresh();
+        if *seen == g {
+            return;
+        }
+        *seen = g;
+        if let Some(p) = user.take() {
+            *user = self.users.borrow().principal(p.name());
+        }
     }
 
     /// How many argon2 verifications this shard started.

@@ -23,6 +23,7 @@
 //! compare and a glob match, with no allocation.
 
 pub mod cache;
+pub mod reload;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -362,6 +363,18 @@ impl UserTable {
         Ok(Some(UserTable { users }))
     }
 
+    /// A table with no users (every AUTH refused).
+    pub fn empty() -> UserTable {
+        UserTable {
+            users: HashMap::new(),
+        }
+    }
+
+    /// The user named `name`, if the table has it.
+    pub fn principal(&self, name: &str) -> Option<Arc<Principal>> {
+        self.users.get(name).map(|(_, p)| p.clone())
+    }
+
     /// Whether checking `user`'s password runs argon2 (a users-file user):
     /// slow on purpose, so callers run it off the shard's thread.
     pub fn is_hashed(&self, user: &[u8]) -> bool {
@@ -411,7 +424,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The loaded user table as the node configuration carries it to the
 /// shards (compared by identity).
 #[derive(Clone, Debug)]
-pub struct SharedUsers(pub Arc<UserTable>);
+pub struct SharedUsers(pub Arc<reload::UserStore>);
 
 impl PartialEq for SharedUsers {
     fn eq(&self, other: &SharedUsers) -> bool {

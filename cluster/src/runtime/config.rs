@@ -117,6 +117,9 @@ pub struct NodeConfig {
     /// A TOML file of named users with argon2 password hashes, roles and
     /// key patterns (`corekv user add` writes it; docs/OPERATIONS.md).
     pub users_file: Option<PathBuf>,
+    /// Seconds between looks at the users file's mtime and length (a
+    /// change reloads it); 0: reload only on SIGHUP.
+    pub users_file_check_s: u64,
     /// The user table loaded from `requirepass` and `users_file` at start
     /// (not a configuration key).
     #[serde(skip)]
@@ -238,6 +241,7 @@ impl Default for NodeConfig {
             cluster_secret_file: None,
             requirepass: None,
             users_file: None,
+            users_file_check_s: crate::auth::reload::USERS_FILE_CHECK_S,
             users: None,
             peer_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
             rack: default_rack(),
@@ -398,7 +402,14 @@ impl NodeConfig {
         let table =
             crate::auth::UserTable::load(self.requirepass.as_deref(), self.users_file.as_deref())
                 .map_err(|e| Error::Config(e.to_string()))?;
-        self.users = table.map(|t| crate::auth::SharedUsers(std::sync::Arc::new(t)));
+        self.users = table.map(|t| {
+            let store = crate::auth::reload::UserStore::new(
+                std::sync::Arc::new(t),
+                self.requirepass.clone(),
+                self.users_file.clone(),
+            );
+            crate::auth::SharedUsers(std::sync::Arc::new(store))
+        });
         Ok(())
     }
 

@@ -112,6 +112,20 @@ pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
             source: e,
         })?;
     }
+    let _users_watcher = match &config.users {
+        Some(users) if users.0.users_file().is_some() => Some(
+            crate::auth::reload::spawn_watcher(
+                users.0.clone(),
+                config.users_file_check_s,
+                stop.flag.clone(),
+            )
+            .map_err(|e| Error::Io {
+                context: "starting the users-file watcher".into(),
+                source: e,
+            })?,
+        ),
+        _ => None,
+    };
     let cpus = glommio::CpuSet::online().map_err(|e| Error::Io {
         context: "listing online CPUs".into(),
         source: e.into(),

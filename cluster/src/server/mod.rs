@@ -305,7 +305,7 @@ pub fn spawn_all(
     // when authentication is off.
     let auth = match &config.users {
         Some(users) => Some(Rc::new(
-            crate::auth::Authenticator::new(users.0.clone())
+            crate::auth::Authenticator::with_store(users.0.clone())
                 .map_err(|e| Error::Config(e.to_string()))?,
         )),
         None => None,

@@ -33,6 +33,9 @@ pub(super) async fn serve_connection(
 ) -> std::io::Result<()> {
     // The user this connection authenticated as (when auth is on).
     let mut user: Option<std::sync::Arc<crate::auth::Principal>> = None;
+    // The user table generation `user` was last resolved in: after a
+    // reload a removed user is refused from its next command.
+    let mut seen = auth.as_ref().map_or(0, |a| a.refresh());
     let codec_limits = Limits {
         max_frame_bytes: limits.max_key_bytes + limits.max_value_bytes + 64 * 1024,
         max_key_bytes: limits.max_key_bytes,
@@ -94,7 +97,8 @@ pub(super) async fn serve_connection(
                         push(pipeline.outbox(), &resp);
                         continue;
                     }
-                    if auth.is_some() {
+                    if let Some(a) = &auth {
+                        a.recheck(&mut user, &mut seen);
                         if let Some(refusal) = refuse(user.as_deref(), &req) {
                             if user.is_some() {
                                 bump(&coordinator.router().metrics().client_permission_refusals);

@@ -32,6 +32,9 @@ pub(super) async fn serve_connection(
 ) -> std::io::Result<()> {
     // The user this connection authenticated as (when auth is on).
     let mut user: Option<std::sync::Arc<crate::auth::Principal>> = None;
+    // The user table generation `user` was last resolved in: after a
+    // reload a removed user is refused from its next command.
+    let mut seen = auth.as_ref().map_or(0, |a| a.refresh());
     let parse_limits = Limits {
         max_key_bytes: limits.max_key_bytes,
         max_value_bytes: limits.max_value_bytes,
@@ -83,6 +86,9 @@ pub(super) async fn serve_connection(
                             Command::Auth { .. } | Command::Hello { .. } | Command::AclWhoami
                         )
                     {
+                        if let Some(a) = &auth {
+                            a.recheck(&mut user, &mut seen);
+                        }
                         let metrics = coordinator.router().metrics();
                         if let Some(reply) =
                             resp_auth::screen(auth.as_deref(), metrics, &mut user, &cmd).await
