@@ -121,6 +121,28 @@ pub struct NodeConfig {
     /// (not a configuration key).
     #[serde(skip)]
     pub users: Option<crate::auth::SharedUsers>,
+    /// PEM certificate chain (leaf first) of this node. With
+    /// `tls_key_file`, the client ports (native, RESP) and admin HTTP
+    /// speak TLS 1.3 only.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): client certificates are checked against it
+    /// (see `tls_auth_clients`), and with `internode_tls` so are nodes'.
+    pub tls_ca_file: Option<PathBuf>,
+    /// With `tls_ca_file`: "yes" (a client certificate signed by the CA is
+    /// required, Redis's default), "optional" (checked when presented) or
+    /// "no".
+    pub tls_auth_clients: String,
+    /// Internode connections are mutual TLS against `tls_ca_file` (node
+    /// certificates need both the serverAuth and clientAuth EKU).
+    pub internode_tls: bool,
+    /// A TLS handshake must finish this long after the accept, or the
+    /// connection is closed (and counted).
+    pub tls_handshake_timeout_ms: u64,
+    /// The TLS setup loaded from the keys above at start (not a key).
+    #[serde(skip)]
+    pub tls: Option<crate::tls::NodeTls>,
     /// Internode address: shard `i` listens on `port + i` for replica
     /// traffic from other nodes' shards.
     pub peer_addr: SocketAddr,
@@ -239,6 +261,13 @@ impl Default for NodeConfig {
             requirepass: None,
             users_file: None,
             users: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            tls_auth_clients: "yes".into(),
+            internode_tls: false,
+            tls_handshake_timeout_ms: 5_000,
+            tls: None,
             peer_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
             rack: default_rack(),
             dc: default_dc(),
@@ -399,6 +428,13 @@ impl NodeConfig {
             crate::auth::UserTable::load(self.requirepass.as_deref(), self.users_file.as_deref())
                 .map_err(|e| Error::Config(e.to_string()))?;
         self.users = table.map(|t| crate::auth::SharedUsers(std::sync::Arc::new(t)));
+        Ok(())
+    }
+
+    /// Checks the TLS keys and loads the files they name into `tls`
+    /// (once, at start).
+    pub fn load_tls(&mut self) -> Result<()> {
+        self.tls = crate::tls::load(self)?;
         Ok(())
     }
 
