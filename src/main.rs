@@ -289,6 +289,16 @@ struct ConnArgs {
     /// variable COREKV_PASSWORD; `default` when only that is set).
     #[arg(long)]
     user: Option<String>,
+    /// Connect with TLS, checking the server's certificate against this
+    /// PEM CA.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// With --tls-ca: present this PEM client certificate (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 impl ConnArgs {
@@ -300,13 +310,21 @@ impl ConnArgs {
     }
 
     fn connect(&self) -> Result<Client> {
-        let mut client = Client::connect(&self.addr, Duration::from_secs(self.timeout.max(1)))
-            .with_context(|| {
-                format!(
-                    "cannot connect to corekv at {} (is `corekv serve` running?)",
-                    self.addr
-                )
-            })?;
+        let timeout = Duration::from_secs(self.timeout.max(1));
+        let connected = match &self.tls_ca {
+            None => Client::connect(&self.addr, timeout),
+            Some(ca) => {
+                let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+                let config = corekv_net::tls::client_config(ca, identity)?;
+                Client::connect_tls(&self.addr, timeout, config)
+            }
+        };
+        let mut client = connected.with_context(|| {
+            format!(
+                "cannot connect to corekv at {} (is `corekv serve` running?)",
+                self.addr
+            )
+        })?;
         login(&mut client, self.user.as_deref(), &self.addr)?;
         Ok(client)
     }
@@ -400,6 +418,26 @@ struct ServeArgs {
     /// clients must authenticate.
     #[arg(long)]
     users_file: Option<PathBuf>,
+    /// PEM certificate chain of this node: with --tls-key-file the client
+    /// ports and admin HTTP speak TLS 1.3 only.
+    #[arg(long)]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long)]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA: client certificates (and, with --internode-tls, nodes') are
+    /// checked against it.
+    #[arg(long)]
+    tls_ca_file: Option<PathBuf>,
+    /// With --tls-ca-file: yes (client certificates required), optional or no.
+    #[arg(long, value_parser = ["yes", "optional", "no"])]
+    tls_auth_clients: Option<String>,
+    /// Internode connections are mutual TLS against --tls-ca-file.
+    #[arg(long)]
+    internode_tls: bool,
+    /// A TLS handshake must finish within this many ms of the accept.
+    #[arg(long)]
+    tls_handshake_timeout_ms: Option<u64>,
     /// This node's rack (replicas spread over racks).
     #[arg(long)]
     rack: Option<String>,
@@ -489,6 +527,24 @@ impl ServeArgs {
         }
         if let Some(v) = self.users_file {
             c.users_file = Some(v);
+        }
+        if let Some(v) = self.tls_cert_file {
+            c.tls_cert_file = Some(v);
+        }
+        if let Some(v) = self.tls_key_file {
+            c.tls_key_file = Some(v);
+        }
+        if let Some(v) = self.tls_ca_file {
+            c.tls_ca_file = Some(v);
+        }
+        if let Some(v) = self.tls_auth_clients {
+            c.tls_auth_clients = v;
+        }
+        if self.internode_tls {
+            c.internode_tls = true;
+        }
+        if let Some(v) = self.tls_handshake_timeout_ms {
+            c.tls_handshake_timeout_ms = v;
         }
         if let Some(v) = self.rack {
             c.rack = v;

@@ -49,6 +49,7 @@ pub mod ring;
 pub mod runtime;
 pub mod secret;
 pub mod server;
+pub mod tls;
 pub mod topology;
 pub mod wire_context;
 

@@ -107,6 +107,7 @@ pub struct PeerLinks {
     cluster: String,
     my_id: u32,
     secret: Option<ClusterSecret>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     timeout: Duration,
     links: RefCell<HashMap<(u32, SocketAddr), Rc<Link>>>,
     health: RefCell<HashMap<u32, Rc<Health>>>,
@@ -114,17 +115,21 @@ pub struct PeerLinks {
 
 impl PeerLinks {
     /// Links for a shard of node `my_id` in cluster `cluster`.
-    /// Requests wait at most `timeout` for their answer.
+    /// Requests wait at most `timeout` for their answer. With `tls`,
+    /// every connection is TLS (mutual, with `internode_tls`), the other
+    /// node's certificate checked for its internode IP address.
     pub fn new(
         cluster: &str,
         my_id: u32,
         secret: Option<ClusterSecret>,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
         timeout: Duration,
     ) -> PeerLinks {
         PeerLinks {
             cluster: cluster.to_string(),
             my_id,
             secret,
+            tls,
             timeout,
             links: RefCell::new(HashMap::new()),
             health: RefCell::new(HashMap::new()),
@@ -339,7 +344,16 @@ impl PeerLinks {
                 ..Limits::default()
             },
         };
-        let connect = Multiplexed::connect(addr, IN_FLIGHT_MAX, exchange);
+        let connect = async {
+            match &self.tls {
+                None => Multiplexed::connect(addr, IN_FLIGHT_MAX, exchange).await,
+                Some(config) => {
+                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                    Multiplexed::connect_tls(addr, IN_FLIGHT_MAX, exchange, config.clone(), name)
+                        .await
+                }
+            }
+        };
         let conn = futures_lite::future::or(async { Some(connect.await) }, async {
             glommio::timer::sleep(CONNECT_TIMEOUT).await;
             None

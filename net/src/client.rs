@@ -38,7 +38,7 @@ pub enum ClientError {
 
 /// A connection to one server (any shard's port).
 pub struct Client {
-    stream: TcpStream,
+    stream: Conn,
     buf: Vec<u8>,
     next_id: u64,
     limits: Limits,
@@ -55,7 +55,7 @@ impl Client {
                     stream.set_write_timeout(Some(timeout))?;
                     stream.set_nodelay(true)?;
                     return Ok(Client {
-                        stream,
+                        stream: Conn::Plain(stream),
                         buf: Vec::with_capacity(64 * 1024),
                         next_id: 1,
                         limits: Limits {
@@ -74,6 +74,31 @@ impl Client {
             .into())
     }
 
+    /// As [`Client::connect`], then a TLS 1.3 handshake checking the
+    /// server's certificate for the host part of `addr` against `config`.
+    pub fn connect_tls(
+        addr: &str,
+        timeout: Duration,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Client, ClientError> {
+        let name = crate::tls::server_name(addr)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut client = Client::connect(addr, timeout)?;
+        let Conn::Plain(tcp) = client.stream else {
+            return Err(ClientError::Closed);
+        };
+        let mut session = rustls::ClientConnection::new(config, name)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut tcp = tcp;
+        // The handshake now, so that a refused certificate is an error
+        // here rather than at the first request.
+        while session.is_handshaking() {
+            session.complete_io(&mut tcp)?;
+        }
+        client.stream = Conn::Tls(Box::new(rustls::StreamOwned::new(session, tcp)));
+        Ok(client)
+    }
+
     /// Sends a request without waiting; returns its id.
     pub fn send(&mut self, body: RequestBody) -> Result<u64, ClientError> {
         let id = self.next_id;
@@ -81,12 +106,14 @@ impl Client {
         let mut out = Vec::new();
         native::encode_request(&Request { id, body }, &mut out);
         self.stream.write_all(&out)?;
+        self.stream.flush()?;
         Ok(id)
     }
 
     /// Sends raw bytes (for tests of malformed input).
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.stream.write_all(bytes)?;
+        self.stream.flush()?;
         Ok(())
     }
 
@@ -170,5 +197,36 @@ impl Client {
             context: context.to_vec(),
             key: key.to_vec(),
         })
+    }
+}
+
+/// A blocking connection: plain TCP or TLS over it.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
     }
 }

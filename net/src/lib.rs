@@ -22,5 +22,6 @@ pub mod native;
 pub mod outbox;
 pub mod peer;
 pub mod resp;
+pub mod tls;
 
 pub use limits::Limits;

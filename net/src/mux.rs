@@ -14,6 +14,10 @@ use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
 use crate::frame::FrameError;
+use crate::tls::MaybeTls;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use std::sync::Arc;
 
 /// How requests and responses of one protocol look on the wire.
 pub trait Exchange: 'static {
@@ -61,6 +65,32 @@ impl<E: Exchange> Multiplexed<E> {
             .await
             .map_err(std::io::Error::from)?;
         stream.set_nodelay(true).map_err(std::io::Error::from)?;
+        Ok(Multiplexed::start(
+            MaybeTls::Plain(stream),
+            max_in_flight,
+            exchange,
+        ))
+    }
+
+    /// As [`Multiplexed::connect`], over TLS: the server's certificate is
+    /// checked against `config`'s roots for `name` (and `config`'s client
+    /// certificate, if any, is presented). The caller bounds the time.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        max_in_flight: usize,
+        exchange: E,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> std::io::Result<Multiplexed<E>> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(std::io::Error::from)?;
+        stream.set_nodelay(true).map_err(std::io::Error::from)?;
+        let stream = crate::tls::connect(config, name, stream).await?;
+        Ok(Multiplexed::start(stream, max_in_flight, exchange))
+    }
+
+    fn start(stream: MaybeTls<TcpStream>, max_in_flight: usize, exchange: E) -> Multiplexed<E> {
         let (reader, writer) = futures_lite::io::split(stream);
         let conn = Multiplexed {
             exchange: Rc::new(exchange),
@@ -85,7 +115,7 @@ impl<E: Exchange> Multiplexed<E> {
             conn.closed.clone(),
         ))
         .detach();
-        Ok(conn)
+        conn
     }
 
     /// The protocol description this connection was opened with.
@@ -144,7 +174,7 @@ impl<R> Drop for ForgetOnDrop<'_, R> {
 }
 
 async fn write_loop(
-    mut writer: WriteHalf<TcpStream>,
+    mut writer: WriteHalf<MaybeTls<TcpStream>>,
     outbox: Rc<RefCell<Vec<u8>>>,
     ready: Rc<Semaphore>,
     closed: Rc<Cell<bool>>,
@@ -153,7 +183,8 @@ async fn write_loop(
     loop {
         let out = crate::outbox::take_queued(&mut outbox.borrow_mut(), sent);
         if !out.is_empty() {
-            if writer.write_all(&out).await.is_err() {
+            // A TLS stream buffers what it could not send yet.
+            if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
                 closed.set(true);
                 return;
             }
@@ -170,7 +201,7 @@ async fn write_loop(
 }
 
 async fn read_loop<E: Exchange>(
-    mut reader: ReadHalf<TcpStream>,
+    mut reader: ReadHalf<MaybeTls<TcpStream>>,
     exchange: Rc<E>,
     waiters: Rc<Waiters<E::Response>>,
     closed: Rc<Cell<bool>>,

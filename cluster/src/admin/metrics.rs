@@ -390,6 +390,16 @@ pub fn render(reports: &[ShardReport], ready: bool, gossip: &GossipStats) -> Str
             e(|r| r.metrics.peer_connections_refused),
         ),
         (
+            "tls_handshake_failures",
+            "Client TLS handshakes (native, RESP) that failed or did not finish within tls_handshake_timeout_ms",
+            e(|r| r.metrics.tls_handshake_failures),
+        ),
+        (
+            "peer_tls_handshake_failures",
+            "Internode TLS handshakes that failed (no or a wrong certificate) or did not finish within tls_handshake_timeout_ms",
+            e(|r| r.metrics.peer_tls_handshake_failures),
+        ),
+        (
             "connections_cut",
             "Connections closed for a bound: a request not whole within request_read_timeout_ms, answers unread past twice output_buffer_mib, or a RESP command past query_buffer_mib",
             e(|r| r.metrics.connections_cut),

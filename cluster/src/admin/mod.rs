@@ -87,6 +87,7 @@ pub fn start(
     stop: StopHandle,
     gossip: Arc<GossipStats>,
     health: Arc<ShardHealth>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<ReportSender> {
     let listener = TcpListener::bind(addr).map_err(|e| Error::Io {
         context: format!("binding the admin address {addr} (admin_addr = \"off\" disables it)"),
@@ -99,7 +100,7 @@ pub fn start(
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
     std::thread::Builder::new()
         .name("corekv-admin".into())
-        .spawn(move || control_loop(listener, rx, shards, stop, gossip, &health))
+        .spawn(move || control_loop(listener, rx, shards, stop, gossip, &health, tls))
         .map_err(|e| Error::Io {
             context: "starting the admin thread".into(),
             source: e,
@@ -114,6 +115,7 @@ fn control_loop(
     stop: StopHandle,
     gossip: Arc<GossipStats>,
     health: &ShardHealth,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let mut latest: Vec<Option<ShardReport>> = vec![None; shards];
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -143,12 +145,13 @@ fn control_loop(
                 let ready =
                     dead.is_empty() && latest.iter().all(|r| r.as_ref().is_some_and(|r| r.serving));
                 let gossip = gossip.clone();
+                let tls = tls.clone();
                 in_flight.fetch_add(1, Ordering::AcqRel);
                 let done = in_flight.clone();
                 let spawned = std::thread::Builder::new()
                     .name("corekv-admin-req".into())
                     .spawn(move || {
-                        if let Err(e) = serve(stream, &reports, ready, &dead, &gossip) {
+                        if let Err(e) = serve(stream, tls, &reports, ready, &dead, &gossip) {
                             tracing::debug!(error = %e, "admin request failed");
                         }
                         done.fetch_sub(1, Ordering::AcqRel);
@@ -171,14 +174,25 @@ fn control_loop(
 
 /// Answers one request and closes the connection.
 fn serve(
-    mut stream: TcpStream,
+    socket: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
     reports: &[ShardReport],
     ready: bool,
     dead: &[(usize, String)],
     gossip: &GossipStats,
 ) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_write_timeout(Some(REQUEST_DEADLINE))?;
+    socket.set_nonblocking(false)?;
+    socket.set_write_timeout(Some(REQUEST_DEADLINE))?;
+    // With TLS the handshake happens in the first read, under the same
+    // deadline as the request head.
+    let mut stream = match tls {
+        None => AdminConn::Plain(socket),
+        Some(config) => {
+            let session = rustls::ServerConnection::new(config)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            AdminConn::Tls(Box::new(rustls::StreamOwned::new(session, socket)))
+        }
+    };
     let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
@@ -191,7 +205,7 @@ fn serve(
                 "request head not complete within the deadline",
             ));
         }
-        stream.set_read_timeout(Some(left))?;
+        stream.socket().set_read_timeout(Some(left))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             break;
@@ -273,7 +287,7 @@ pub fn parse_head(head: &[u8]) -> AdminRequest {
 }
 
 fn respond(
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
     status: &str,
     content_type: &str,
     body: &str,
@@ -284,6 +298,50 @@ fn respond(
         body.len()
     )?;
     stream.flush()
+}
+
+/// An admin connection: plain, or TLS over it.
+enum AdminConn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl AdminConn {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            AdminConn::Plain(s) => s,
+            AdminConn::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for AdminConn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            AdminConn::Plain(s) => s.read(buf),
+            AdminConn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for AdminConn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            AdminConn::Plain(s) => s.write(buf),
+            AdminConn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            AdminConn::Plain(s) => s.flush(),
+            AdminConn::Tls(s) => {
+                // The answer ends the connection: say so, then send.
+                s.conn.send_close_notify();
+                s.flush()
+            }
+        }
+    }
 }
 
 /// `/health`'s status line and body: 200 only when every shard serves;

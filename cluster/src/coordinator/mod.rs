@@ -131,6 +131,7 @@ impl Coordinator {
                 &config.cluster_name,
                 config.node_id,
                 config.cluster_secret.clone(),
+                config.tls.as_ref().and_then(|t| t.peer_client.clone()),
                 Duration::from_millis(config.request_timeout_ms.max(1)),
             ),
             router,

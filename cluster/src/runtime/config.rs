@@ -124,6 +124,28 @@ pub struct NodeConfig {
     /// (not a configuration key).
     #[serde(skip)]
     pub users: Option<crate::auth::SharedUsers>,
+    /// PEM certificate chain (leaf first) of this node. With
+    /// `tls_key_file`, the client ports (native, RESP) and admin HTTP
+    /// speak TLS 1.3 only.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): client certificates are checked against it
+    /// (see `tls_auth_clients`), and with `internode_tls` so are nodes'.
+    pub tls_ca_file: Option<PathBuf>,
+    /// With `tls_ca_file`: "yes" (a client certificate signed by the CA is
+    /// required, Redis's default), "optional" (checked when presented) or
+    /// "no".
+    pub tls_auth_clients: String,
+    /// Internode connections are mutual TLS against `tls_ca_file` (node
+    /// certificates need both the serverAuth and clientAuth EKU).
+    pub internode_tls: bool,
+    /// A TLS handshake must finish this long after the accept, or the
+    /// connection is closed (and counted).
+    pub tls_handshake_timeout_ms: u64,
+    /// The TLS setup loaded from the keys above at start (not a key).
+    #[serde(skip)]
+    pub tls: Option<crate::tls::NodeTls>,
     /// Internode address: shard `i` listens on `port + i` for replica
     /// traffic from other nodes' shards.
     pub peer_addr: SocketAddr,
@@ -243,6 +265,13 @@ impl Default for NodeConfig {
             users_file: None,
             users_file_check_s: crate::auth::reload::USERS_FILE_CHECK_S,
             users: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            tls_auth_clients: "yes".into(),
+            internode_tls: false,
+            tls_handshake_timeout_ms: 5_000,
+            tls: None,
             peer_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
             rack: default_rack(),
             dc: default_dc(),
@@ -410,6 +439,13 @@ impl NodeConfig {
             );
             crate::auth::SharedUsers(std::sync::Arc::new(store))
         });
+        Ok(())
+    }
+
+    /// Checks the TLS keys and loads the files they name into `tls`
+    /// (once, at start).
+    pub fn load_tls(&mut self) -> Result<()> {
+        self.tls = crate::tls::load(self)?;
         Ok(())
     }
 

@@ -132,6 +132,10 @@ pub struct ShardMetrics {
     pub connections_refused: Cell<u64>,
     /// Internode connections closed at once: the shard's internode limit was reached.
     pub peer_connections_refused: Cell<u64>,
+    /// Client (native, RESP) TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: Cell<u64>,
+    /// Internode TLS handshakes that failed or timed out.
+    pub peer_tls_handshake_failures: Cell<u64>,
     /// Connections closed for a limit of their own: a request not whole
     /// within `request_read_timeout_ms`, an output buffer past twice
     /// `output_buffer_mib`, a RESP command past `query_buffer_mib`.
@@ -200,6 +204,10 @@ pub struct MetricsSnapshot {
     pub connections_refused: u64,
     /// See [`ShardMetrics::peer_connections_refused`].
     pub peer_connections_refused: u64,
+    /// See [`ShardMetrics::tls_handshake_failures`].
+    pub tls_handshake_failures: u64,
+    /// See [`ShardMetrics::peer_tls_handshake_failures`].
+    pub peer_tls_handshake_failures: u64,
     /// See [`ShardMetrics::connections_cut`].
     pub connections_cut: u64,
     /// Client request latencies by kind (index: [`RequestKind`]).
@@ -248,6 +256,8 @@ impl ShardMetrics {
             client_permission_refusals: self.client_permission_refusals.get(),
             connections_refused: self.connections_refused.get(),
             peer_connections_refused: self.peer_connections_refused.get(),
+            tls_handshake_failures: self.tls_handshake_failures.get(),
+            peer_tls_handshake_failures: self.peer_tls_handshake_failures.get(),
             connections_cut: self.connections_cut.get(),
             latency: std::array::from_fn(|k| LatencySnapshot {
                 buckets: std::array::from_fn(|b| self.latency[k].buckets[b].get()),
@@ -289,6 +299,8 @@ impl std::ops::AddAssign for MetricsSnapshot {
         self.client_permission_refusals += o.client_permission_refusals;
         self.connections_refused += o.connections_refused;
         self.peer_connections_refused += o.peer_connections_refused;
+        self.tls_handshake_failures += o.tls_handshake_failures;
+        self.peer_tls_handshake_failures += o.peer_tls_handshake_failures;
         self.connections_cut += o.connections_cut;
         self.repair_last_finished_ms = self.repair_last_finished_ms.max(o.repair_last_finished_ms);
         for (mine, theirs) in self.latency.iter_mut().zip(o.latency) {

@@ -86,6 +86,7 @@ pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
     config.validate()?;
     config.load_secret()?;
     config.load_users()?;
+    config.load_tls()?;
     let shards = config.shard_count();
     let panic_test = test_panic_hook()?;
     health::install_panic_hook();
@@ -180,6 +181,7 @@ pub fn run(mut config: NodeConfig, stop: StopHandle) -> Result<()> {
                 admin_stop.clone(),
                 gossip_stats,
                 shard_health.clone(),
+                config.tls.as_ref().and_then(|t| t.admin.clone()),
             )?;
             tracing::info!(%addr, "admin endpoint: /metrics, /health, /status");
             Some(sender)

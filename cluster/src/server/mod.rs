@@ -165,6 +165,13 @@ impl Drop for OpenGuard {
     }
 }
 
+/// The TLS acceptor of one listener, its deadline and its failure log.
+struct Handshake {
+    acceptor: corekv_net::tls::TlsAcceptor,
+    timeout: Duration,
+    failures: crate::tls::FailureLog,
+}
+
 /// Limits applied to every client connection.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -310,6 +317,7 @@ pub fn spawn_all(
         )),
         None => None,
     };
+    let tls = config.tls.clone();
     let clients = OpenConnections::new(limits.max_connections, "client");
     let peers = OpenConnections::new(limits.max_peer_connections, "internode");
     listeners
@@ -323,6 +331,17 @@ pub fn spawn_all(
                 Protocol::Peer => peers.clone(),
                 Protocol::Native | Protocol::Resp => clients.clone(),
             };
+            let handshake = tls.as_ref().and_then(|t| {
+                let acceptor = match protocol {
+                    Protocol::Peer => t.peer_server.clone(),
+                    Protocol::Native | Protocol::Resp => t.clients.clone(),
+                }?;
+                Some(Rc::new(Handshake {
+                    acceptor,
+                    timeout: t.handshake_timeout,
+                    failures: crate::tls::FailureLog::default(),
+                }))
+            });
             glommio::spawn_local(accept_loop(
                 protocol,
                 listener,
@@ -330,7 +349,7 @@ pub fn spawn_all(
                 limits,
                 count,
                 shutdown,
-                auth.clone(),
+                (auth.clone(), handshake),
             ))
             .detach();
         });
@@ -344,7 +363,11 @@ async fn accept_loop(
     limits: ConnectionLimits,
     count: OpenConnections,
     shutdown: Shutdown,
-    auth: Option<Rc<crate::auth::Authenticator>>,
+    // Who may talk: the authenticator, and the TLS handshake first.
+    (auth, handshake): (
+        Option<Rc<crate::auth::Authenticator>>,
+        Option<Rc<Handshake>>,
+    ),
 ) {
     loop {
         let stop = async {
@@ -383,9 +406,33 @@ async fn accept_loop(
         let coordinator = coordinator.clone();
         let shutdown = shutdown.clone();
         let auth = auth.clone();
+        let handshake = handshake.clone();
         glommio::spawn_local(async move {
             let _guard = guard;
             let peer = stream.peer_addr().ok();
+            // The handshake runs in the connection's task (the accept loop
+            // goes on) and within its deadline, holding its slot no longer.
+            let stream = match handshake {
+                None => corekv_net::tls::MaybeTls::Plain(stream),
+                Some(h) => match corekv_net::tls::accept(&h.acceptor, stream, h.timeout).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let m = coordinator.router().metrics();
+                        let kind = match protocol {
+                            Protocol::Peer => {
+                                bump(&m.peer_tls_handshake_failures);
+                                "internode"
+                            }
+                            Protocol::Native | Protocol::Resp => {
+                                bump(&m.tls_handshake_failures);
+                                "client"
+                            }
+                        };
+                        h.failures.log(kind, peer, &e);
+                        return;
+                    }
+                },
+            };
             let result = match protocol {
                 Protocol::Native => {
                     native::serve_connection(stream, coordinator, limits, shutdown, auth).await
@@ -405,5 +452,6 @@ async fn accept_loop(
     }
 }
 
-/// Type of the streams handed to connection loops.
-pub(crate) type Stream = TcpStream;
+/// Type of the streams handed to connection loops: plain TCP, or TLS
+/// once its handshake finished.
+pub(crate) type Stream = corekv_net::tls::MaybeTls<TcpStream>;

@@ -53,7 +53,8 @@ impl Pipeline {
             // Everything queued while the previous write ran goes out in one write.
             let mut sent = Vec::new();
             while let Some(out) = writer_outbox.next(sent).await {
-                if writer.write_all(&out).await.is_err() {
+                // A TLS stream buffers what it could not send yet: flush.
+                if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
                     writer_outbox.close();
                     break;
                 }

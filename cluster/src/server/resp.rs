@@ -268,6 +268,8 @@ pub(super) async fn serve_connection(
                 future::yield_now().await;
             }
             stream.write_all(&out).await?;
+            // A TLS stream buffers what it could not send yet.
+            stream.flush().await?;
             out.clear();
         }
         if quit {
