@@ -88,6 +88,9 @@ pub fn new_version(
 /// write's own (what it superseded plus its dot), not the merged state's.
 ///
 /// `base` afterwards is the state every replica of the key merges.
+// Each argument is one input of the mint; a struct for them would only be
+// unpacked again on the hot write path.
+#[allow(clippy::too_many_arguments)]
 pub fn mint_into(
     base: &mut SiblingSet,
     clock: &mut HybridClock,
