@@ -23,3 +23,15 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+# The requests per second redis-benchmark (on CPU 1) reports for test $1
+# (set, get, ...) against RESP port $2, $3 requests, -P16 over 50
+# connections and 100 000 keys; further redis-benchmark arguments
+# (--tls, -a, ...) follow.
+redis_rps() {
+    local test=$1 port=$2 n=$3
+    shift 3
+    taskset -c 1 redis-benchmark -p "$port" "$@" -t "$test" -P 16 -c 50 \
+        -n "$n" -r 100000 -q 2>/dev/null | tr '\r' '\n' |
+        grep -i "requests per second" | tail -1 | awk '{print $2}'
+}

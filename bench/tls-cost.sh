@@ -50,10 +50,7 @@ one_run() {
         sleep 0.1
     done
     for t in set get; do
-        rps=$(taskset -c 1 redis-benchmark -p "$resp_port" "${tls[@]}" -t "$t" -P 16 -c 50 \
-            -n "$n" -r 100000 -q 2>/dev/null | tr '\r' '\n' |
-            grep -i "requests per second" | tail -1 | awk '{print $2}')
-        echo "$t $rps"
+        echo "$t $(redis_rps "$t" "$resp_port" "$n" "${tls[@]}")"
     done
     kill "$pid"
     wait "$pid" 2>/dev/null || true
