@@ -81,6 +81,36 @@ pub struct Request {
     pub minter: Option<NodeIx>,
 }
 
+impl Request {
+    /// A request to `targets` that nobody has answered yet, with no spare
+    /// stand-ins and no replicas down.
+    fn new(
+        node: NodeIx,
+        client: Option<usize>,
+        key: Vec<u8>,
+        kind: Kind,
+        targets: Vec<Target>,
+        tally: Tally,
+    ) -> Request {
+        Request {
+            node,
+            client,
+            key,
+            kind,
+            slots: vec![Slot::Waiting; targets.len()],
+            spares: vec![None; targets.len()],
+            targets,
+            down: Vec::new(),
+            tally,
+            replied: false,
+            state: SiblingSet::new(),
+            context: CausalContext::new(),
+            answers: Vec::new(),
+            minter: None,
+        }
+    }
+}
+
 /// What a client is told.
 #[derive(Debug)]
 pub enum Outcome {
@@ -173,25 +203,19 @@ impl World {
             .collect();
         let id = self.next_req;
         self.next_req += 1;
-        let mut req = Request {
+        let mut req = Request::new(
             node,
-            client: Some(client),
-            key: key.clone(),
-            kind: Kind::Write {
+            Some(client),
+            key.clone(),
+            Kind::Write {
                 fanning_out: false,
                 record,
             },
-            slots: vec![Slot::Waiting; p.targets.len()],
-            targets: p.targets,
-            spares,
-            down: p.down,
-            tally: Tally::new(needed.saturating_sub(1), 0),
-            replied: false,
-            state: SiblingSet::new(),
-            context: CausalContext::new(),
-            answers: Vec::new(),
-            minter: None,
-        };
+            p.targets,
+            Tally::new(needed.saturating_sub(1), 0),
+        );
+        req.spares = spares;
+        req.down = p.down;
         self.agenda
             .after(REQUEST_TIMEOUT_MS, Event::Deadline { node, req: id })?;
         match minter {
@@ -459,22 +483,15 @@ impl World {
         let id = self.next_req;
         self.next_req += 1;
         let needed = self.needed_with_flaw(p.needed);
-        let mut req = Request {
+        let outstanding = p.targets.len();
+        let mut req = Request::new(
             node,
             client,
-            key: key.clone(),
-            kind: Kind::Read { record },
-            slots: vec![Slot::Waiting; p.targets.len()],
-            tally: Tally::new(needed, p.targets.len()),
-            spares: vec![None; p.targets.len()],
-            targets: p.targets,
-            down: Vec::new(),
-            replied: false,
-            state: SiblingSet::new(),
-            context: CausalContext::new(),
-            answers: Vec::new(),
-            minter: None,
-        };
+            key.clone(),
+            Kind::Read { record },
+            p.targets,
+            Tally::new(needed, outstanding),
+        );
         self.agenda
             .after(REQUEST_TIMEOUT_MS, Event::Deadline { node, req: id })?;
         for slot in 0..req.targets.len() {
